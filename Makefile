@@ -1,0 +1,50 @@
+# Chime: `make run` starts everything on embedded defaults; `make test` runs lint and the whole suite.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+CHIME := $(VENV)/bin/chime
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-unit lint format bench kafka stop clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Chime needs Python 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip==26.3"
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(CHIME) dev
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# The stack (Kafka, Postgres) is started when needed and stopped afterwards if this run started it.
+test: lint
+	$(CHIME) stack exec -- $(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+bench: install
+	$(CHIME) stack exec -- $(PY) -m tests.bench
+
+kafka: install
+	$(CHIME) stack up --kafka-only
+
+stop: install
+	$(CHIME) stack down
+
+clean: stop
+	rm -rf .chime $(VENV)

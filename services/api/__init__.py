@@ -1,0 +1,1 @@
+"""The REST API, its transactional outbox and (later) the run recorder."""

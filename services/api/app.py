@@ -1,0 +1,61 @@
+"""The FastAPI application: ``create_app(settings)`` builds everything; nothing happens at import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+
+from services.api import problems
+from services.api.auth import TokenVerifier
+from services.api.db.engine import create_engine
+from services.api.db.keys_repo import SigningKeyRepository
+from services.api.db.runs_repo import RunRepository
+from services.api.db.schedules_repo import ScheduleRepository
+from services.api.deps import Services
+from services.api.metrics import ApiMetrics
+from services.api.outbox import OutboxRelay
+from services.api.ratelimit import RateLimiter
+from services.api.routes import health, runs, schedules, signing_keys
+from shared.settings import Settings
+from shared.version import chime_version
+
+
+def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            engine = create_engine(settings)
+            stack.push_async_callback(engine.dispose)
+            relay = OutboxRelay(settings, engine)
+            if run_relay:
+                await stack.enter_async_context(relay)
+            app.state.services = Services(
+                settings=settings,
+                engine=engine,
+                relay=relay,
+                schedules=ScheduleRepository(engine, settings, relay.notify),
+                runs=RunRepository(engine),
+                keys=SigningKeyRepository(engine, settings, relay.notify),
+            )
+            yield
+
+    app = FastAPI(
+        title="Chime",
+        version=chime_version(),
+        description="Multi-tenant webhook scheduler: cron, interval and one-off schedules that call webhooks.",
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+    )
+    app.state.verifier = TokenVerifier(settings)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second)
+    app.state.metrics = ApiMetrics()
+    app.middleware("http")(app.state.metrics.middleware)
+    problems.install(app)
+    app.include_router(schedules.router)
+    app.include_router(runs.router)
+    app.include_router(signing_keys.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,314 @@
+"""Schedules in Postgres. Every change bumps ``version`` and writes its event to the outbox in one transaction."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, func, insert, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.api.db.tables import idempotency_keys, schedules, tenants
+from services.api.errors import (
+    IdempotencyKeyReused,
+    InvalidTransition,
+    QuotaExceeded,
+    ScheduleNotFound,
+    VersionMismatch,
+)
+from services.api.outbox import enqueue
+from shared.events import ScheduleDeleted, ScheduleUpserted
+from shared.events.schedule import ScheduleDefinition, ScheduleDeletedData, ScheduleState, ScheduleStatus
+from shared.runid import new_entity_id
+from shared.settings import Settings
+from shared.timefmt import utcnow
+from shared.topics import SCHEDULES
+
+IDEMPOTENCY_WINDOW_S = 24 * 3600
+_DEFINITION_FIELDS = tuple(ScheduleDefinition.model_fields)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    state: ScheduleState
+    last_run_at: datetime | None
+    run_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ListFilter:
+    status: ScheduleStatus | None = None
+    type: str | None = None
+    name_prefix: str | None = None
+    labels: dict[str, str | None] | None = None
+
+
+def encode_cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    padded = cursor + "=" * (-len(cursor) % 4)
+    return base64.urlsafe_b64decode(padded.encode()).decode()
+
+
+def _record(row: Row[Any]) -> ScheduleRecord:
+    m = row._mapping
+    state = ScheduleState.model_validate({k: m[k] for k in (*_DEFINITION_FIELDS, *_STATE_ONLY)})
+    return ScheduleRecord(state=state, last_run_at=m["last_run_at"], run_count=m["run_count"])
+
+
+_STATE_ONLY = ("id", "tenant_id", "status", "version", "created_at", "updated_at")
+
+
+def _columns(state: ScheduleState) -> dict[str, Any]:
+    values = state.model_dump(mode="python")
+    values["payload"] = state.payload.model_dump(mode="json")
+    values["retry_policy"] = state.retry_policy.model_dump(mode="json")
+    values["type"] = state.type.value
+    values["misfire_policy"] = state.misfire_policy.value
+    values["overlap_policy"] = state.overlap_policy.value
+    values["status"] = state.status.value
+    return values
+
+
+def check_if_match(if_match: str | None, version: int) -> None:
+    if if_match is None:
+        return
+    tags = [t.strip() for t in if_match.split(",")]
+    if "*" in tags:
+        return
+    wanted = {t.removeprefix("W/").strip('"') for t in tags}
+    if str(version) not in wanted:
+        raise VersionMismatch(f"schedule is at version {version}; If-Match was {if_match}")
+
+
+class ScheduleRepository:
+    def __init__(self, engine: AsyncEngine, settings: Settings, on_commit: Callable[[], None]) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._on_commit = on_commit
+
+    async def _publish_upsert(self, conn: AsyncConnection, state: ScheduleState) -> None:
+        event = ScheduleUpserted(subject=str(state.id), tenant=state.tenant_id, time=state.updated_at, data=state)
+        await enqueue(conn, event, SCHEDULES, key=str(state.id), aggregate_id=str(state.id), version=state.version)
+
+    async def create(
+        self, tenant: str, definition: ScheduleDefinition, *, idempotency_key: str | None, request_hash: str
+    ) -> tuple[ScheduleRecord, bool]:
+        """Create a schedule. Returns it and whether it is the replayed result of an earlier identical request."""
+        now = utcnow()
+        async with self._engine.begin() as conn:
+            if idempotency_key is not None:
+                earlier = await self._claim_idempotency_key(conn, tenant, idempotency_key, request_hash)
+                if earlier is not None:
+                    row = (await conn.execute(select(schedules).where(schedules.c.id == earlier))).one()
+                    return _record(row), True
+            await conn.execute(pg_insert(tenants).values(id=tenant).on_conflict_do_nothing())
+            claimed = (
+                await conn.execute(
+                    update(tenants)
+                    .where(tenants.c.id == tenant, tenants.c.schedule_count < self._settings.max_schedules_per_tenant)
+                    .values(schedule_count=tenants.c.schedule_count + 1)
+                    .returning(tenants.c.id)
+                )
+            ).first()
+            if claimed is None:
+                raise QuotaExceeded(
+                    f"tenant has reached its quota of {self._settings.max_schedules_per_tenant} schedules"
+                )
+            state = ScheduleState(
+                **definition.model_dump(),
+                id=new_entity_id(),
+                tenant_id=tenant,
+                status=ScheduleStatus.ACTIVE,
+                version=1,
+                created_at=now,
+                updated_at=now,
+            )
+            await conn.execute(insert(schedules).values(**_columns(state)))
+            await self._publish_upsert(conn, state)
+            if idempotency_key is not None:
+                await conn.execute(
+                    update(idempotency_keys)
+                    .where(idempotency_keys.c.tenant_id == tenant, idempotency_keys.c.key == idempotency_key)
+                    .values(resource_id=state.id, status_code=201)
+                )
+        self._on_commit()
+        return ScheduleRecord(state=state, last_run_at=None, run_count=0), False
+
+    async def _claim_idempotency_key(
+        self, conn: AsyncConnection, tenant: str, key: str, request_hash: str
+    ) -> uuid.UUID | None:
+        inserted = (
+            await conn.execute(
+                pg_insert(idempotency_keys)
+                .values(tenant_id=tenant, key=key, request_hash=request_hash)
+                .on_conflict_do_nothing()
+                .returning(idempotency_keys.c.key)
+            )
+        ).first()
+        if inserted is not None:
+            return None
+        existing = (
+            await conn.execute(
+                select(idempotency_keys, (func.now() - idempotency_keys.c.created_at).label("age"))
+                .where(idempotency_keys.c.tenant_id == tenant, idempotency_keys.c.key == key)
+                .with_for_update()
+            )
+        ).one()
+        if existing.age.total_seconds() > IDEMPOTENCY_WINDOW_S or existing.resource_id is None:
+            await conn.execute(
+                update(idempotency_keys)
+                .where(idempotency_keys.c.tenant_id == tenant, idempotency_keys.c.key == key)
+                .values(request_hash=request_hash, created_at=func.now(), resource_id=None, status_code=None)
+            )
+            return None
+        if existing.request_hash != request_hash:
+            raise IdempotencyKeyReused("this Idempotency-Key was used with a different request body")
+        resource_id: uuid.UUID = existing.resource_id
+        return resource_id
+
+    async def get(self, tenant: str, schedule_id: uuid.UUID) -> ScheduleRecord:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(schedules).where(
+                        schedules.c.id == schedule_id,
+                        schedules.c.tenant_id == tenant,
+                        schedules.c.status != ScheduleStatus.DELETED.value,
+                    )
+                )
+            ).first()
+        if row is None:
+            raise ScheduleNotFound(f"no schedule {schedule_id}")
+        return _record(row)
+
+    async def list(
+        self, tenant: str, flt: ListFilter, *, limit: int, cursor: str | None
+    ) -> tuple[list[ScheduleRecord], str | None]:
+        query = select(schedules).where(schedules.c.tenant_id == tenant)
+        if flt.status is not None:
+            query = query.where(schedules.c.status == flt.status.value)
+        else:
+            query = query.where(schedules.c.status != ScheduleStatus.DELETED.value)
+        if flt.type is not None:
+            query = query.where(schedules.c.type == flt.type)
+        if flt.name_prefix:
+            query = query.where(schedules.c.name.startswith(flt.name_prefix, autoescape=True))
+        for key, value in (flt.labels or {}).items():
+            if value is None:
+                query = query.where(schedules.c.labels.has_key(key))
+            else:
+                query = query.where(schedules.c.labels.contains({key: value}))
+        if cursor is not None:
+            query = query.where(schedules.c.id > uuid.UUID(decode_cursor(cursor)))
+        query = query.order_by(schedules.c.id).limit(limit + 1)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        records = [_record(r) for r in rows[:limit]]
+        next_cursor = encode_cursor(str(records[-1].state.id)) if len(rows) > limit else None
+        return records, next_cursor
+
+    async def change(
+        self,
+        tenant: str,
+        schedule_id: uuid.UUID,
+        mutate: Callable[[ScheduleState], dict[str, Any]],
+        *,
+        if_match: str | None,
+    ) -> ScheduleRecord:
+        """Apply ``mutate`` (returns the changed fields) under the row lock, bump the version, emit the event."""
+        now = utcnow()
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    select(schedules)
+                    .where(
+                        schedules.c.id == schedule_id,
+                        schedules.c.tenant_id == tenant,
+                        schedules.c.status != ScheduleStatus.DELETED.value,
+                    )
+                    .with_for_update()
+                )
+            ).first()
+            if row is None:
+                raise ScheduleNotFound(f"no schedule {schedule_id}")
+            current = _record(row)
+            check_if_match(if_match, current.state.version)
+            changes = mutate(current.state)
+            state = current.state.model_copy(
+                update={**changes, "version": current.state.version + 1, "updated_at": now}
+            )
+            state = ScheduleState.model_validate(state.model_dump())
+            await conn.execute(update(schedules).where(schedules.c.id == schedule_id).values(**_columns(state)))
+            await self._publish_upsert(conn, state)
+        self._on_commit()
+        return ScheduleRecord(state=state, last_run_at=current.last_run_at, run_count=current.run_count)
+
+    async def replace(
+        self, tenant: str, schedule_id: uuid.UUID, definition: ScheduleDefinition, *, if_match: str | None
+    ) -> ScheduleRecord:
+        def mutate(state: ScheduleState) -> dict[str, Any]:
+            changes: dict[str, Any] = dict(definition)
+            if state.status is ScheduleStatus.COMPLETED:
+                # An edit may give a finished schedule new fire times; the planner completes it again if not.
+                changes["status"] = ScheduleStatus.ACTIVE
+            return changes
+
+        return await self.change(tenant, schedule_id, mutate, if_match=if_match)
+
+    async def set_paused(
+        self, tenant: str, schedule_id: uuid.UUID, paused: bool, *, if_match: str | None
+    ) -> ScheduleRecord:
+        def mutate(state: ScheduleState) -> dict[str, Any]:
+            wanted_from = ScheduleStatus.ACTIVE if paused else ScheduleStatus.PAUSED
+            if state.status is not wanted_from:
+                verb = "pause" if paused else "resume"
+                raise InvalidTransition(f"cannot {verb} a schedule that is {state.status.value}")
+            return {"status": ScheduleStatus.PAUSED if paused else ScheduleStatus.ACTIVE}
+
+        return await self.change(tenant, schedule_id, mutate, if_match=if_match)
+
+    async def delete(self, tenant: str, schedule_id: uuid.UUID, *, if_match: str | None) -> None:
+        now = utcnow()
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    select(schedules.c.version)
+                    .where(
+                        schedules.c.id == schedule_id,
+                        schedules.c.tenant_id == tenant,
+                        schedules.c.status != ScheduleStatus.DELETED.value,
+                    )
+                    .with_for_update()
+                )
+            ).first()
+            if row is None:
+                raise ScheduleNotFound(f"no schedule {schedule_id}")
+            check_if_match(if_match, row.version)
+            version = row.version + 1
+            await conn.execute(
+                update(schedules)
+                .where(schedules.c.id == schedule_id)
+                .values(status=ScheduleStatus.DELETED.value, version=version, updated_at=now, deleted_at=now)
+            )
+            await conn.execute(
+                update(tenants)
+                .where(and_(tenants.c.id == tenant, tenants.c.schedule_count > literal(0)))
+                .values(schedule_count=tenants.c.schedule_count - 1)
+            )
+            data = ScheduleDeletedData(id=schedule_id, tenant_id=tenant, version=version, deleted_at=now)
+            event = ScheduleDeleted(subject=str(schedule_id), tenant=tenant, time=now, data=data)
+            await enqueue(conn, event, SCHEDULES, key=str(schedule_id), aggregate_id=str(schedule_id), version=version)
+        self._on_commit()
+
+    async def counts_by_status(self) -> dict[str, int]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(schedules.c.status, func.count()).group_by(schedules.c.status))).all()
+        return {status: count for status, count in rows}

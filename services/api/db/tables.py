@@ -1,0 +1,144 @@
+"""Postgres tables (SQLAlchemy Core). Migrations in services/api/migrations create exactly these."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    Uuid,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+TS = DateTime(timezone=True)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    # Live (not deleted) schedules; bumped in the same transaction as each create and delete, so the
+    # quota check is exact even with several API processes.
+    Column("schedule_count", Integer, nullable=False, server_default=text("0")),
+    Column("signing_keys_version", Integer, nullable=False, server_default=text("0")),
+    Column("created_at", TS, nullable=False, server_default=text("now()")),
+)
+
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("tenant_id", String(200), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("labels", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("type", String(16), nullable=False),
+    Column("cron_expr", String(200)),
+    Column("interval_seconds", Integer),
+    Column("run_at", TS),
+    Column("timezone", String(64), nullable=False),
+    Column("start_at", TS),
+    Column("end_at", TS),
+    Column("max_runs", Integer),
+    Column("jitter_seconds", Integer, nullable=False),
+    Column("misfire_policy", String(16), nullable=False),
+    Column("misfire_grace_seconds", Integer, nullable=False),
+    Column("overlap_policy", String(16), nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("retry_policy", JSONB, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("last_run_at", TS),
+    Column("run_count", Integer, nullable=False, server_default=text("0")),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("deleted_at", TS),
+    Index("ix_schedules_tenant_id_id", "tenant_id", "id"),
+    Index("ix_schedules_tenant_status_id", "tenant_id", "status", "id"),
+    Index("ix_schedules_labels", "labels", postgresql_using="gin"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("aggregate_id", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("topic_suffix", String(100), nullable=False),
+    Column("key", LargeBinary, nullable=False),
+    Column("value", LargeBinary, nullable=False),
+    Column("headers", JSONB, nullable=False),
+    Column("created_at", TS, nullable=False, server_default=text("now()")),
+    Column("published_at", TS),
+    Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+    Index("ix_outbox_published_at", "published_at"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("tenant_id", String(200), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("status_code", Integer),
+    Column("resource_id", Uuid),
+    Column("created_at", TS, nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("tenant_id", "key"),
+    Index("ix_idempotency_keys_created_at", "created_at"),
+)
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(200), ForeignKey("tenants.id"), nullable=False),
+    Column("ciphertext", Text, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS),
+    Index("ix_signing_keys_tenant", "tenant_id", "created_at"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("schedule_id", Uuid, nullable=False),
+    Column("tenant_id", String(200), nullable=False),
+    Column("scheduled_for", TS, nullable=False),
+    Column("planned_for", TS),
+    Column("status", String(16), nullable=False),
+    Column("trigger", String(16), nullable=False),
+    Column("created_at", TS, nullable=False, server_default=text("now()")),
+    Column("updated_at", TS, nullable=False, server_default=text("now()")),
+    Column("finished_at", TS),
+    Index("ix_runs_schedule_scheduled_for", "schedule_id", "scheduled_for", "id"),
+    Index("ix_runs_tenant_status", "tenant_id", "status"),
+    Index("ix_runs_created_at", "created_at"),
+)
+
+run_attempts = Table(
+    "run_attempts",
+    metadata,
+    Column("run_id", Uuid, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("worker", String(200)),
+    Column("started_at", TS),
+    Column("finished_at", TS),
+    Column("http_status", Integer),
+    Column("duration_ms", Integer),
+    Column("error", Text),
+    Column("response_excerpt", Text),
+    PrimaryKeyConstraint("run_id", "attempt"),
+)

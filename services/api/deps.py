@@ -1,0 +1,33 @@
+"""Per-app singletons handed to routes through ``app.state`` (built in ``create_app``'s lifespan)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.api.db.keys_repo import SigningKeyRepository
+from services.api.db.runs_repo import RunRepository
+from services.api.db.schedules_repo import ScheduleRepository
+from services.api.outbox import OutboxRelay
+from shared.settings import Settings
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    relay: OutboxRelay
+    schedules: ScheduleRepository
+    runs: RunRepository
+    keys: SigningKeyRepository
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+Deps = Annotated[Services, Depends(get_services)]

@@ -1,0 +1,41 @@
+"""``chime api``: serve the REST API with uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
+
+import uvicorn
+
+from services.api.app import create_app
+from shared.settings import Settings
+
+
+class _Server(uvicorn.Server):
+    """Uvicorn re-raises SIGTERM after its graceful shutdown, so the process dies 'killed by signal'.
+    Chime's services exit 0 after a clean drain, which is what supervisors and Kubernetes expect."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
+def main(settings: Settings) -> None:
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    _Server(config).run()

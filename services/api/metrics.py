@@ -1,0 +1,48 @@
+"""Prometheus metrics of the API process. Business gauges are read from Postgres at scrape time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request, Response
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class ApiMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "chime_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "chime_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.schedules = Gauge("chime_schedules", "Schedules by status", ["status"], registry=self.registry)
+        self.runs = Gauge("chime_runs", "Runs in the history by status", ["status"], registry=self.registry)
+        self.success_rate = Gauge(
+            "chime_run_attempt_success_ratio", "Share of finished attempts that got a 2xx", registry=self.registry
+        )
+        self.avg_duration = Gauge(
+            "chime_run_attempt_duration_ms_avg", "Average webhook call duration in ms", registry=self.registry
+        )
+        self.outbox_backlog = Gauge("chime_outbox_backlog", "Outbox rows not yet in Kafka", registry=self.registry)
+        self.outbox_oldest = Gauge(
+            "chime_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row", registry=self.registry
+        )
+        self.outbox_published = Gauge(
+            "chime_outbox_published_total", "Outbox rows this process published", registry=self.registry
+        )
+
+    async def middleware(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        self.latency.labels(request.method, path).observe(time.perf_counter() - start)
+        self.requests.labels(request.method, path, str(response.status_code)).inc()
+        return response

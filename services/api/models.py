@@ -1,0 +1,90 @@
+"""Request and response bodies. Separate from the tables: the wire contract changes on its own terms."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.events.schedule import ScheduleDefinition, ScheduleStatus
+from shared.types import Instant
+
+T = TypeVar("T")
+
+
+class ScheduleCreate(ScheduleDefinition):
+    """``POST /api/schedules`` and ``PUT /api/schedules/{id}``."""
+
+
+class ScheduleOut(ScheduleDefinition):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: uuid.UUID
+    tenant_id: str
+    status: ScheduleStatus
+    version: int
+    next_run_at: Instant | None
+    last_run_at: Instant | None
+    run_count: int
+    created_at: Instant
+    updated_at: Instant
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class PreviewItem(BaseModel):
+    utc: str = Field(examples=["2026-12-01T09:00:00.000Z"])
+    local: str = Field(examples=["2026-12-01T10:00:00.000+01:00"])
+    planned: str = Field(description="When the call is made: the nominal time plus the schedule's jitter.")
+
+
+class PreviewOut(BaseModel):
+    items: list[PreviewItem]
+
+
+class AttemptOut(BaseModel):
+    attempt: int
+    worker: str | None
+    started_at: Instant | None
+    finished_at: Instant | None
+    http_status: int | None
+    duration_ms: int | None
+    error: str | None
+    response_excerpt: str | None
+
+
+class RunOut(BaseModel):
+    id: uuid.UUID
+    schedule_id: uuid.UUID
+    scheduled_for: Instant
+    status: str
+    trigger: str
+    attempts: list[AttemptOut]
+    created_at: Instant
+    finished_at: Instant | None
+
+
+class SigningKeyOut(BaseModel):
+    id: str
+    secret: str = Field(description="whsec_… secret; verify webhook-signature with it.")
+    created_at: Instant
+    expires_at: Instant | None
+
+
+class SigningKeysOut(BaseModel):
+    items: list[SigningKeyOut]
+
+
+class HealthCheck(BaseModel):
+    status: str
+    latency_ms: float | None = None
+    detail: str | None = None
+
+
+class HealthOut(BaseModel):
+    status: str
+    checks: dict[str, HealthCheck] = Field(default_factory=dict)

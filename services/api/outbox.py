@@ -1,0 +1,200 @@
+"""Transactional outbox: events are written in the same transaction as the change, then relayed to Kafka.
+
+Ordering: each schedule's change locks its row, so a later version's outbox row is inserted only after the
+earlier version committed and always gets a higher id. The relay publishes in id order, and only one relay
+(across all API processes) publishes at a time, holding a transaction-level advisory lock for the batch.
+So every schedule's versions reach Kafka in order, even with several API replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.api.db.tables import idempotency_keys, outbox
+from shared.events import CONTENT_TYPE, Envelope, encode_event
+from shared.kafka import build_producer
+from shared.settings import Settings
+from shared.timefmt import utcnow
+from shared.topics import TopicSpec, topic_name
+
+log = logging.getLogger(__name__)
+
+_RELAY_LOCK_KEY = 727466
+_PRUNE_EVERY_S = 600.0
+
+
+async def enqueue(
+    conn: AsyncConnection, event: Envelope, topic: TopicSpec, *, key: str, aggregate_id: str, version: int
+) -> None:
+    """Add ``event`` to the outbox inside the caller's transaction."""
+    await conn.execute(
+        insert(outbox).values(
+            aggregate_id=aggregate_id,
+            version=version,
+            topic_suffix=topic.suffix,
+            key=key.encode(),
+            value=encode_event(event),
+            headers={"tenant": event.tenant, "content-type": CONTENT_TYPE},
+        )
+    )
+
+
+class OutboxRelay:
+    """Publishes outbox rows to Kafka in id order. Survives Kafka outages: rows wait until it is back."""
+
+    def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._stopping = False
+        self.published_total = 0
+        self.last_error: str | None = None
+
+    def notify(self) -> None:
+        """Called after a commit that wrote outbox rows, so they leave without waiting for the next poll."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout=10)
+            except TimeoutError:
+                self._task.cancel()
+        if self._producer is not None:
+            try:
+                await asyncio.wait_for(self._producer.stop(), timeout=5)
+            except (TimeoutError, KafkaError):
+                log.warning("outbox producer did not stop cleanly")
+            self._producer = None
+
+    async def __aenter__(self) -> OutboxRelay:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = build_producer(self._settings)
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def _reset_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await asyncio.wait_for(producer.stop(), timeout=2)
+            except (TimeoutError, KafkaError, OSError):
+                pass
+
+    async def _run(self) -> None:
+        poll = self._settings.outbox_poll_interval_ms / 1000
+        backoff = 0.1
+        loop = asyncio.get_running_loop()
+        next_prune = loop.time() + 5
+        while not self._stopping:
+            try:
+                moved = await self.relay_once()
+                backoff = 0.1
+                self.last_error = None
+                if loop.time() >= next_prune:
+                    await self.prune()
+                    next_prune = loop.time() + _PRUNE_EVERY_S
+            except (KafkaError, OSError, TimeoutError) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("outbox relay cannot reach Kafka, retrying in %.1fs: %s", backoff, self.last_error)
+                await self._reset_producer()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            except Exception:
+                log.exception("outbox relay iteration failed")
+                await asyncio.sleep(1.0)
+                continue
+            if moved is None:
+                # Another process holds the relay lock; look again soon so our own rows do not wait a poll.
+                await asyncio.sleep(0.02)
+            elif moved < self._settings.outbox_batch_size:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=poll)
+                except TimeoutError:
+                    pass
+
+    async def relay_once(self) -> int | None:
+        """Publish one batch. Returns how many rows moved, or ``None`` when another relay holds the lock."""
+        async with self._engine.begin() as conn:
+            got = (await conn.execute(select(func.pg_try_advisory_xact_lock(_RELAY_LOCK_KEY)))).scalar_one()
+            if not got:
+                return None
+            rows = (
+                await conn.execute(
+                    select(outbox.c.id, outbox.c.topic_suffix, outbox.c.key, outbox.c.value, outbox.c.headers)
+                    .where(outbox.c.published_at.is_(None))
+                    .order_by(outbox.c.id)
+                    .limit(self._settings.outbox_batch_size)
+                )
+            ).all()
+            if not rows:
+                return 0
+            producer = await self._ensure_producer()
+            futures: list[asyncio.Future[Any]] = []
+            for row in rows:
+                headers = [(k, str(v).encode()) for k, v in row.headers.items()]
+                topic = f"{self._settings.topic_prefix}{row.topic_suffix}"
+                futures.append(await producer.send(topic, value=row.value, key=row.key, headers=headers))
+            timeout = 2 * self._settings.kafka_request_timeout_ms / 1000
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=timeout)
+            await conn.execute(
+                update(outbox).where(outbox.c.id.in_([r.id for r in rows])).values(published_at=func.now())
+            )
+        self.published_total += len(rows)
+        return len(rows)
+
+    async def prune(self) -> None:
+        """Drop published rows and expired idempotency keys past their retention."""
+        cutoff = utcnow() - timedelta(days=self._settings.run_retention_days)
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(outbox).where(outbox.c.published_at < cutoff))
+            await conn.execute(
+                delete(idempotency_keys).where(idempotency_keys.c.created_at < utcnow() - timedelta(hours=24))
+            )
+
+
+async def backlog(conn: AsyncConnection) -> tuple[int, float]:
+    """Unpublished rows and the age in seconds of the oldest one."""
+    row = (
+        await conn.execute(
+            text(
+                "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) "
+                "FROM outbox WHERE published_at IS NULL"
+            )
+        )
+    ).one()
+    return int(row[0]), float(row[1])
+
+
+__all__ = ["OutboxRelay", "backlog", "enqueue", "topic_name"]

@@ -1,0 +1,108 @@
+"""``chime``: one console script for every service and tool. Each subcommand imports only what it runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
+
+
+def _settings() -> Settings:
+    from shared.logs import configure_logging
+    from shared.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def cmd_api(_: argparse.Namespace) -> int:
+    from services.api.main import main
+
+    main(_settings())
+    return 0
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    from services.api.migrate import main
+
+    main(_settings())
+    print("database schema is up to date")
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from shared.topics import create_topics
+
+    created = asyncio.run(create_topics(_settings()))
+    print(f"created {len(created)} topic(s): {', '.join(created)}" if created else "all topics exist")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from services.api.auth import mint_token
+
+    print(mint_token(_settings(), tenant=args.tenant, subject=args.sub, scope=args.scope, ttl_seconds=args.ttl))
+    return 0
+
+
+def cmd_dev(_: argparse.Namespace) -> int:
+    from services.devstack.dev import run_dev
+
+    return run_dev()
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    from services.devstack import stack
+
+    if args.action == "up":
+        result = stack.up(with_postgres=not args.kafka_only)
+        for key, value in result.env.items():
+            print(f"{key}={value}")
+        return 0
+    if args.action == "down":
+        stack.down_all()
+        return 0
+    command = [c for c in args.command if c != "--"]
+    if not command:
+        print("chime stack exec: give a command after --", file=sys.stderr)
+        return 2
+    return stack.exec_with_stack(command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chime", description="Chime: multi-tenant webhook scheduler on Kafka")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("api", help="serve the REST API").set_defaults(func=cmd_api)
+    sub.add_parser("migrate", help="migrate the database to the newest schema").set_defaults(func=cmd_migrate)
+    topics = sub.add_parser("topics", help="manage Kafka topics")
+    topics.add_argument("action", choices=["create"])
+    topics.set_defaults(func=cmd_topics)
+    token = sub.add_parser("token", help="print a development JWT signed with CHIME_JWT_SECRET")
+    token.add_argument("--tenant", required=True)
+    token.add_argument("--sub", default="dev")
+    token.add_argument("--scope", default=None, help="space-separated scopes (default: all but admin)")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.set_defaults(func=cmd_token)
+    sub.add_parser("dev", help="run the whole local stack in the foreground").set_defaults(func=cmd_dev)
+    stack = sub.add_parser("stack", help="local Kafka and Postgres: up, down, or exec a command with them")
+    stack.add_argument("action", choices=["up", "down", "exec"])
+    stack.add_argument("--kafka-only", action="store_true")
+    stack.add_argument("command", nargs=argparse.REMAINDER)
+    stack.set_defaults(func=cmd_stack)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Event models: frozen pydantic models in CloudEvents envelopes, decoded through one TypeAdapter."""
+
+from shared.events.catalog import (
+    EVENT_TYPES,
+    ChimeEvent,
+    ScheduleDeleted,
+    ScheduleUpserted,
+    SigningKeysUpdated,
+    decode_event,
+    encode_event,
+)
+from shared.events.envelope import CONTENT_TYPE, Envelope
+
+__all__ = [
+    "CONTENT_TYPE",
+    "EVENT_TYPES",
+    "ChimeEvent",
+    "Envelope",
+    "ScheduleDeleted",
+    "ScheduleUpserted",
+    "SigningKeysUpdated",
+    "decode_event",
+    "encode_event",
+]

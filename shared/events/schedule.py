@@ -1,0 +1,202 @@
+"""The schedule as it travels on ``chime.schedules``, and the value types it is made of."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.schedule import PlanSpec, ScheduleType
+from shared.types import Instant
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_HEADERS = 50
+HOP_BY_HOP_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+# Headers Chime sets itself on every delivery; a schedule may not forge them.
+RESERVED_HEADER_PREFIXES = ("webhook-", "chime-")
+RESERVED_HEADERS = frozenset({"idempotency-key", "user-agent"})
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ScheduleStatus(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    DELETED = "deleted"
+
+
+class MisfirePolicy(StrEnum):
+    FIRE_ONCE = "fire_once"
+    FIRE_ALL = "fire_all"
+    SKIP = "skip"
+
+
+class OverlapPolicy(StrEnum):
+    ALLOW = "allow"
+    SKIP = "skip"
+    BUFFER_ONE = "buffer_one"
+
+
+class BackoffKind(StrEnum):
+    EXPONENTIAL = "exponential"
+    LINEAR = "linear"
+    FIXED = "fixed"
+
+
+class HttpMethod(StrEnum):
+    GET = "GET"
+    POST = "POST"
+    PUT = "PUT"
+    PATCH = "PATCH"
+    DELETE = "DELETE"
+
+
+class DeliverySpec(Frozen):
+    """What a fire does: one HTTP call."""
+
+    url: str = Field(max_length=2048)
+    method: HttpMethod = HttpMethod.POST
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: Any = None
+    timeout_seconds: float = Field(default=30, ge=1, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_plain_http(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("url must be http or https")
+        if not parts.hostname:
+            raise ValueError("url has no host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("url must not carry credentials")
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError("url has an invalid port") from exc
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_are_sane(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_HEADERS:
+            raise ValueError(f"at most {MAX_HEADERS} headers")
+        for name in value:
+            lower = name.lower()
+            if not name or any(c in name for c in " \t\r\n:") or not name.isascii():
+                raise ValueError(f"invalid header name {name!r}")
+            if lower in HOP_BY_HOP_HEADERS:
+                raise ValueError(f"hop-by-hop header {name!r} is not allowed")
+            if lower in RESERVED_HEADERS or lower.startswith(RESERVED_HEADER_PREFIXES):
+                raise ValueError(f"header {name!r} is set by Chime")
+        for header_value in value.values():
+            if "\r" in header_value or "\n" in header_value:
+                raise ValueError("header values cannot contain line breaks")
+        return value
+
+    @field_validator("body")
+    @classmethod
+    def _body_fits(cls, value: Any) -> Any:
+        if value is not None and len(json.dumps(value, separators=(",", ":")).encode()) > MAX_BODY_BYTES:
+            raise ValueError(f"body is larger than {MAX_BODY_BYTES} bytes")
+        return value
+
+
+class RetryPolicy(Frozen):
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    backoff: BackoffKind = BackoffKind.EXPONENTIAL
+    initial_delay_seconds: float = Field(default=1, ge=0, le=86_400)
+    max_delay_seconds: float = Field(default=3600, ge=0, le=7 * 86_400)
+    multiplier: float = Field(default=2.0, ge=1.0, le=100.0)
+    max_event_age_seconds: int = Field(default=86_400, ge=1, le=30 * 86_400)
+    jitter: bool = True
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> RetryPolicy:
+        if self.max_delay_seconds < self.initial_delay_seconds:
+            raise ValueError("max_delay_seconds is below initial_delay_seconds")
+        return self
+
+
+class ScheduleDefinition(Frozen):
+    """The user-writable part of a schedule."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    description: Annotated[str, Field(max_length=2000)] = ""
+    labels: dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=dict, max_length=64
+    )
+    type: ScheduleType
+    cron_expr: str | None = Field(default=None, max_length=200)
+    interval_seconds: int | None = None
+    run_at: Instant | None = None
+    timezone: str = "UTC"
+    start_at: Instant | None = None
+    end_at: Instant | None = None
+    max_runs: int | None = Field(default=None, ge=1)
+    jitter_seconds: int = Field(default=0, ge=0, le=86_400)
+    misfire_policy: MisfirePolicy = MisfirePolicy.FIRE_ONCE
+    misfire_grace_seconds: int = Field(default=60, ge=0, le=86_400)
+    overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW
+    payload: DeliverySpec
+    retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
+
+
+class ScheduleState(ScheduleDefinition):
+    """The full schedule, as ``dev.chime.schedule.upserted.v1`` carries it."""
+
+    id: uuid.UUID
+    tenant_id: str
+    status: ScheduleStatus
+    version: int = Field(ge=1)
+    created_at: Instant
+    updated_at: Instant
+
+
+class ScheduleDeletedData(Frozen):
+    id: uuid.UUID
+    tenant_id: str
+    version: int = Field(ge=1)
+    deleted_at: Instant
+
+
+ScheduleTypeLiteral = Literal["cron", "interval", "oneoff"]
+
+
+def plan_spec(definition: ScheduleDefinition, schedule_id: uuid.UUID, created_at: Instant) -> PlanSpec:
+    """The planning view of a schedule: the one input to ``shared.schedule``."""
+    return PlanSpec(
+        schedule_id=schedule_id,
+        type=definition.type,
+        created_at=created_at,
+        timezone=definition.timezone,
+        cron_expr=definition.cron_expr,
+        interval_seconds=definition.interval_seconds,
+        run_at=definition.run_at,
+        start_at=definition.start_at,
+        end_at=definition.end_at,
+        max_runs=definition.max_runs,
+        jitter_seconds=definition.jitter_seconds,
+    )

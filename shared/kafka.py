@@ -1,0 +1,54 @@
+"""Kafka clients built from settings, with the security options applied once."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from shared.settings import Settings
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    opts: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "security_protocol": settings.kafka_security_protocol,
+        "request_timeout_ms": settings.kafka_request_timeout_ms,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        opts["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+    if settings.kafka_security_protocol.startswith("SASL"):
+        opts["sasl_mechanism"] = settings.kafka_sasl_mechanism or "PLAIN"
+        opts["sasl_plain_username"] = settings.kafka_sasl_username
+        if settings.kafka_sasl_password is not None:
+            opts["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return opts
+
+
+def build_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """An idempotent producer: retries never reorder or duplicate within a partition."""
+    opts = client_options(settings)
+    opts.update(enable_idempotence=True, acks="all", linger_ms=0, **overrides)
+    return AIOKafkaProducer(**opts)
+
+
+def build_consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaConsumer:
+    opts = client_options(settings)
+    opts.update(enable_auto_commit=False, fetch_max_wait_ms=50, **overrides)
+    return AIOKafkaConsumer(*topics, **opts)
+
+
+@asynccontextmanager
+async def admin_client(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
+    opts = client_options(settings)
+    opts.pop("request_timeout_ms")
+    admin = AIOKafkaAdminClient(request_timeout_ms=settings.kafka_request_timeout_ms, **opts)
+    await admin.start()
+    try:
+        yield admin
+    finally:
+        await admin.close()

@@ -1,0 +1,72 @@
+"""Helpers for tests against the real services."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from services.api.auth import mint_token
+from shared.settings import Settings
+
+
+def auth(settings: Settings, tenant: str, **kwargs: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint_token(settings, tenant=tenant, **kwargs)}"}
+
+
+def schedule_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": f"job-{uuid.uuid4().hex[:8]}",
+        "type": "interval",
+        "interval_seconds": 60,
+        "payload": {"url": "http://127.0.0.1:9/hook"},
+    }
+    body.update(overrides)
+    return body
+
+
+async def create_database(server_url: str) -> str:
+    """A fresh, empty database on the test server; returns its URL."""
+    url = make_url(server_url)
+    name = f"chime_test_{uuid.uuid4().hex[:10]}"
+    engine = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    finally:
+        await engine.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+async def read_records(
+    settings: Settings, topic: str, *, keys: Iterable[str], count: int, timeout: float = 30.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read ``topic`` from the beginning until ``count`` records with one of ``keys`` arrived (or time runs out)."""
+    wanted = {k.encode() for k in keys}
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        found: list[ConsumerRecord[bytes, bytes]] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(found) < count and loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                found.extend(r for r in records if r.key in wanted)
+        return found
+    finally:
+        await consumer.stop()

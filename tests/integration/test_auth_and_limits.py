@@ -1,0 +1,143 @@
+"""Tokens, tenant isolation, scopes, quotas, rate limits and the SSRF guard at create time."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from services.api.app import create_app
+from shared.settings import Settings
+from tests.integration.helpers import auth, schedule_body
+
+
+@asynccontextmanager
+async def api_with(settings: Settings, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A second API instance over the same database, with different settings."""
+    app = create_app(settings.model_copy(update=overrides), run_relay=False)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://chime.test") as client:
+            yield client
+
+
+async def test_another_tenants_resources_answer_404(client: httpx.AsyncClient, settings: Settings, tenant: str) -> None:
+    created = await client.post("/api/schedules", json=schedule_body(), headers=auth(settings, tenant))
+    url = f"/api/schedules/{created.json()['id']}"
+    intruder = auth(settings, f"{tenant}-b")
+    for method, path, body in [
+        ("GET", url, None),
+        ("PUT", url, schedule_body()),
+        ("PATCH", url, {"name": "mine now"}),
+        ("DELETE", url, None),
+        ("POST", f"{url}/pause", None),
+        ("GET", f"{url}/preview", None),
+        ("GET", f"{url}/runs", None),
+    ]:
+        response = await client.request(method, path, json=body, headers=intruder)
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+    listed = (await client.get("/api/schedules", headers=intruder)).json()
+    assert listed["items"] == []
+    still = await client.get(url, headers=auth(settings, tenant))
+    assert still.status_code == 200 and still.json()["version"] == 1
+
+
+def _token(claims: dict[str, Any], secret: str) -> str:
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def _unsigned(claims: dict[str, Any]) -> str:
+    def b64(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."
+
+
+@pytest.mark.parametrize("case", ["forged", "expired", "alg-none", "no-tenant", "no-exp", "garbage", "missing"])
+async def test_bad_tokens_get_401(client: httpx.AsyncClient, settings: Settings, tenant: str, case: str) -> None:
+    secret = settings.jwt_secret.get_secret_value()
+    now = int(time.time())
+    good = {"sub": "u", "tenant": tenant, "exp": now + 60}
+    tokens = {
+        "forged": _token(good, "another-secret-of-sufficient-length-xx"),
+        "expired": _token({**good, "exp": now - 10}, secret),
+        "alg-none": _unsigned(good),
+        "no-tenant": _token({"sub": "u", "exp": now + 60}, secret),
+        "no-exp": _token({"sub": "u", "tenant": tenant}, secret),
+        "garbage": "not-a-jwt",
+    }
+    headers = {"Authorization": f"Bearer {tokens[case]}"} if case in tokens else {}
+    response = await client.get("/api/schedules", headers=headers)
+    assert response.status_code == 401, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_missing_scope_is_403_naming_it(client: httpx.AsyncClient, settings: Settings, tenant: str) -> None:
+    read_only = auth(settings, tenant, scope="schedules:read")
+    assert (await client.get("/api/schedules", headers=read_only)).status_code == 200
+    response = await client.post("/api/schedules", json=schedule_body(), headers=read_only)
+    assert response.status_code == 403
+    assert "schedules:write" in response.json()["detail"]
+
+
+async def test_quota_is_429(settings: Settings, tenant: str) -> None:
+    async with api_with(settings, max_schedules_per_tenant=2) as client:
+        headers = auth(settings, tenant)
+        codes = [
+            (await client.post("/api/schedules", json=schedule_body(), headers=headers)).status_code for _ in range(3)
+        ]
+        assert codes == [201, 201, 429]
+        first = (await client.get("/api/schedules", headers=headers)).json()["items"][0]
+        assert (await client.delete(f"/api/schedules/{first['id']}", headers=headers)).status_code == 204
+        assert (await client.post("/api/schedules", json=schedule_body(), headers=headers)).status_code == 201
+
+
+async def test_request_rate_is_429_with_retry_after(settings: Settings, tenant: str) -> None:
+    async with api_with(settings, rate_limit_per_second=3) as client:
+        headers = auth(settings, tenant)
+        codes = [(await client.get("/api/schedules", headers=headers)).status_code for _ in range(6)]
+        assert codes[:3] == [200, 200, 200]
+        assert 429 in codes[3:]
+        limited = await client.get("/api/schedules", headers=headers)
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+        other = await client.get("/api/schedules", headers=auth(settings, f"{tenant}-other"))
+        assert other.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/hook",
+        "http://10.1.2.3/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/hook",
+        "http://[::ffff:192.168.0.1]/hook",
+        "http://localhost:8080/hook",
+        "http://0.0.0.0/hook",
+    ],
+)
+async def test_private_targets_are_refused_when_not_allowed(settings: Settings, tenant: str, url: str) -> None:
+    async with api_with(settings, allow_private_targets=False) as client:
+        response = await client.post(
+            "/api/schedules", json=schedule_body(payload={"url": url}), headers=auth(settings, tenant)
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"] == "payload.url"
+
+
+async def test_unresolvable_public_host_is_accepted(settings: Settings, tenant: str) -> None:
+    async with api_with(settings, allow_private_targets=False) as client:
+        url = "https://hooks.chime-test.invalid/x"
+        response = await client.post(
+            "/api/schedules", json=schedule_body(payload={"url": url}), headers=auth(settings, tenant)
+        )
+        assert response.status_code == 201, response.text
