@@ -28,6 +28,27 @@ def cmd_api(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_planner(_: argparse.Namespace) -> int:
+    from services.planner.main import main
+
+    main(_settings())
+    return 0
+
+
+def cmd_executor(_: argparse.Namespace) -> int:
+    from services.executor.main import main
+
+    main(_settings())
+    return 0
+
+
+def cmd_recorder(_: argparse.Namespace) -> int:
+    from services.api.recorder import main
+
+    main(_settings())
+    return 0
+
+
 def cmd_migrate(_: argparse.Namespace) -> int:
     from services.api.migrate import main
 
@@ -79,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chime", description="Chime: multi-tenant webhook scheduler on Kafka")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("api", help="serve the REST API").set_defaults(func=cmd_api)
+    sub.add_parser("planner", help="run the planner (Faust worker)").set_defaults(func=cmd_planner)
+    sub.add_parser("executor", help="run the webhook executor").set_defaults(func=cmd_executor)
+    sub.add_parser("recorder", help="record run history from Kafka into Postgres").set_defaults(func=cmd_recorder)
     sub.add_parser("migrate", help="migrate the database to the newest schema").set_defaults(func=cmd_migrate)
     topics = sub.add_parser("topics", help="manage Kafka topics")
     topics.add_argument("action", choices=["create"])

@@ -69,7 +69,23 @@ class Settings(BaseSettings):
     outbox_poll_interval_ms: int = Field(default=200, ge=10)
     outbox_batch_size: int = Field(default=500, ge=1)
 
+    instance_id: str | None = Field(
+        default=None, description="Static group membership id (the pod name); default: hostname and service."
+    )
+    ops_host: str = "127.0.0.1"
+    planner_port: int = 8001
+    executor_port: int = 8002
+    recorder_port: int = 8003
+    dlq_port: int = 8004
+    planner_store: str = "rocksdb://"
+    planner_data_dir: str = ".chime/planner"
+    planner_lookahead_ms: int = Field(default=200, ge=0, le=5_000)
+    consumer_session_timeout_ms: int = Field(default=6_000, ge=1_000)
+    consumer_heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+
     executor_concurrency: int = Field(default=200, ge=1)
+    executor_tenant_share: float = Field(default=0.5, gt=0, le=1.0)
+    executor_shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     run_retention_days: int = Field(default=30, ge=1)
 
     @model_validator(mode="after")

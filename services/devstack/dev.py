@@ -14,7 +14,9 @@ from services.devstack.stack import STATE_DIR, dev_secrets, up, write_env_file
 DEV_ENV = STATE_DIR / "dev.env"
 LOG_DIR = STATE_DIR / "logs"
 # The services `chime dev` runs, each as its own process, in start order.
-SERVICES: tuple[str, ...] = ("api",)
+SERVICES: tuple[str, ...] = ("api", "recorder", "planner", "executor")
+SINK_PORT = 9000
+DEMO_IDEMPOTENCY_KEY = "chime-dev-demo-schedule"
 
 
 def _spawn(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -85,7 +87,15 @@ def run_dev() -> int:
         from services.api.auth import mint_token
 
         token = mint_token(settings, tenant="demo", subject="dev", ttl_seconds=7 * 86_400)
-        _banner(api_url, token)
+        sink_log = LOG_DIR / "sink.log"
+        procs["sink"] = subprocess.Popen(
+            [sys.executable, "-m", "services.devstack.sink", str(SINK_PORT), str(sink_log), api_url, token],
+            env=env,
+            stdout=(LOG_DIR / "sink.out").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        demo = _create_demo(api_url, token)
+        _banner(api_url, token, sink_log, demo)
         while not stopping:
             for name, proc in procs.items():
                 if proc.poll() is not None:
@@ -100,11 +110,37 @@ def run_dev() -> int:
         print("stopped", file=sys.stderr)
 
 
-def _banner(api_url: str, token: str) -> None:
+def _create_demo(api_url: str, token: str) -> str:
+    """A demo schedule that fires every 5 s into the local sink (created once; later runs reuse it)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"}
+    existing = httpx.get(f"{api_url}/api/schedules", params={"name": "demo: every 5 s"}, headers=headers).json()
+    if existing["items"]:
+        schedule_id: str = existing["items"][0]["id"]
+        return schedule_id
+    body = {
+        "name": "demo: every 5 s",
+        "type": "interval",
+        "interval_seconds": 5,
+        "payload": {"url": f"http://127.0.0.1:{SINK_PORT}/hook", "body": {"hello": "from Chime"}},
+    }
+    response = httpx.post(
+        f"{api_url}/api/schedules", json=body, headers={**headers, "Idempotency-Key": DEMO_IDEMPOTENCY_KEY}
+    )
+    response.raise_for_status()
+    created: str = response.json()["id"]
+    return created
+
+
+def _banner(api_url: str, token: str, sink_log: Path, demo: str) -> None:
     print(
         f"""
 Chime is running (settings in {DEV_ENV.relative_to(Path.cwd()) if DEV_ENV.is_relative_to(Path.cwd()) else DEV_ENV}).
   API:    {api_url}   (docs: {api_url}/docs)
+  Demo:   schedule {demo} fires every 5 s into the local sink
+          tail -f {sink_log}
+          curl -s -H "Authorization: Bearer $TOKEN" {api_url}/api/schedules/{demo}/runs
   Logs:   {LOG_DIR}/
   Token (tenant "demo", 7 days):
     export TOKEN={token}

@@ -1,0 +1,1 @@
+"""The executor: consumes ``run.due``, calls webhooks (signed per Standard Webhooks), publishes outcomes."""

@@ -8,6 +8,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from shared.errors import EventDecodeError
 from shared.events.envelope import Envelope
+from shared.events.runs import RunCancelledData, RunDueData, RunOutcomeData
 from shared.events.schedule import ScheduleDeletedData, ScheduleState
 from shared.events.signing import SigningKeysData
 
@@ -27,12 +28,57 @@ class SigningKeysUpdated(Envelope):
     data: SigningKeysData
 
 
+class RunDue(Envelope):
+    type: Literal["dev.chime.run.due.v1"] = "dev.chime.run.due.v1"
+    data: RunDueData
+
+
+class RunCancelled(Envelope):
+    type: Literal["dev.chime.run.cancelled.v1"] = "dev.chime.run.cancelled.v1"
+    data: RunCancelledData
+
+
+class RunSucceeded(Envelope):
+    type: Literal["dev.chime.run.succeeded.v1"] = "dev.chime.run.succeeded.v1"
+    data: RunOutcomeData
+
+
+class RunAttemptFailed(Envelope):
+    type: Literal["dev.chime.run.attempt_failed.v1"] = "dev.chime.run.attempt_failed.v1"
+    data: RunOutcomeData
+
+
+class RunNowCommandData(RunDueData):
+    """``run-now``: the API asks the planner to fire one run outside the plan."""
+
+
+class RunNowCommand(Envelope):
+    type: Literal["dev.chime.command.run_now.v1"] = "dev.chime.command.run_now.v1"
+    data: RunNowCommandData
+
+
 ChimeEvent = Annotated[
-    ScheduleUpserted | ScheduleDeleted | SigningKeysUpdated,
+    ScheduleUpserted
+    | ScheduleDeleted
+    | SigningKeysUpdated
+    | RunDue
+    | RunCancelled
+    | RunSucceeded
+    | RunAttemptFailed
+    | RunNowCommand,
     Field(discriminator="type"),
 ]
 
-EVENT_TYPES: tuple[type[Envelope], ...] = (ScheduleUpserted, ScheduleDeleted, SigningKeysUpdated)
+EVENT_TYPES: tuple[type[Envelope], ...] = (
+    ScheduleUpserted,
+    ScheduleDeleted,
+    SigningKeysUpdated,
+    RunDue,
+    RunCancelled,
+    RunSucceeded,
+    RunAttemptFailed,
+    RunNowCommand,
+)
 
 _ADAPTER: TypeAdapter[ChimeEvent] = TypeAdapter(ChimeEvent)
 

@@ -11,13 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from shared.events.catalog import EVENT_TYPES
-from shared.topics import SCHEDULES, SIGNING_KEYS, TopicSpec
+from shared.topics import PLANNER_COMMANDS, RUNS_DUE, RUNS_RESULTS, SCHEDULES, SIGNING_KEYS, TopicSpec
 
 # Which topic carries which event types (the full registry is shared.topics).
 TOPIC_OF: dict[str, TopicSpec] = {
     "dev.chime.schedule.upserted.v1": SCHEDULES,
     "dev.chime.schedule.deleted.v1": SCHEDULES,
     "dev.chime.signing_keys.updated.v1": SIGNING_KEYS,
+    "dev.chime.run.due.v1": RUNS_DUE,
+    "dev.chime.run.cancelled.v1": RUNS_DUE,
+    "dev.chime.run.succeeded.v1": RUNS_RESULTS,
+    "dev.chime.run.attempt_failed.v1": RUNS_RESULTS,
+    "dev.chime.command.run_now.v1": PLANNER_COMMANDS,
 }
 
 

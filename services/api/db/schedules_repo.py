@@ -13,7 +13,7 @@ from sqlalchemy import Row, and_, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.api.db.tables import idempotency_keys, schedules, tenants
+from services.api.db.tables import idempotency_keys, runs, schedules, tenants
 from services.api.errors import (
     IdempotencyKeyReused,
     InvalidTransition,
@@ -22,12 +22,14 @@ from services.api.errors import (
     VersionMismatch,
 )
 from services.api.outbox import enqueue
-from shared.events import ScheduleDeleted, ScheduleUpserted
+from shared.events import RunNowCommand, ScheduleDeleted, ScheduleUpserted
+from shared.events.catalog import RunNowCommandData
+from shared.events.runs import RunStatus, Trigger
 from shared.events.schedule import ScheduleDefinition, ScheduleDeletedData, ScheduleState, ScheduleStatus
-from shared.runid import new_entity_id
+from shared.runid import adhoc_run_id, new_entity_id
 from shared.settings import Settings
 from shared.timefmt import utcnow
-from shared.topics import SCHEDULES
+from shared.topics import PLANNER_COMMANDS, SCHEDULES
 
 IDEMPOTENCY_WINDOW_S = 24 * 3600
 _DEFINITION_FIELDS = tuple(ScheduleDefinition.model_fields)
@@ -307,6 +309,50 @@ class ScheduleRepository:
             event = ScheduleDeleted(subject=str(schedule_id), tenant=tenant, time=now, data=data)
             await enqueue(conn, event, SCHEDULES, key=str(schedule_id), aggregate_id=str(schedule_id), version=version)
         self._on_commit()
+
+    async def run_now(self, tenant: str, schedule_id: uuid.UUID) -> dict[str, Any]:
+        """Record a queued run and ask the planner to fire it (through the outbox, like every change)."""
+        now = utcnow()
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    select(schedules).where(
+                        schedules.c.id == schedule_id,
+                        schedules.c.tenant_id == tenant,
+                        schedules.c.status != ScheduleStatus.DELETED.value,
+                    )
+                )
+            ).first()
+            if row is None:
+                raise ScheduleNotFound(f"no schedule {schedule_id}")
+            state = _record(row).state
+            data = RunNowCommandData(
+                run_id=adhoc_run_id(),
+                schedule_id=state.id,
+                tenant_id=tenant,
+                schedule_version=state.version,
+                nominal_time=now,
+                planned_time=now,
+                trigger=Trigger.RUN_NOW,
+                delivery=state.payload,
+                retry_policy=state.retry_policy,
+            )
+            run = {
+                "id": data.run_id,
+                "schedule_id": state.id,
+                "tenant_id": tenant,
+                "scheduled_for": now,
+                "planned_for": now,
+                "status": RunStatus.QUEUED.value,
+                "trigger": Trigger.RUN_NOW.value,
+                "created_at": now,
+                "updated_at": now,
+            }
+            await conn.execute(insert(runs).values(**run))
+            command = RunNowCommand(subject=str(state.id), tenant=tenant, time=now, data=data)
+            await enqueue(conn, command, PLANNER_COMMANDS, key=str(state.id), aggregate_id=str(state.id), version=0)
+        self._on_commit()
+        return {**run, "finished_at": None, "attempts": []}
 
     async def counts_by_status(self) -> dict[str, int]:
         async with self._engine.connect() as conn:

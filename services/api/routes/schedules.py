@@ -15,7 +15,8 @@ from services.api.auth import ReadSchedules, WriteSchedules
 from services.api.db.schedules_repo import ListFilter, ScheduleRecord
 from services.api.deps import Deps
 from services.api.errors import ScheduleNotFound, VersionMismatch
-from services.api.models import Page, PreviewItem, PreviewOut, ScheduleCreate, ScheduleOut
+from services.api.models import Page, PreviewItem, PreviewOut, RunOut, ScheduleCreate, ScheduleOut
+from services.api.routes.runs import run_out
 from services.api.validation import check_definition
 from shared.events.schedule import ScheduleDefinition, ScheduleStatus, plan_spec
 from shared.schedule import next_fire_after, preview
@@ -63,6 +64,8 @@ async def create_schedule(
 ) -> ScheduleOut:
     now = utcnow()
     await check_definition(body, settings=deps.settings, schedule_id=uuid.uuid4(), created_at=now, now=now)
+    # Every fire is signed, so a tenant's first key exists before its first schedule can fire.
+    await deps.keys.active(principal.tenant)
     record, _ = await deps.schedules.create(
         principal.tenant, body, idempotency_key=idempotency_key, request_hash=_request_hash(body)
     )
@@ -196,6 +199,12 @@ async def resume_schedule(
 ) -> ScheduleOut:
     record = await deps.schedules.set_paused(principal.tenant, schedule_id, False, if_match=if_match)
     return _tagged(response, record)
+
+
+@router.post("/{schedule_id}/run-now", status_code=status.HTTP_202_ACCEPTED, response_model=RunOut)
+async def run_now(schedule_id: uuid.UUID, principal: WriteSchedules, deps: Deps) -> RunOut:
+    """Fire one run now, outside the plan. It does not count towards ``max_runs``."""
+    return run_out(await deps.schedules.run_now(principal.tenant, schedule_id))
 
 
 @router.get("/{schedule_id}/preview", response_model=PreviewOut)

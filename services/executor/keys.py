@@ -1,0 +1,117 @@
+"""Tenants' signing secrets, read from the compacted ``chime.signing-keys`` topic and decrypted in memory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from shared.crypto import SecretBox, SecretDecryptError
+from shared.errors import EventDecodeError
+from shared.events import SigningKeysUpdated, decode_event
+from shared.kafka import build_consumer
+from shared.settings import Settings
+from shared.timefmt import utcnow
+from shared.topics import SIGNING_KEYS, topic_name
+
+log = logging.getLogger(__name__)
+
+
+class KeyStore:
+    """Consumes the whole topic (no group: every executor needs every tenant's keys)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._box = SecretBox(settings.master_key.get_secret_value())
+        self._keys: dict[str, tuple[int, list[tuple[str, datetime | None]]]] = {}
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self.caught_up = asyncio.Event()
+
+    def secrets_for(self, tenant: str) -> list[str]:
+        entry = self._keys.get(tenant)
+        if entry is None:
+            return []
+        now = utcnow()
+        return [secret for secret, expires in entry[1] if expires is None or expires > now]
+
+    async def wait_for(self, tenant: str, wait_seconds: float) -> list[str]:
+        async def _has() -> list[str]:
+            async with self._changed:
+                await self._changed.wait_for(lambda: bool(self.secrets_for(tenant)))
+            return self.secrets_for(tenant)
+
+        try:
+            return await asyncio.wait_for(_has(), wait_seconds)
+        except TimeoutError:
+            return []
+
+    async def start(self, producer: AIOKafkaProducer) -> None:
+        """``producer`` only looks up the topic's partitions (its metadata lookup is public API)."""
+        topic = topic_name(self._settings, SIGNING_KEYS)
+        consumer = build_consumer(self._settings, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            partitions = await asyncio.wait_for(producer.partitions_for(topic), timeout=30)
+            if not partitions:
+                raise RuntimeError(f"topic {topic} does not exist; run `chime topics create`")
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._task = asyncio.create_task(self._run(consumer, end), name="signing-keys")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self, consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> None:
+        remaining = {tp: offset for tp, offset in end.items() if offset > 0}
+        if not remaining:
+            self.caught_up.set()
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=500)
+                for tp, records in batch.items():
+                    for record in records:
+                        self._apply(record.value)
+                        if tp in remaining and record.offset + 1 >= remaining[tp]:
+                            del remaining[tp]
+                if not remaining and not self.caught_up.is_set():
+                    self.caught_up.set()
+                if batch:
+                    async with self._changed:
+                        self._changed.notify_all()
+        finally:
+            await consumer.stop()
+
+    def _apply(self, raw: bytes | None) -> None:
+        if raw is None:
+            return
+        try:
+            event = decode_event(raw)
+        except EventDecodeError:
+            log.error("undecodable signing-keys record set aside")
+            return
+        if not isinstance(event, SigningKeysUpdated):
+            return
+        data = event.data
+        held = self._keys.get(data.tenant_id)
+        if held is not None and held[0] >= data.version:
+            return
+        try:
+            keys = [(self._box.decrypt(k.ciphertext), k.expires_at) for k in data.keys]
+        except SecretDecryptError:
+            log.error("signing keys do not decrypt with CHIME_MASTER_KEY", extra={"tenant": data.tenant_id})
+            return
+        self._keys[data.tenant_id] = (data.version, keys)

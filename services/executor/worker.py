@@ -1,0 +1,315 @@
+"""The executor's consume loop: hold each run until its planned time, call it, publish the outcome.
+
+Offsets are committed per partition only below the lowest unfinished record, so a crash re-delivers
+(under the same ``webhook-id``) rather than loses. Concurrency is bounded globally and per tenant, so one
+tenant's slow endpoint cannot take every slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import defaultdict
+from datetime import timedelta
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.structs import OffsetAndMetadata
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from services.executor.delivery import CallResult, call
+from services.executor.keys import KeyStore
+from services.executor.offsets import OffsetTracker
+from shared.errors import EventDecodeError
+from shared.events import CONTENT_TYPE, RunAttemptFailed, RunCancelled, RunDue, RunSucceeded, decode_event, encode_event
+from shared.events.runs import RunDueData, RunOutcomeData, RunStatus
+from shared.kafka import build_consumer, build_producer
+from shared.settings import Settings
+from shared.timefmt import utcnow
+from shared.topics import RUNS_DUE, RUNS_RESULTS, topic_name
+
+log = logging.getLogger(__name__)
+
+_COMMIT_EVERY_S = 0.2
+_MAX_PENDING = 20_000
+_KEY_WAIT_S = 5.0
+
+
+class ExecutorMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.attempts = Counter("chime_executor_attempts_total", "Webhook attempts", ["outcome"], registry=r)
+        self.lag = Histogram(
+            "chime_executor_call_lag_seconds",
+            "Call start minus planned time",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30),
+            registry=r,
+        )
+        self.duration = Histogram(
+            "chime_executor_call_duration_seconds",
+            "Webhook call duration",
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.in_flight = Gauge("chime_executor_in_flight", "Runs held or being called", registry=r)
+        self.cancelled = Counter("chime_executor_cancelled_total", "Held runs cancelled", registry=r)
+        self.undecodable = Counter("chime_executor_undecodable_total", "Records set aside", registry=r)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._executor.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._executor.on_assigned(assigned)
+
+
+class Executor:
+    def __init__(self, settings: Settings, worker_id: str) -> None:
+        self.settings = settings
+        self.worker_id = worker_id
+        self.metrics = ExecutorMetrics()
+        self.keys = KeyStore(settings)
+        self._due_topic = topic_name(settings, RUNS_DUE)
+        self._results_topic = topic_name(settings, RUNS_RESULTS)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._trackers: dict[TopicPartition, OffsetTracker] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = defaultdict(set)
+        self._held: dict[uuid.UUID, asyncio.Event] = {}
+        self._holding: set[asyncio.Task[None]] = set()
+        self._global = asyncio.Semaphore(settings.executor_concurrency)
+        self._tenant_limit = max(1, int(settings.executor_concurrency * settings.executor_tenant_share))
+        self._tenants: dict[str, asyncio.Semaphore] = {}
+        self._stopping = asyncio.Event()
+        self.consuming = False
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        s = self.settings
+        self._client = httpx.AsyncClient(
+            follow_redirects=False,
+            limits=httpx.Limits(
+                max_connections=s.executor_concurrency, max_keepalive_connections=s.executor_concurrency
+            ),
+        )
+        self._producer = build_producer(s)
+        try:
+            await self._producer.start()
+            await self.keys.start(self._producer)
+            try:
+                await asyncio.wait_for(self.keys.caught_up.wait(), timeout=30)
+            except TimeoutError:
+                log.warning("signing keys not caught up after 30 s; continuing")
+        except BaseException:
+            await self._shutdown()
+            raise
+        self._consumer = build_consumer(
+            s,
+            group_id=f"{s.topic_prefix}executor",
+            group_instance_id=self.worker_id,
+            session_timeout_ms=s.consumer_session_timeout_ms,
+            heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
+            rebalance_timeout_ms=max(10_000, s.consumer_session_timeout_ms),
+            auto_offset_reset="earliest",
+            max_poll_records=500,
+        )
+        self._consumer.subscribe([self._due_topic], listener=_Rebalance(self))
+        await self._consumer.start()
+        self.consuming = True
+        try:
+            await self._loop()
+        finally:
+            self.consuming = False
+            await self._drain()
+            await self._shutdown()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _shutdown(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+        await self.keys.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def _drain(self) -> None:
+        """Stop taking work, let in-flight calls finish within the grace period, then commit."""
+        tasks = [t for ts in self._tasks.values() for t in ts]
+        if tasks:
+            log.info("draining %d in-flight runs", len(tasks))
+            _, pending = await asyncio.wait(tasks, timeout=self.settings.executor_shutdown_grace_seconds)
+            for task in pending:
+                task.cancel()
+        await self._commit()
+
+    # -- consuming ------------------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        assert self._consumer is not None  # noqa: S101 - set in run()
+        loop = asyncio.get_running_loop()
+        next_commit = loop.time() + _COMMIT_EVERY_S
+        while not self._stopping.is_set():
+            if sum(len(t) for t in self._trackers.values()) >= _MAX_PENDING:
+                await asyncio.sleep(0.01)
+            else:
+                batch = await self._consumer.getmany(timeout_ms=50, max_records=500)
+                for tp, records in batch.items():
+                    for record in records:
+                        self._dispatch(tp, record)
+            if loop.time() >= next_commit:
+                await self._commit()
+                next_commit = loop.time() + _COMMIT_EVERY_S
+
+    def _dispatch(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            event = decode_event(record.value or b"")
+        except EventDecodeError:
+            self.metrics.undecodable.inc()
+            log.error(
+                "undecodable record set aside",
+                extra={"partition": record.partition, "offset": record.offset, "raw": (record.value or b"")[:2048]},
+            )
+            return
+        if isinstance(event, RunCancelled):
+            held = self._held.get(event.data.run_id)
+            if held is not None:
+                held.set()
+            return
+        if not isinstance(event, RunDue):
+            return
+        tracker = self._trackers.setdefault(tp, OffsetTracker())
+        tracker.started(record.offset)
+        cancel = self._held.setdefault(event.data.run_id, asyncio.Event())
+        task = asyncio.create_task(self._handle(tp, record.offset, record.key or b"", event.data, cancel))
+        self._tasks[tp].add(task)
+        self.metrics.in_flight.inc()
+
+        def _done(t: asyncio.Task[None]) -> None:
+            self._tasks[tp].discard(t)
+            self.metrics.in_flight.dec()
+            if not t.cancelled():
+                tracker.finished(record.offset)
+                if t.exception() is not None:
+                    log.error("run handler failed", exc_info=t.exception())
+
+        task.add_done_callback(_done)
+
+    async def _handle(
+        self, tp: TopicPartition, offset: int, key: bytes, due: RunDueData, cancelled: asyncio.Event
+    ) -> None:
+        current = asyncio.current_task()
+        try:
+            delay = (due.planned_time - utcnow()).total_seconds()
+            if delay > 0 and current is not None:
+                self._holding.add(current)
+                try:
+                    await asyncio.wait_for(cancelled.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+                finally:
+                    self._holding.discard(current)
+            if cancelled.is_set():
+                self.metrics.cancelled.inc()
+                return
+            await self._deliver(key, due)
+        finally:
+            if self._held.get(due.run_id) is cancelled:
+                del self._held[due.run_id]
+
+    async def _deliver(self, key: bytes, due: RunDueData) -> None:
+        assert self._client is not None and self._producer is not None  # noqa: S101 - set in run()
+        age = utcnow() - due.nominal_time
+        tenant_slots = self._tenants.setdefault(due.tenant_id, asyncio.Semaphore(self._tenant_limit))
+        async with tenant_slots, self._global:
+            started = utcnow()
+            if age > timedelta(seconds=due.retry_policy.max_event_age_seconds):
+                outcome = RunOutcomeData(
+                    run_id=due.run_id,
+                    schedule_id=due.schedule_id,
+                    tenant_id=due.tenant_id,
+                    nominal_time=due.nominal_time,
+                    trigger=due.trigger,
+                    attempt=due.attempt,
+                    status=RunStatus.FAILED,
+                    worker=self.worker_id,
+                    started_at=started,
+                    finished_at=started,
+                    duration_ms=0,
+                    error=f"expired: older than max_event_age_seconds ({age.total_seconds():.0f}s)",
+                )
+            else:
+                secrets = self.keys.secrets_for(due.tenant_id) or await self.keys.wait_for(due.tenant_id, _KEY_WAIT_S)
+                self.metrics.lag.observe(max(0.0, (started - due.planned_time).total_seconds()))
+                if not secrets:
+                    result = CallResult(False, None, "no signing key for tenant", None, 0)
+                else:
+                    result = await call(self._client, due, secrets, allow_private=self.settings.allow_private_targets)
+                self.metrics.duration.observe(result.duration_ms / 1000)
+                outcome = RunOutcomeData(
+                    run_id=due.run_id,
+                    schedule_id=due.schedule_id,
+                    tenant_id=due.tenant_id,
+                    nominal_time=due.nominal_time,
+                    trigger=due.trigger,
+                    attempt=due.attempt,
+                    status=RunStatus.SUCCEEDED if result.ok else RunStatus.FAILED,
+                    worker=self.worker_id,
+                    started_at=started,
+                    finished_at=utcnow(),
+                    duration_ms=result.duration_ms,
+                    http_status=result.http_status,
+                    error=result.error,
+                    response_excerpt=result.response_excerpt,
+                )
+        self.metrics.attempts.labels(outcome.status.value).inc()
+        event_type = RunSucceeded if outcome.status is RunStatus.SUCCEEDED else RunAttemptFailed
+        event = event_type(subject=str(due.schedule_id), tenant=due.tenant_id, time=utcnow(), data=outcome)
+        headers = [("tenant", due.tenant_id.encode()), ("content-type", CONTENT_TYPE.encode())]
+        await self._producer.send_and_wait(self._results_topic, encode_event(event), key=key, headers=headers)
+
+    # -- offsets and rebalancing ----------------------------------------------------------------------------
+
+    async def _commit(self) -> None:
+        if self._consumer is None:
+            return
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        assigned = self._consumer.assignment()
+        for tp, tracker in self._trackers.items():
+            offset = tracker.committable()
+            if tp in assigned and offset is not None and offset > self._committed.get(tp, -1):
+                offsets[tp] = OffsetAndMetadata(offset, "")
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except Exception as exc:  # noqa: BLE001 - a failed commit is retried next round; records re-deliver at worst
+            log.warning("offset commit failed: %s", exc)
+            return
+        for tp, meta in offsets.items():
+            self._committed[tp] = meta.offset
+
+    async def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._commit()
+        for tp in revoked:
+            for task in self._tasks.pop(tp, set()):
+                # Calls already under way finish; held runs are left to the partition's next owner.
+                if task in self._holding:
+                    task.cancel()
+            self._trackers.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        for tp in assigned:
+            self._trackers.setdefault(tp, OffsetTracker())

@@ -1,0 +1,335 @@
+"""The planner's Faust app.
+
+Design (docs/decisions.md, "Planner table writes"): Faust tables only accept writes inside stream
+iteration, so the fire loop does not write the table. It publishes a small tick per due fire to the internal
+topic ``planner.ticks`` (co-partitioned with ``chime.schedules``); the ticks agent checks the tick against the
+table, drops stale or duplicate ones, publishes ``run.due``, waits for the broker's ack, and only then advances
+the table. A crash in between repeats a fire under the same run id; it never loses one.
+
+Runs are announced ``CHIME_PLANNER_LOOKAHEAD_MS`` ahead of their planned time; the executor holds them until
+that instant, so Kafka's latency stays out of the webhook lag. A change inside that window publishes
+``run.cancelled``, which the executor honours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import faust
+from aiokafka.partitioner import murmur2
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from services.planner.entries import PlanEntry, Tick, advance, apply_delete, apply_upsert, tick_is_current
+from services.planner.heaps import PartitionHeaps
+from shared.errors import EventDecodeError
+from shared.events import (
+    CONTENT_TYPE,
+    Envelope,
+    RunCancelled,
+    RunDue,
+    RunNowCommand,
+    ScheduleDeleted,
+    ScheduleUpserted,
+    decode_event,
+    encode_event,
+)
+from shared.events.runs import RunCancelledData, RunDueData, Trigger
+from shared.identity import instance_id
+from shared.runid import planned_run_id
+from shared.settings import Settings
+from shared.timefmt import utcnow
+from shared.topics import PLANNER_COMMANDS, PLANNER_TICKS, RUNS_DUE, SCHEDULES, topic_name
+
+log = logging.getLogger(__name__)
+
+_IDLE_SLEEP_S = 0.05
+
+
+@dataclass
+class PlannerMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.fired = Counter("chime_planner_runs_due_total", "run.due events published", ["trigger"], registry=r)
+        self.stale_ticks = Counter("chime_planner_stale_ticks_total", "Ticks dropped as stale", registry=r)
+        self.cancelled = Counter("chime_planner_runs_cancelled_total", "Announced runs cancelled", registry=r)
+        self.undecodable = Counter("chime_planner_undecodable_total", "Records set aside", ["topic"], registry=r)
+        self.heap_size = Gauge("chime_planner_heap_entries", "Entries in the fire heaps", registry=r)
+        self.lateness = Histogram(
+            "chime_planner_announce_lead_seconds",
+            "Planned time minus the time run.due was published (negative: late)",
+            buckets=(-5, -1, -0.1, -0.01, 0, 0.01, 0.05, 0.1, 0.2, 0.5, 1),
+            registry=r,
+        )
+        self.recovered = Gauge("chime_planner_recovered", "1 once table recovery completed", registry=r)
+
+
+class Planner:
+    """Builds the Faust app and its agents; nothing starts until ``worker`` runs it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = PlannerMetrics()
+        self.heaps = PartitionHeaps()
+        self.recovered = False
+        self._wake = asyncio.Event()
+        self._lookahead = timedelta(milliseconds=settings.planner_lookahead_ms)
+        self._partitions = settings.partitions
+        ident = instance_id(settings, "planner")
+        datadir = os.path.join(settings.planner_data_dir, ident)
+        os.makedirs(datadir, exist_ok=True)
+        self.app = faust.App(
+            id=f"{settings.topic_prefix}planner",
+            broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
+            broker_credentials=_credentials(settings),
+            store=settings.planner_store,
+            datadir=datadir,
+            key_serializer="raw",
+            value_serializer="raw",
+            topic_partitions=settings.partitions,
+            topic_replication_factor=settings.replication_factor,
+            topic_allow_declare=True,
+            table_standby_replicas=0,
+            web_enabled=False,
+            consumer_group_instance_id=ident,
+            consumer_auto_offset_reset="earliest",
+            broker_session_timeout=settings.consumer_session_timeout_ms / 1000,
+            broker_heartbeat_interval=settings.consumer_heartbeat_interval_ms / 1000,
+            broker_rebalance_timeout=max(10.0, settings.consumer_session_timeout_ms / 1000),
+            broker_request_timeout=max(30.0, settings.consumer_session_timeout_ms / 1000 + 5),
+            broker_commit_interval=0.5,
+            producer_acks=-1,
+            producer_linger=0.0,
+            stream_wait_empty=False,
+            processing_guarantee="at_least_once",
+        )
+        self.schedules_topic = self._source(SCHEDULES)
+        self.ticks_topic = self._source(PLANNER_TICKS)
+        self.commands_topic = self._source(PLANNER_COMMANDS)
+        self.due_topic = self._source(RUNS_DUE)
+        self.table = self.app.Table("schedule-state", partitions=settings.partitions, key_type=bytes, value_type=bytes)
+        self.table.on_recover(self._on_recovered)
+        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        self.app.agent(self.schedules_topic, name="schedules")(self._schedules_agent)
+        self.app.agent(self.ticks_topic, name="ticks")(self._ticks_agent)
+        self.app.agent(self.commands_topic, name="commands")(self._commands_agent)
+        self.app.task(self._fire_loop)
+
+    def _source(self, spec: Any) -> Any:
+        return self.app.topic(
+            topic_name(self.settings, spec),
+            partitions=self.settings.partitions,
+            key_serializer="raw",
+            value_serializer="raw",
+            internal=False,
+        )
+
+    # -- table access ---------------------------------------------------------------------------------------
+
+    def _get(self, key: bytes) -> PlanEntry | None:
+        raw = self.table.get(key)
+        return PlanEntry.model_validate_json(raw) if raw is not None else None
+
+    def _put(self, key: bytes, entry: PlanEntry) -> None:
+        self.table[key] = entry.model_dump_json().encode()
+
+    def partition_of(self, key: bytes) -> int:
+        partition: int = (murmur2(key) & 0x7FFFFFFF) % self._partitions
+        return partition
+
+    def _schedule(self, partition: int, entry: PlanEntry) -> None:
+        fire = entry.next_fire()
+        if fire is None:
+            return
+        due = fire.planned - self._lookahead
+        self.heaps.push(partition, due, entry.schedule.id, entry.version, fire.nominal)
+        self._wake.set()
+
+    # -- publishing -----------------------------------------------------------------------------------------
+
+    async def _publish(self, key: bytes, event: Envelope) -> None:
+        """Publish to ``runs.due`` and wait for the broker's acknowledgement."""
+        headers = {"tenant": event.tenant.encode(), "content-type": CONTENT_TYPE.encode()}
+        fut = await self.due_topic.send(key=key, value=encode_event(event), headers=headers)
+        await fut
+
+    async def _publish_due(self, key: bytes, data: RunDueData) -> None:
+        event = RunDue(subject=str(data.schedule_id), tenant=data.tenant_id, time=utcnow(), data=data)
+        await self._publish(key, event)
+        self.metrics.fired.labels(data.trigger.value).inc()
+        self.metrics.lateness.observe((data.planned_time - utcnow()).total_seconds())
+
+    async def _cancel(self, key: bytes, entry: PlanEntry, run_id: uuid.UUID, nominal: datetime, reason: str) -> None:
+        data = RunCancelledData(
+            run_id=run_id,
+            schedule_id=entry.schedule.id,
+            tenant_id=entry.schedule.tenant_id,
+            nominal_time=nominal,
+            reason=reason,
+        )
+        await self._publish(
+            key, RunCancelled(subject=str(data.schedule_id), tenant=data.tenant_id, time=utcnow(), data=data)
+        )
+        self.metrics.cancelled.inc()
+
+    # -- agents ---------------------------------------------------------------------------------------------
+
+    async def _schedules_agent(self, stream: Any) -> None:
+        async for event in stream.events():
+            key: bytes = event.key
+            try:
+                decoded = decode_event(event.value)
+            except EventDecodeError:
+                self._set_aside("schedules", event)
+                continue
+            now = utcnow()
+            entry = self._get(key)
+            if isinstance(decoded, ScheduleUpserted):
+                new, cancel = apply_upsert(entry, decoded.data, now)
+            elif isinstance(decoded, ScheduleDeleted):
+                new, cancel = apply_delete(entry, decoded.data.version, now)
+            else:
+                continue
+            if new is None or new is entry:
+                continue
+            if cancel is not None:
+                await self._cancel(key, new, cancel.run_id, cancel.nominal, "schedule changed")
+            self._put(key, new)
+            self._schedule(event.message.partition, new)
+
+    async def _ticks_agent(self, stream: Any) -> None:
+        async for event in stream.events():
+            key: bytes = event.key
+            try:
+                tick = Tick.model_validate_json(event.value)
+            except ValueError:
+                self._set_aside("ticks", event)
+                continue
+            entry = self._get(key)
+            fire = entry.next_fire() if entry is not None else None
+            if entry is None or fire is None or not tick_is_current(entry, tick):
+                self.metrics.stale_ticks.inc()
+                continue
+            after = advance(entry, fire)
+            state = entry.schedule
+            await self._publish_due(
+                key,
+                RunDueData(
+                    run_id=planned_run_id(state.id, fire.nominal),
+                    schedule_id=state.id,
+                    tenant_id=state.tenant_id,
+                    schedule_version=state.version,
+                    nominal_time=fire.nominal,
+                    planned_time=fire.planned,
+                    trigger=Trigger.SCHEDULE,
+                    delivery=state.payload,
+                    retry_policy=state.retry_policy,
+                    final=after.next_nominal is None,
+                ),
+            )
+            self._put(key, after)
+            self._schedule(event.message.partition, after)
+
+    async def _commands_agent(self, stream: Any) -> None:
+        async for event in stream.events():
+            key: bytes = event.key
+            try:
+                decoded = decode_event(event.value)
+            except EventDecodeError:
+                self._set_aside("commands", event)
+                continue
+            if not isinstance(decoded, RunNowCommand):
+                continue
+            entry = self._get(key)
+            if entry is None or entry.schedule.status.value == "deleted":
+                log.info("run-now for unknown or deleted schedule dropped", extra={"schedule": str(key)})
+                continue
+            await self._publish_due(key, RunDueData.model_validate(decoded.data.model_dump()))
+
+    def _set_aside(self, topic: str, event: Any) -> None:
+        self.metrics.undecodable.labels(topic).inc()
+        log.error(
+            "undecodable record set aside",
+            extra={
+                "topic": topic,
+                "partition": event.message.partition,
+                "offset": event.message.offset,
+                "raw": bytes(event.value or b"")[:2048],
+            },
+        )
+
+    # -- heap maintenance and the fire loop -----------------------------------------------------------------
+
+    def _active_partitions(self) -> set[int]:
+        name = topic_name(self.settings, SCHEDULES)
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == name}
+
+    async def _on_recovered(self) -> None:
+        """Rebuild the heaps from the table once recovery is complete (not merely on assignment)."""
+        active = self._active_partitions()
+        items: dict[int, list[tuple[datetime, uuid.UUID, int, datetime]]] = {p: [] for p in active}
+        for key, raw in self.table.items():
+            partition = self.partition_of(key)
+            if partition not in active:
+                continue
+            entry = PlanEntry.model_validate_json(raw)
+            fire = entry.next_fire()
+            if fire is not None:
+                items[partition].append(
+                    (fire.planned - self._lookahead, entry.schedule.id, entry.version, fire.nominal)
+                )
+        for partition in self.heaps.partitions() - active:
+            self.heaps.drop(partition)
+        for partition, entries in items.items():
+            self.heaps.replace(partition, entries)
+        self.recovered = True
+        self.metrics.recovered.set(1)
+        self._wake.set()
+        log.info("heaps rebuilt", extra={"partitions": sorted(active), "entries": len(self.heaps)})
+
+    async def _on_revoked(self, app: Any, revoked: Any, **_: Any) -> None:
+        name = topic_name(self.settings, SCHEDULES)
+        for tp in revoked:
+            if tp.topic == name:
+                self.heaps.drop(tp.partition)
+
+    async def _fire_loop(self) -> None:
+        while True:
+            now = utcnow()
+            for partition, item in self.heaps.pop_due(now):
+                tick = Tick(schedule_id=item.schedule_id, version=item.version, nominal=item.nominal)
+                await self.ticks_topic.send(
+                    key=str(item.schedule_id).encode(), value=tick.model_dump_json().encode(), partition=partition
+                )
+            self.metrics.heap_size.set(len(self.heaps))
+            earliest = self.heaps.earliest()
+            wait = _IDLE_SLEEP_S if earliest is None else max(0.0, (earliest - utcnow()).total_seconds())
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=min(wait, _IDLE_SLEEP_S))
+            except TimeoutError:
+                pass
+
+
+def _credentials(settings: Settings) -> Any:
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return None
+    import ssl
+
+    context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+    if settings.kafka_security_protocol == "SSL":
+        return faust.SSLCredentials(context)
+    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username or "",
+        password=password,
+        mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+        ssl_context=context if settings.kafka_security_protocol == "SASL_SSL" else None,
+    )

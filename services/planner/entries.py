@@ -1,0 +1,154 @@
+"""What the planner keeps per schedule, and how events move it. Pure: no Kafka, no clock reads."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.events.schedule import ScheduleState, ScheduleStatus, plan_spec
+from shared.runid import planned_run_id
+from shared.schedule import FireTime, next_fire_after
+from shared.types import Instant
+
+_MS = timedelta(milliseconds=1)
+# Fields whose change re-plans the next fire; any other edit keeps the pending fire where it is.
+TIMING_FIELDS = (
+    "type",
+    "cron_expr",
+    "interval_seconds",
+    "run_at",
+    "timezone",
+    "start_at",
+    "end_at",
+    "max_runs",
+    "jitter_seconds",
+    "status",
+)
+
+
+class Announced(BaseModel):
+    """A run already published ahead of its planned time; a change inside that window must cancel it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: uuid.UUID
+    nominal: Instant
+    planned: Instant
+
+
+class PlanEntry(BaseModel):
+    """One schedule's planner state, stored as JSON in the changelog-backed table."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schedule: ScheduleState
+    next_nominal: Instant | None = None
+    next_planned: Instant | None = None
+    run_count: int = 0
+    last_nominal: Instant | None = None
+    announced: Announced | None = None
+
+    @property
+    def version(self) -> int:
+        return self.schedule.version
+
+    def next_fire(self) -> FireTime | None:
+        if self.next_nominal is None or self.next_planned is None:
+            return None
+        return FireTime(nominal=self.next_nominal, planned=self.next_planned)
+
+
+class Tick(BaseModel):
+    """The fire loop's request to fire ``nominal`` of a schedule at ``version``; stale ticks are dropped."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schedule_id: uuid.UUID
+    version: int
+    nominal: Instant
+
+
+def _plan_after(state: ScheduleState, after: datetime, run_count: int) -> FireTime | None:
+    if state.status is not ScheduleStatus.ACTIVE:
+        return None
+    return next_fire_after(plan_spec(state, state.id, state.created_at), after, run_count)
+
+
+def _with_next(entry: PlanEntry, fire: FireTime | None, **changes: object) -> PlanEntry:
+    return entry.model_copy(
+        update={
+            "next_nominal": fire.nominal if fire else None,
+            "next_planned": fire.planned if fire else None,
+            **changes,
+        }
+    )
+
+
+def _pending_cancel(entry: PlanEntry | None, now: datetime, keep_nominal: datetime | None) -> Announced | None:
+    if entry is None or entry.announced is None:
+        return None
+    if entry.announced.planned <= now or entry.announced.nominal == keep_nominal:
+        return None
+    return entry.announced
+
+
+def apply_upsert(
+    entry: PlanEntry | None, state: ScheduleState, now: datetime
+) -> tuple[PlanEntry | None, Announced | None]:
+    """The entry after an upsert event, and an announced run to cancel (if any).
+
+    Returns the entry unchanged for a stale version. A re-plan starts after the change was made
+    (``updated_at``), not after the planner saw it, so a lagging planner still fires what was due meanwhile.
+    """
+    if entry is not None and state.version <= entry.version:
+        return entry, None
+    if entry is None:
+        fire = _plan_after(state, state.updated_at - _MS, 0)
+        fresh = PlanEntry(schedule=state)
+        return _with_next(fresh, fire), None
+    timing_changed = any(getattr(entry.schedule, f) != getattr(state, f) for f in TIMING_FIELDS)
+    updated = entry.model_copy(update={"schedule": state})
+    if not timing_changed and state.status is ScheduleStatus.ACTIVE:
+        return updated, None
+    after = state.updated_at
+    if entry.last_nominal is not None and entry.last_nominal > after:
+        after = entry.last_nominal
+    fire = _plan_after(state, after, entry.run_count)
+    cancel = _pending_cancel(entry, now, fire.nominal if fire else None)
+    return _with_next(updated, fire, announced=None if cancel else entry.announced), cancel
+
+
+def apply_delete(entry: PlanEntry | None, version: int, now: datetime) -> tuple[PlanEntry | None, Announced | None]:
+    """The entry after a delete, and an announced run to cancel.
+
+    The entry stays as a marker (status ``deleted``, no next fire), so a duplicate of an older upsert that
+    arrives later cannot bring the schedule back.
+    """
+    if entry is None or version <= entry.version:
+        return entry, None
+    marker = entry.schedule.model_copy(update={"status": ScheduleStatus.DELETED, "version": version})
+    cancel = _pending_cancel(entry, now, None)
+    return _with_next(entry.model_copy(update={"schedule": marker}), None, announced=None), cancel
+
+
+def advance(entry: PlanEntry, fired: FireTime) -> PlanEntry:
+    """The entry after ``fired`` was published: count it and plan the next one."""
+    run_count = entry.run_count + 1
+    fire = next_fire_after(
+        plan_spec(entry.schedule, entry.schedule.id, entry.schedule.created_at), fired.nominal, run_count
+    )
+    announced = Announced(
+        run_id=planned_run_id(entry.schedule.id, fired.nominal), nominal=fired.nominal, planned=fired.planned
+    )
+    return _with_next(entry, fire, run_count=run_count, last_nominal=fired.nominal, announced=announced)
+
+
+def tick_is_current(entry: PlanEntry | None, tick: Tick) -> bool:
+    return (
+        entry is not None
+        and entry.version == tick.version
+        and entry.schedule.status is ScheduleStatus.ACTIVE
+        and entry.next_nominal == tick.nominal
+    )

@@ -1,0 +1,54 @@
+"""A time-ordered heap of next fires per partition. A derived index: rebuilt from the table, never stored."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(order=True, frozen=True, slots=True)
+class HeapItem:
+    due: datetime
+    seq: int
+    schedule_id: uuid.UUID = field(compare=False)
+    version: int = field(compare=False)
+    nominal: datetime = field(compare=False)
+
+
+class PartitionHeaps:
+    def __init__(self) -> None:
+        self._heaps: dict[int, list[HeapItem]] = {}
+        self._seq = itertools.count()
+
+    def push(self, partition: int, due: datetime, schedule_id: uuid.UUID, version: int, nominal: datetime) -> None:
+        heapq.heappush(
+            self._heaps.setdefault(partition, []), HeapItem(due, next(self._seq), schedule_id, version, nominal)
+        )
+
+    def replace(self, partition: int, items: list[tuple[datetime, uuid.UUID, int, datetime]]) -> None:
+        heap = [HeapItem(due, next(self._seq), sid, version, nominal) for due, sid, version, nominal in items]
+        heapq.heapify(heap)
+        self._heaps[partition] = heap
+
+    def drop(self, partition: int) -> None:
+        self._heaps.pop(partition, None)
+
+    def partitions(self) -> set[int]:
+        return set(self._heaps)
+
+    def earliest(self) -> datetime | None:
+        heads = [h[0].due for h in self._heaps.values() if h]
+        return min(heads) if heads else None
+
+    def pop_due(self, until: datetime) -> list[tuple[int, HeapItem]]:
+        out: list[tuple[int, HeapItem]] = []
+        for partition, heap in self._heaps.items():
+            while heap and heap[0].due <= until:
+                out.append((partition, heapq.heappop(heap)))
+        return out
+
+    def __len__(self) -> int:
+        return sum(len(h) for h in self._heaps.values())
