@@ -88,12 +88,13 @@ def run_dev() -> int:
 
         token = mint_token(settings, tenant="demo", subject="dev", ttl_seconds=7 * 86_400)
         sink_log = LOG_DIR / "sink.log"
-        procs["sink"] = subprocess.Popen(
-            [sys.executable, "-m", "services.devstack.sink", str(SINK_PORT), str(sink_log), api_url, token],
-            env=env,
-            stdout=(LOG_DIR / "sink.out").open("ab"),
-            stderr=subprocess.STDOUT,
-        )
+        with (LOG_DIR / "sink.out").open("ab") as sink_out:
+            procs["sink"] = subprocess.Popen(
+                [sys.executable, "-m", "services.devstack.sink", str(SINK_PORT), str(sink_log), api_url, token],
+                env=env,
+                stdout=sink_out,
+                stderr=subprocess.STDOUT,
+            )
         demo = _create_demo(api_url, token)
         _banner(api_url, token, sink_log, demo)
         while not stopping:

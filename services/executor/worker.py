@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 _COMMIT_EVERY_S = 0.2
 _MAX_PENDING = 20_000
 _KEY_WAIT_S = 5.0
+_YIELD_EVERY = 10
 
 
 class ExecutorMetrics:
@@ -166,8 +167,11 @@ class Executor:
             else:
                 batch = await self._consumer.getmany(timeout_ms=50, max_records=500)
                 for tp, records in batch.items():
-                    for record in records:
+                    for n, record in enumerate(records, 1):
                         self._dispatch(tp, record)
+                        if n % _YIELD_EVERY == 0:
+                            # Decoding is CPU work: let due timers fire between slices of a large batch.
+                            await asyncio.sleep(0)
             if loop.time() >= next_commit:
                 await self._commit()
                 next_commit = loop.time() + _COMMIT_EVERY_S

@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): bounded in time, loopback only, figures printed at the end."""

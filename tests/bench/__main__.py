@@ -1,0 +1,140 @@
+"""`make bench`: webhook lag of the whole stack against a plain in-process timer baseline, same machine, same run.
+
+Lag = sink arrival minus nominal time. The baseline is an asyncio loop that calls the same sink with httpx at
+each nominal time (no Kafka, no state): the floor this machine allows. Bounded: about two minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+from services.api.migrate import migrate
+from shared.settings import Settings, load_settings
+from shared.topics import create_topics
+from tests.e2e.stack import RecordingSink, Stack
+from tests.integration.helpers import auth, create_database, schedule_body
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summarize(name: str, lags_ms: list[float], seconds: float) -> str:
+    return (
+        f"{name:<10} deliveries={len(lags_ms):>6}  rate={len(lags_ms) / seconds:7.1f}/s  "
+        f"p50={statistics.median(lags_ms):7.2f} ms  p99={percentile(lags_ms, 0.99):7.2f} ms  "
+        f"max={max(lags_ms):8.2f} ms"
+    )
+
+
+async def baseline(sink: RecordingSink, schedules: int, interval: int, seconds: float) -> list[float]:
+    """An in-process timer per schedule calling the sink at each nominal time."""
+    marker = f"baseline-{uuid.uuid4()}"
+    start = datetime.now(UTC) + timedelta(seconds=1)
+    deadline = start + timedelta(seconds=seconds)
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=200)) as client:
+
+        async def one(i: int) -> None:
+            nominal = start + timedelta(milliseconds=i * interval * 1000 / schedules)
+            while nominal < deadline:
+                await asyncio.sleep(max(0.0, (nominal - datetime.now(UTC)).total_seconds()))
+                stamp = nominal.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+                await client.post(
+                    f"{sink.url}/hook", headers={"Chime-Schedule-Id": marker, "Chime-Scheduled-For": stamp}
+                )
+                nominal += timedelta(seconds=interval)
+
+        await asyncio.gather(*(one(i) for i in range(schedules)))
+    return [(a.received - a.nominal).total_seconds() * 1000 for a in sink.for_schedule(marker)]
+
+
+async def chime(
+    settings: Settings, sink: RecordingSink, schedules: int, interval: int, seconds: float
+) -> tuple[list[float], int]:
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = Stack(settings, Path(tmp))
+        await stack.start_all()
+        try:
+            tenant = f"bench-{uuid.uuid4().hex[:6]}"
+            headers = auth(settings, tenant)
+            async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api:
+                sem = asyncio.Semaphore(20)
+
+                async def create(i: int) -> str:
+                    async with sem:
+                        body = schedule_body(interval_seconds=interval, payload={"url": f"{sink.url}/hook"})
+                        response = await api.post("/api/schedules", json=body, headers=headers)
+                        response.raise_for_status()
+                        schedule_id: str = response.json()["id"]
+                        return schedule_id
+
+                ids = set(await asyncio.gather(*(create(i) for i in range(schedules))))
+            # Measure only after every schedule has fired once (warm-up), for the measurement window.
+            await asyncio.sleep(interval + 2)
+            window_start = datetime.now(UTC)
+            await asyncio.sleep(seconds)
+            window_end = datetime.now(UTC)
+            await asyncio.sleep(2)
+            arrivals = [a for a in sink.arrivals if a.schedule_id in ids and window_start <= a.nominal < window_end]
+            seen: set[tuple[str, datetime]] = set()
+            repeats = 0
+            for a in arrivals:
+                key = (a.schedule_id, a.nominal)
+                repeats += key in seen
+                seen.add(key)
+            return [(a.received - a.nominal).total_seconds() * 1000 for a in arrivals], repeats
+        finally:
+            stack.stop_all()
+
+
+async def main(schedules: int, interval: int, seconds: float) -> None:
+    from services.devstack.stack import up
+
+    stack_env = up()
+    try:
+        settings = load_settings(
+            _env_file=None,
+            kafka_bootstrap=stack_env.env["CHIME_KAFKA_BOOTSTRAP"],
+            database_url=await create_database(stack_env.env["CHIME_DATABASE_URL"]),
+            topic_prefix=f"b{uuid.uuid4().hex[:8]}.chime.",
+            allow_private_targets=True,
+        )
+        await migrate(settings)
+        await create_topics(settings)
+        sink = RecordingSink()
+        await sink.start()
+        try:
+            t0 = time.monotonic()
+            base = await baseline(sink, schedules, interval, seconds)
+            base_s = time.monotonic() - t0
+            lags, repeats = await chime(settings, sink, schedules, interval, seconds)
+        finally:
+            await sink.stop()
+        print(f"\n{schedules} interval schedules every {interval} s, {seconds:.0f} s window, lag = arrival - nominal")  # noqa: T201
+        print(summarize("baseline", base, base_s))  # noqa: T201
+        print(summarize("chime", lags, seconds))  # noqa: T201
+        print(  # noqa: T201
+            f"ratio p50 {statistics.median(lags) / statistics.median(base):.2f}x, "
+            f"p99 {percentile(lags, 0.99) / percentile(base, 0.99):.2f}x; repeated deliveries: {repeats}"
+        )
+    finally:
+        stack_env.down()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--schedules", type=int, default=1000)
+    parser.add_argument("--interval", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=40)
+    args = parser.parse_args()
+    asyncio.run(main(args.schedules, args.interval, args.seconds))

@@ -1,0 +1,210 @@
+"""The whole stack as real processes (api, recorder, planner, executor) plus a recording HTTP sink."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiohttp import web
+
+from shared.settings import Settings
+
+SERVICES = ("api", "recorder", "planner", "executor")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Arrival:
+    received: datetime
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def schedule_id(self) -> str:
+        return self.headers.get("chime-schedule-id", "")
+
+    @property
+    def nominal(self) -> datetime:
+        return datetime.fromisoformat(self.headers["chime-scheduled-for"])
+
+    @property
+    def webhook_id(self) -> str:
+        return self.headers["webhook-id"]
+
+
+@dataclass
+class RecordingSink:
+    """Answers every call with ``status`` (200 unless a path says otherwise) after ``delay`` seconds."""
+
+    port: int = field(default_factory=free_port)
+    arrivals: list[Arrival] = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.arrivals.append(
+            Arrival(
+                received=datetime.now(UTC),
+                method=request.method,
+                path=request.path,
+                headers={k.lower(): v for k, v in request.headers.items()},
+                body=body,
+            )
+        )
+        self._changed.set()
+        status = int(request.query.get("status", "200"))
+        return web.Response(status=status, text="ok")
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def for_schedule(self, schedule_id: str) -> list[Arrival]:
+        return [a for a in self.arrivals if a.schedule_id == schedule_id]
+
+    async def wait_for(self, schedule_id: str, count: int, timeout: float) -> list[Arrival]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.for_schedule(schedule_id)
+            if len(got) >= count:
+                return got
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout=0.5)
+            except TimeoutError:
+                pass
+        return self.for_schedule(schedule_id)
+
+
+class Stack:
+    """Starts, kills and restarts the services. Every process gets its own ops port and log file."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.api_port = free_port()
+        self.ops_ports = {name: free_port() for name in SERVICES}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def env(self, name: str) -> dict[str, str]:
+        s = self.settings
+        return {
+            **os.environ,
+            "CHIME_DATABASE_URL": s.database_url,
+            "CHIME_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+            "CHIME_TOPIC_PREFIX": s.topic_prefix,
+            "CHIME_PARTITIONS": str(s.partitions),
+            "CHIME_JWT_SECRET": s.jwt_secret.get_secret_value(),
+            "CHIME_MASTER_KEY": s.master_key.get_secret_value(),
+            "CHIME_ALLOW_PRIVATE_TARGETS": "true",
+            "CHIME_RATE_LIMIT_PER_SECOND": "100000",
+            "CHIME_API_PORT": str(self.api_port),
+            "CHIME_PLANNER_PORT": str(self.ops_ports["planner"]),
+            "CHIME_EXECUTOR_PORT": str(self.ops_ports["executor"]),
+            "CHIME_RECORDER_PORT": str(self.ops_ports["recorder"]),
+            "CHIME_PLANNER_DATA_DIR": str(self.log_dir / "planner-data"),
+            "CHIME_INSTANCE_ID": f"{s.topic_prefix}{name}",
+            "CHIME_OUTBOX_POLL_INTERVAL_MS": "50",
+            "CHIME_LOG_LEVEL": "INFO",
+        }
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def start(self, name: str) -> None:
+        with (self.log_dir / f"{name}.log").open("ab") as log:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", name], env=self.env(name), stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def terminate(self, name: str, timeout: float = 30) -> int:
+        proc = self.procs.pop(name)
+        proc.terminate()
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return -9
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.log_dir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    async def wait_healthy(self, name: str, timeout: float = 60) -> None:
+        url = f"{self.api_url}/health" if name == "api" else f"http://127.0.0.1:{self.ops_ports[name]}/health"
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=2) as client:
+            while time.monotonic() < deadline:
+                proc = self.procs.get(name)
+                if proc is not None and proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}")
+                try:
+                    if (await client.get(url)).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise RuntimeError(f"{name} not healthy within {timeout}s:\n{self.log_tail(name)}")
+
+    async def start_all(self) -> None:
+        for name in SERVICES:
+            self.start(name)
+        for name in SERVICES:
+            await self.wait_healthy(name)
+
+    def stop_all(self) -> dict[str, int]:
+        return {name: self.terminate(name) for name in list(self.procs)}
+
+
+def grid(first: datetime, last: datetime, step_s: float, anchor: datetime) -> list[datetime]:
+    """Every anchor + k·step within [first, last]."""
+    from datetime import timedelta
+
+    step = timedelta(seconds=step_s)
+    k = -((anchor - first) // step)
+    out = []
+    while anchor + k * step <= last:
+        if anchor + k * step >= first:
+            out.append(anchor + k * step)
+        k += 1
+    return out
+
+
+__all__ = ["Any", "Arrival", "RecordingSink", "Stack", "free_port", "grid"]

@@ -1,0 +1,123 @@
+"""Pure parts of the planner (entry transitions) and the executor (offsets, signatures)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from services.executor.offsets import OffsetTracker
+from services.planner.entries import Tick, advance, apply_delete, apply_upsert, tick_is_current
+from shared.events.schedule import DeliverySpec, ScheduleState, ScheduleStatus
+from shared.runid import planned_run_id
+from shared.webhook_signing import sign, verify
+
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def state(version: int = 1, status: str = "active", interval: int = 10, updated: datetime = T0) -> ScheduleState:
+    return ScheduleState(
+        id=uuid.UUID("0193a6c4-0000-7000-8000-0000000000aa"),
+        tenant_id="acme",
+        name="n",
+        type="interval",
+        interval_seconds=interval,
+        payload=DeliverySpec(url="https://example.com/hook"),
+        status=status,
+        version=version,
+        created_at=T0,
+        updated_at=updated,
+    )
+
+
+def test_new_schedule_is_planned_from_its_creation() -> None:
+    entry, cancel = apply_upsert(None, state(), now=T0 + timedelta(seconds=30))
+    assert cancel is None and entry is not None
+    # Created at T0, the planner saw it 30 s later: the first fire (T0+10 s) is still due, not skipped.
+    assert entry.next_nominal == T0 + timedelta(seconds=10)
+
+
+def test_stale_versions_are_ignored() -> None:
+    entry, _ = apply_upsert(None, state(version=3), now=T0)
+    again, cancel = apply_upsert(entry, state(version=2, interval=99), now=T0)
+    assert again is entry and cancel is None
+
+
+def test_advance_counts_and_plans_the_next_fire() -> None:
+    entry, _ = apply_upsert(None, state(), now=T0)
+    assert entry is not None
+    fire = entry.next_fire()
+    assert fire is not None
+    after = advance(entry, fire)
+    assert after.run_count == 1 and after.last_nominal == fire.nominal
+    assert after.next_nominal == fire.nominal + timedelta(seconds=10)
+    assert after.announced is not None and after.announced.run_id == planned_run_id(entry.schedule.id, fire.nominal)
+
+
+def test_pause_inside_the_lookahead_window_cancels_the_announced_run() -> None:
+    entry, _ = apply_upsert(None, state(), now=T0)
+    assert entry is not None
+    fire = entry.next_fire()
+    assert fire is not None
+    announced = advance(entry, fire)
+    paused, cancel = apply_upsert(
+        announced,
+        state(version=2, status="paused", updated=fire.nominal),
+        now=fire.planned - timedelta(milliseconds=50),
+    )
+    assert paused is not None and paused.next_nominal is None
+    assert cancel is not None and cancel.nominal == fire.nominal
+    late, late_cancel = apply_upsert(
+        announced, state(version=2, status="paused"), now=fire.planned + timedelta(milliseconds=50)
+    )
+    assert late_cancel is None, "a run whose time has passed is not cancelled"
+
+
+def test_non_timing_edit_keeps_the_pending_fire() -> None:
+    entry, _ = apply_upsert(None, state(), now=T0)
+    assert entry is not None
+    renamed = state(version=2, updated=T0 + timedelta(seconds=5)).model_copy(update={"name": "renamed"})
+    after, cancel = apply_upsert(entry, renamed, now=T0 + timedelta(seconds=5))
+    assert after is not None and after.next_nominal == entry.next_nominal and cancel is None
+    assert after.schedule.name == "renamed"
+
+
+def test_resume_continues_from_the_next_fire_after_resume() -> None:
+    entry, _ = apply_upsert(None, state(), now=T0)
+    paused, _ = apply_upsert(entry, state(version=2, status="paused"), now=T0)
+    resumed_at = T0 + timedelta(seconds=95)
+    resumed, _ = apply_upsert(paused, state(version=3, updated=resumed_at), now=resumed_at)
+    assert resumed is not None and resumed.next_nominal == T0 + timedelta(seconds=100)
+
+
+def test_delete_leaves_a_marker_that_stops_fires_and_stale_upserts() -> None:
+    entry, _ = apply_upsert(None, state(version=1), now=T0)
+    deleted, _ = apply_delete(entry, 2, now=T0)
+    assert deleted is not None and deleted.schedule.status is ScheduleStatus.DELETED and deleted.next_nominal is None
+    again, _ = apply_upsert(deleted, state(version=1), now=T0)
+    assert again is deleted
+    assert entry is not None and entry.next_nominal is not None
+    tick = Tick(schedule_id=entry.schedule.id, version=1, nominal=entry.next_nominal)
+    assert tick_is_current(entry, tick) and not tick_is_current(deleted, tick)
+
+
+def test_offsets_commit_below_the_lowest_unfinished_record() -> None:
+    tracker = OffsetTracker()
+    assert tracker.committable() is None
+    for offset in (5, 6, 7):
+        tracker.started(offset)
+    tracker.finished(6)
+    tracker.finished(7)
+    assert tracker.committable() == 5
+    tracker.finished(5)
+    assert tracker.committable() == 8
+
+
+def test_signature_matches_the_standard_webhooks_test_vector() -> None:
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    body = b'{"test": 2432232314}'
+    header = sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body, [secret])
+    assert header == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    assert verify("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body, header, secret)
+    assert not verify("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265331, body, header, secret)
+    two = sign("m", 1, b"", [secret, "whsec_" + "A" * 44])
+    assert len(two.split()) == 2 and verify("m", 1, b"", two, secret)
