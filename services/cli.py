@@ -49,6 +49,50 @@ def cmd_recorder(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dlq(_: argparse.Namespace) -> int:
+    from services.dlq.service import main
+
+    main(_settings())
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import uuid
+    from datetime import datetime
+
+    from services import replay
+
+    settings = _settings()
+    if args.source == "dlq":
+        schedule = uuid.UUID(args.schedule) if args.schedule else None
+        count = replay.run_dlq(
+            settings, tenant=args.tenant, schedule_id=schedule, http_status=args.status_code, limit=args.limit
+        )
+        print(f"requested {count} replay(s)")
+        return 0
+    if not args.topic or not args.from_time:
+        print("chime replay topic: give a topic and --from-time", file=sys.stderr)
+        return 2
+    topic = args.topic if args.topic.startswith(settings.topic_prefix) else settings.topic_prefix + args.topic
+    target = None
+    if args.to_topic:
+        target = (
+            args.to_topic if args.to_topic.startswith(settings.topic_prefix) else settings.topic_prefix + args.to_topic
+        )
+    rng = replay.TopicRange(
+        topic=topic,
+        since=datetime.fromisoformat(args.from_time),
+        until=datetime.fromisoformat(args.to_time) if args.to_time else None,
+        schedule_id=args.schedule,
+        tenant=args.tenant,
+        target=target,
+        dry_run=args.dry_run,
+    )
+    count = replay.run_topic(settings, rng)
+    print(f"{'would re-publish' if args.dry_run else 're-published'} {count} record(s) from {topic}")
+    return 0
+
+
 def cmd_migrate(_: argparse.Namespace) -> int:
     from services.api.migrate import main
 
@@ -103,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("planner", help="run the planner (Faust worker)").set_defaults(func=cmd_planner)
     sub.add_parser("executor", help="run the webhook executor").set_defaults(func=cmd_executor)
     sub.add_parser("recorder", help="record run history from Kafka into Postgres").set_defaults(func=cmd_recorder)
+    sub.add_parser("dlq", help="run the dead-letter service").set_defaults(func=cmd_dlq)
     sub.add_parser("migrate", help="migrate the database to the newest schema").set_defaults(func=cmd_migrate)
     topics = sub.add_parser("topics", help="manage Kafka topics")
     topics.add_argument("action", choices=["create"])
@@ -113,6 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--scope", default=None, help="space-separated scopes (default: all but admin)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     token.set_defaults(func=cmd_token)
+    rp = sub.add_parser("replay", help="re-publish dead runs, or a time range of a topic, with filters")
+    rp.add_argument("source", choices=["dlq", "topic"])
+    rp.add_argument("topic", nargs="?", help="topic (with or without the prefix), for `replay topic`")
+    rp.add_argument("--from-time", help="RFC 3339 start (topic)")
+    rp.add_argument("--to-time", help="RFC 3339 end, exclusive (topic; default: now)")
+    rp.add_argument("--to-topic", help="publish to this topic instead of the source (topic)")
+    rp.add_argument("--dry-run", action="store_true", help="count, do not publish (topic)")
+    rp.add_argument("--tenant")
+    rp.add_argument("--schedule")
+    rp.add_argument("--status-code", type=int, help="last HTTP status (dlq)")
+    rp.add_argument("--limit", type=int, default=1000, help="at most this many (dlq)")
+    rp.set_defaults(func=cmd_replay)
     sub.add_parser("dev", help="run the whole local stack in the foreground").set_defaults(func=cmd_dev)
     stack = sub.add_parser("stack", help="local Kafka and Postgres: up, down, or exec a command with them")
     stack.add_argument("action", choices=["up", "down", "exec"])

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from services.api import problems
 from services.api.auth import TokenVerifier
+from services.api.db.dlq_repo import DlqRepository
 from services.api.db.engine import create_engine
 from services.api.db.keys_repo import SigningKeyRepository
 from services.api.db.runs_repo import RunRepository
@@ -17,7 +18,7 @@ from services.api.deps import Services
 from services.api.metrics import ApiMetrics
 from services.api.outbox import OutboxRelay
 from services.api.ratelimit import RateLimiter
-from services.api.routes import health, runs, schedules, signing_keys
+from services.api.routes import dlq, health, runs, schedules, signing_keys
 from shared.settings import Settings
 from shared.version import chime_version
 
@@ -38,6 +39,7 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
                 schedules=ScheduleRepository(engine, settings, relay.notify),
                 runs=RunRepository(engine),
                 keys=SigningKeyRepository(engine, settings, relay.notify),
+                dlq=DlqRepository(engine, relay.notify),
             )
             yield
 
@@ -57,5 +59,6 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
     app.include_router(schedules.router)
     app.include_router(runs.router)
     app.include_router(signing_keys.router)
+    app.include_router(dlq.router)
     app.include_router(health.router)
     return app

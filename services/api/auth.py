@@ -106,3 +106,5 @@ def require_scope(scope: str) -> Any:
 ReadSchedules = Annotated[Principal, require_scope("schedules:read")]
 WriteSchedules = Annotated[Principal, require_scope("schedules:write")]
 ReadRuns = Annotated[Principal, require_scope("runs:read")]
+ReadDlq = Annotated[Principal, require_scope("dlq:read")]
+WriteDlq = Annotated[Principal, require_scope("dlq:write")]

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.api.db.dlq_repo import DlqRepository
 from services.api.db.keys_repo import SigningKeyRepository
 from services.api.db.runs_repo import RunRepository
 from services.api.db.schedules_repo import ScheduleRepository
@@ -23,6 +24,7 @@ class Services:
     schedules: ScheduleRepository
     runs: RunRepository
     keys: SigningKeyRepository
+    dlq: DlqRepository
 
 
 def get_services(request: Request) -> Services:

@@ -38,6 +38,10 @@ class RunNotFound(NotFound):
     slug = "run-not-found"
 
 
+class DlqEntryNotFound(NotFound):
+    slug = "dlq-entry-not-found"
+
+
 class InvalidTransition(ApiError):
     status, title, slug = 409, "Invalid state transition", "invalid-transition"
 

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.api.db.engine import create_engine
 from services.api.db.tables import run_attempts, runs, schedules
 from shared.errors import EventDecodeError
-from shared.events import RunAttemptFailed, RunCancelled, RunDue, RunSucceeded, decode_event
+from shared.events import RunAttemptFailed, RunCancelled, RunDeadLettered, RunDue, RunSucceeded, decode_event
 from shared.events.runs import RunOutcomeData, RunStatus, Trigger
 from shared.events.schedule import ScheduleStatus
 from shared.identity import instance_id
@@ -98,7 +98,7 @@ class Recorder:
                     continue
                 if isinstance(event, RunDue):
                     await self._due(conn, event)
-                elif isinstance(event, RunSucceeded | RunAttemptFailed):
+                elif isinstance(event, RunSucceeded | RunAttemptFailed | RunDeadLettered):
                     await self._outcome(conn, event.data)
                 elif isinstance(event, RunCancelled):
                     await self._cancelled(conn, event)
@@ -147,6 +147,15 @@ class Recorder:
 
     async def _due(self, conn: AsyncConnection, event: RunDue) -> None:
         d = event.data
+        if d.trigger is Trigger.REPLAY:
+            # A replay reopens the dead run under the same id; later outcomes move it forward again.
+            await conn.execute(
+                update(runs)
+                .where(runs.c.id == d.run_id)
+                .values(
+                    status=RunStatus.QUEUED.value, trigger=Trigger.REPLAY.value, finished_at=None, updated_at=func.now()
+                )
+            )
         await self._insert_run(
             conn,
             run_id=d.run_id,

@@ -14,7 +14,7 @@ from services.devstack.stack import STATE_DIR, dev_secrets, up, write_env_file
 DEV_ENV = STATE_DIR / "dev.env"
 LOG_DIR = STATE_DIR / "logs"
 # The services `chime dev` runs, each as its own process, in start order.
-SERVICES: tuple[str, ...] = ("api", "recorder", "planner", "executor")
+SERVICES: tuple[str, ...] = ("api", "recorder", "planner", "executor", "dlq")
 SINK_PORT = 9000
 DEMO_IDEMPOTENCY_KEY = "chime-dev-demo-schedule"
 

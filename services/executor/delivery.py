@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 
 import httpx
 
@@ -14,6 +15,8 @@ from shared.timefmt import format_utc
 from shared.version import chime_version
 from shared.webhook_signing import sign
 
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+
 
 @dataclass(frozen=True, slots=True)
 class CallResult:
@@ -22,6 +25,29 @@ class CallResult:
     error: str | None
     response_excerpt: str | None
     duration_ms: int
+    retryable: bool = False
+    retry_after_seconds: float | None = None
+
+
+def is_retryable_status(status: int) -> bool:
+    """408, 425, 429 and 5xx may succeed later; any other non-2xx (redirects included) will not."""
+    return status in RETRYABLE_STATUSES or 500 <= status <= 599
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """``Retry-After`` as delay-seconds or an HTTP-date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
 
 
 def request_body(due: RunDueData) -> bytes:
@@ -75,17 +101,21 @@ async def call(client: httpx.AsyncClient, due: RunDueData, secrets: list[str], *
             text = bytes(excerpt[:RESPONSE_EXCERPT_LIMIT]).decode("utf-8", errors="replace")
             # Keep the excerpt within 4 KiB of characters even after replacement characters.
             text = text[:RESPONSE_EXCERPT_LIMIT]
-            ok = 200 <= response.status_code < 300
+            status = response.status_code
+            ok = 200 <= status < 300
             return CallResult(
                 ok=ok,
-                http_status=response.status_code,
-                error=None if ok else f"HTTP {response.status_code}",
+                http_status=status,
+                error=None if ok else f"HTTP {status}",
                 response_excerpt=text or None,
                 duration_ms=elapsed(),
+                retryable=not ok and is_retryable_status(status),
+                retry_after_seconds=parse_retry_after(response.headers.get("retry-after"), time.time()),
             )
     except BlockedTarget as exc:
         return CallResult(False, None, f"blocked target: {exc}", None, elapsed())
     except httpx.TimeoutException:
-        return CallResult(False, None, f"timed out after {due.delivery.timeout_seconds:g}s", None, elapsed())
+        timeout = due.delivery.timeout_seconds
+        return CallResult(False, None, f"timed out after {timeout:g}s", None, elapsed(), retryable=True)
     except (httpx.HTTPError, OSError, TimeoutError) as exc:
-        return CallResult(False, None, f"{type(exc).__name__}: {exc}"[:500], None, elapsed())
+        return CallResult(False, None, f"{type(exc).__name__}: {exc}"[:500], None, elapsed(), retryable=True)

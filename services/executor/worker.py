@@ -18,17 +18,30 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import BaseModel
 
 from services.executor.delivery import CallResult, call
 from services.executor.keys import KeyStore
 from services.executor.offsets import OffsetTracker
+from shared.backoff import Dead, Retry, decide, tier_for
 from shared.errors import EventDecodeError
-from shared.events import CONTENT_TYPE, RunAttemptFailed, RunCancelled, RunDue, RunSucceeded, decode_event, encode_event
-from shared.events.runs import RunDueData, RunOutcomeData, RunStatus
+from shared.events import (
+    CONTENT_TYPE,
+    DlqEntry,
+    Envelope,
+    RunAttemptFailed,
+    RunCancelled,
+    RunDeadLettered,
+    RunDue,
+    RunSucceeded,
+    decode_event,
+    encode_event,
+)
+from shared.events.runs import DlqEntryData, RunDueData, RunOutcomeData, RunStatus
 from shared.kafka import build_consumer, build_producer
 from shared.settings import Settings
 from shared.timefmt import utcnow
-from shared.topics import RUNS_DUE, RUNS_RESULTS, topic_name
+from shared.topics import RETRY_TIERS, RUNS_DLQ, RUNS_DUE, RUNS_RESULTS, TopicSpec, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +49,8 @@ _COMMIT_EVERY_S = 0.2
 _MAX_PENDING = 20_000
 _KEY_WAIT_S = 5.0
 _YIELD_EVERY = 10
+# A retry due within this window is held in memory; a later one pauses its partition until then.
+_RETRY_HOLD_S = 1.0
 
 
 class ExecutorMetrics:
@@ -78,6 +93,9 @@ class Executor:
         self.keys = KeyStore(settings)
         self._due_topic = topic_name(settings, RUNS_DUE)
         self._results_topic = topic_name(settings, RUNS_RESULTS)
+        self._dlq_topic = topic_name(settings, RUNS_DLQ)
+        self._retry_topics = {tier: topic_name(settings, TopicSpec(f"runs.retry.{tier}")) for tier, _ in RETRY_TIERS}
+        self._retry_topic_names = set(self._retry_topics.values())
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._client: httpx.AsyncClient | None = None
@@ -123,7 +141,7 @@ class Executor:
             auto_offset_reset="earliest",
             max_poll_records=500,
         )
-        self._consumer.subscribe([self._due_topic], listener=_Rebalance(self))
+        self._consumer.subscribe([self._due_topic, *self._retry_topic_names], listener=_Rebalance(self))
         await self._consumer.start()
         self.consuming = True
         try:
@@ -168,7 +186,8 @@ class Executor:
                 batch = await self._consumer.getmany(timeout_ms=50, max_records=500)
                 for tp, records in batch.items():
                     for n, record in enumerate(records, 1):
-                        self._dispatch(tp, record)
+                        if not self._dispatch(tp, record):
+                            break
                         if n % _YIELD_EVERY == 0:
                             # Decoding is CPU work: let due timers fire between slices of a large batch.
                             await asyncio.sleep(0)
@@ -176,7 +195,8 @@ class Executor:
                 await self._commit()
                 next_commit = loop.time() + _COMMIT_EVERY_S
 
-    def _dispatch(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+    def _dispatch(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> bool:
+        """Start handling ``record``; False when its partition must wait (a retry not due yet)."""
         try:
             event = decode_event(record.value or b"")
         except EventDecodeError:
@@ -185,14 +205,16 @@ class Executor:
                 "undecodable record set aside",
                 extra={"partition": record.partition, "offset": record.offset, "raw": (record.value or b"")[:2048]},
             )
-            return
+            return True
         if isinstance(event, RunCancelled):
             held = self._held.get(event.data.run_id)
             if held is not None:
                 held.set()
-            return
+            return True
         if not isinstance(event, RunDue):
-            return
+            return True
+        if tp.topic in self._retry_topic_names and not self._due_soon(tp, record.offset, event.data):
+            return False
         tracker = self._trackers.setdefault(tp, OffsetTracker())
         tracker.started(record.offset)
         cancel = self._held.setdefault(event.data.run_id, asyncio.Event())
@@ -209,13 +231,32 @@ class Executor:
                     log.error("run handler failed", exc_info=t.exception())
 
         task.add_done_callback(_done)
+        return True
+
+    def _due_soon(self, tp: TopicPartition, offset: int, due: RunDueData) -> bool:
+        """A retry tier holds a record until its not_before by pausing the partition, not by holding memory."""
+        assert self._consumer is not None  # noqa: S101 - set in run()
+        if due.not_before is None:
+            return True
+        wait = (due.not_before - utcnow()).total_seconds()
+        if wait <= _RETRY_HOLD_S:
+            return True
+        self._consumer.seek(tp, offset)
+        self._consumer.pause(tp)
+        asyncio.get_running_loop().call_later(wait - _RETRY_HOLD_S, self._resume, tp)
+        return False
+
+    def _resume(self, tp: TopicPartition) -> None:
+        if self._consumer is not None and tp in self._consumer.assignment():
+            self._consumer.resume(tp)
 
     async def _handle(
         self, tp: TopicPartition, offset: int, key: bytes, due: RunDueData, cancelled: asyncio.Event
     ) -> None:
         current = asyncio.current_task()
         try:
-            delay = (due.planned_time - utcnow()).total_seconds()
+            due_at = max(due.planned_time, due.not_before) if due.not_before else due.planned_time
+            delay = (due_at - utcnow()).total_seconds()
             if delay > 0 and current is not None:
                 self._holding.add(current)
                 try:
@@ -233,55 +274,82 @@ class Executor:
                 del self._held[due.run_id]
 
     async def _deliver(self, key: bytes, due: RunDueData) -> None:
-        assert self._client is not None and self._producer is not None  # noqa: S101 - set in run()
-        age = utcnow() - due.nominal_time
+        age = utcnow() - due.age_origin
         tenant_slots = self._tenants.setdefault(due.tenant_id, asyncio.Semaphore(self._tenant_limit))
         async with tenant_slots, self._global:
             started = utcnow()
             if age > timedelta(seconds=due.retry_policy.max_event_age_seconds):
-                outcome = RunOutcomeData(
-                    run_id=due.run_id,
-                    schedule_id=due.schedule_id,
-                    tenant_id=due.tenant_id,
-                    nominal_time=due.nominal_time,
-                    trigger=due.trigger,
-                    attempt=due.attempt,
-                    status=RunStatus.FAILED,
-                    worker=self.worker_id,
-                    started_at=started,
-                    finished_at=started,
-                    duration_ms=0,
-                    error=f"expired: older than max_event_age_seconds ({age.total_seconds():.0f}s)",
-                )
+                result = CallResult(False, None, f"expired: {age.total_seconds():.0f}s past its time", None, 0)
+                permanent_reason: str | None = "max_event_age_seconds exceeded before the attempt"
             else:
+                assert self._client is not None  # noqa: S101 - set in run()
                 secrets = self.keys.secrets_for(due.tenant_id) or await self.keys.wait_for(due.tenant_id, _KEY_WAIT_S)
                 self.metrics.lag.observe(max(0.0, (started - due.planned_time).total_seconds()))
                 if not secrets:
-                    result = CallResult(False, None, "no signing key for tenant", None, 0)
+                    result = CallResult(False, None, "no signing key for tenant", None, 0, retryable=True)
                 else:
                     result = await call(self._client, due, secrets, allow_private=self.settings.allow_private_targets)
+                permanent_reason = None if result.retryable else f"permanent failure: {result.error}"
                 self.metrics.duration.observe(result.duration_ms / 1000)
-                outcome = RunOutcomeData(
-                    run_id=due.run_id,
-                    schedule_id=due.schedule_id,
-                    tenant_id=due.tenant_id,
-                    nominal_time=due.nominal_time,
-                    trigger=due.trigger,
-                    attempt=due.attempt,
-                    status=RunStatus.SUCCEEDED if result.ok else RunStatus.FAILED,
-                    worker=self.worker_id,
-                    started_at=started,
-                    finished_at=utcnow(),
-                    duration_ms=result.duration_ms,
-                    http_status=result.http_status,
-                    error=result.error,
-                    response_excerpt=result.response_excerpt,
-                )
-        self.metrics.attempts.labels(outcome.status.value).inc()
-        event_type = RunSucceeded if outcome.status is RunStatus.SUCCEEDED else RunAttemptFailed
-        event = event_type(subject=str(due.schedule_id), tenant=due.tenant_id, time=utcnow(), data=outcome)
+        finished = utcnow()
+        outcome = RunOutcomeData(
+            run_id=due.run_id,
+            schedule_id=due.schedule_id,
+            tenant_id=due.tenant_id,
+            nominal_time=due.nominal_time,
+            trigger=due.trigger,
+            attempt=due.attempt,
+            status=RunStatus.SUCCEEDED,
+            worker=self.worker_id,
+            started_at=started,
+            finished_at=finished,
+            duration_ms=result.duration_ms,
+            http_status=result.http_status,
+            error=result.error,
+            response_excerpt=result.response_excerpt,
+        )
+        if result.ok:
+            await self._publish(self._results_topic, key, RunSucceeded, due, outcome)
+            self.metrics.attempts.labels("succeeded").inc()
+            return
+        decision: Retry | Dead = (
+            Dead(permanent_reason)
+            if permanent_reason is not None
+            else decide(
+                due.retry_policy,
+                run_id=due.run_id,
+                failed_attempt=due.attempt,
+                attempts_used=due.attempts_used,
+                failed_at=finished,
+                age_origin=due.age_origin,
+                retry_after_seconds=result.retry_after_seconds,
+            )
+        )
+        history = [*due.history, outcome.record()]
+        if isinstance(decision, Retry):
+            outcome = outcome.model_copy(update={"status": RunStatus.RETRYING, "next_attempt_at": decision.not_before})
+            retry = due.model_copy(
+                update={"attempt": due.attempt + 1, "not_before": decision.not_before, "history": history}
+            )
+            topic = self._retry_topics[tier_for(decision.delay_seconds, RETRY_TIERS)]
+            # The next attempt is safely in Kafka before the outcome is reported and the offset may move.
+            await self._publish(topic, key, RunDue, due, retry)
+            await self._publish(self._results_topic, key, RunAttemptFailed, due, outcome)
+            self.metrics.attempts.labels("retrying").inc()
+            return
+        outcome = outcome.model_copy(update={"status": RunStatus.DEAD_LETTERED, "reason": decision.reason})
+        entry = DlqEntryData(run=due, attempts=history, reason=decision.reason, dead_at=finished)
+        await self._publish(self._dlq_topic, key, DlqEntry, due, entry)
+        await self._publish(self._results_topic, key, RunDeadLettered, due, outcome)
+        self.metrics.attempts.labels("dead_lettered").inc()
+
+    async def _publish(self, topic: str, key: bytes, kind: type[Envelope], due: RunDueData, data: BaseModel) -> None:
+        assert self._producer is not None  # noqa: S101 - set in run()
+        event = kind.model_validate(
+            {"subject": str(due.schedule_id), "tenant": due.tenant_id, "time": utcnow(), "data": data}
+        )
         headers = [("tenant", due.tenant_id.encode()), ("content-type", CONTENT_TYPE.encode())]
-        await self._producer.send_and_wait(self._results_topic, encode_event(event), key=key, headers=headers)
+        await self._producer.send_and_wait(topic, encode_event(event), key=key, headers=headers)
 
     # -- offsets and rebalancing ----------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from shared.errors import EventDecodeError
 from shared.events.envelope import Envelope
-from shared.events.runs import RunCancelledData, RunDueData, RunOutcomeData
+from shared.events.runs import DlqEntryData, ReplayCommandData, RunCancelledData, RunDueData, RunOutcomeData
 from shared.events.schedule import ScheduleDeletedData, ScheduleState
 from shared.events.signing import SigningKeysData
 
@@ -48,6 +48,21 @@ class RunAttemptFailed(Envelope):
     data: RunOutcomeData
 
 
+class RunDeadLettered(Envelope):
+    type: Literal["dev.chime.run.dead_lettered.v1"] = "dev.chime.run.dead_lettered.v1"
+    data: RunOutcomeData
+
+
+class DlqEntry(Envelope):
+    type: Literal["dev.chime.dlq.entry.v1"] = "dev.chime.dlq.entry.v1"
+    data: DlqEntryData
+
+
+class ReplayCommand(Envelope):
+    type: Literal["dev.chime.command.replay.v1"] = "dev.chime.command.replay.v1"
+    data: ReplayCommandData
+
+
 class RunNowCommandData(RunDueData):
     """``run-now``: the API asks the planner to fire one run outside the plan."""
 
@@ -65,6 +80,9 @@ ChimeEvent = Annotated[
     | RunCancelled
     | RunSucceeded
     | RunAttemptFailed
+    | RunDeadLettered
+    | DlqEntry
+    | ReplayCommand
     | RunNowCommand,
     Field(discriminator="type"),
 ]
@@ -77,6 +95,9 @@ EVENT_TYPES: tuple[type[Envelope], ...] = (
     RunCancelled,
     RunSucceeded,
     RunAttemptFailed,
+    RunDeadLettered,
+    DlqEntry,
+    ReplayCommand,
     RunNowCommand,
 )
 

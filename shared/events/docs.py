@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from shared.events.catalog import EVENT_TYPES
-from shared.topics import PLANNER_COMMANDS, RUNS_DUE, RUNS_RESULTS, SCHEDULES, SIGNING_KEYS, TopicSpec
+from shared.topics import (
+    DLQ_COMMANDS,
+    PLANNER_COMMANDS,
+    RUNS_DLQ,
+    RUNS_DUE,
+    RUNS_RESULTS,
+    SCHEDULES,
+    SIGNING_KEYS,
+    TopicSpec,
+)
 
 # Which topic carries which event types (the full registry is shared.topics).
 TOPIC_OF: dict[str, TopicSpec] = {
@@ -23,6 +32,9 @@ TOPIC_OF: dict[str, TopicSpec] = {
     "dev.chime.run.succeeded.v1": RUNS_RESULTS,
     "dev.chime.run.attempt_failed.v1": RUNS_RESULTS,
     "dev.chime.command.run_now.v1": PLANNER_COMMANDS,
+    "dev.chime.run.dead_lettered.v1": RUNS_RESULTS,
+    "dev.chime.dlq.entry.v1": RUNS_DLQ,
+    "dev.chime.command.replay.v1": DLQ_COMMANDS,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,6 +35,19 @@ class _Data(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
+class AttemptRecord(_Data):
+    """One finished attempt, as the DLQ keeps it."""
+
+    attempt: int
+    worker: str
+    started_at: Instant
+    finished_at: Instant
+    duration_ms: int
+    http_status: int | None = None
+    error: str | None = None
+    response_excerpt: str | None = Field(default=None, max_length=RESPONSE_EXCERPT_LIMIT)
+
+
 class RunDueData(_Data):
     """Everything the executor needs to make one call: events are self-contained, so a re-produced record
     replays the same delivery under the same idempotency key."""
@@ -49,7 +63,22 @@ class RunDueData(_Data):
     delivery: DeliverySpec
     retry_policy: RetryPolicy
     final: bool = Field(default=False, description="The schedule's last planned run: it completes after it.")
-    not_before: Instant | None = None
+    not_before: Instant | None = Field(default=None, description="A retry waits until then.")
+    budget_start_attempt: int = Field(
+        default=1, ge=1, description="First attempt of the current retry budget (a replay starts a fresh one)."
+    )
+    age_from: Instant | None = Field(
+        default=None, description="max_event_age_seconds counts from here (a replay's or backfill's request)."
+    )
+    history: list[AttemptRecord] = Field(default_factory=list, description="Earlier attempts of this run.")
+
+    @property
+    def age_origin(self) -> datetime:
+        return self.age_from or self.nominal_time
+
+    @property
+    def attempts_used(self) -> int:
+        return self.attempt - self.budget_start_attempt + 1
 
 
 class RunCancelledData(_Data):
@@ -79,3 +108,36 @@ class RunOutcomeData(_Data):
     http_status: int | None = None
     error: str | None = None
     response_excerpt: str | None = Field(default=None, max_length=RESPONSE_EXCERPT_LIMIT)
+    reason: str | None = Field(default=None, description="Why the run is dead, for dead_lettered.")
+    next_attempt_at: Instant | None = Field(default=None, description="When the next attempt may run, if retrying.")
+
+    def record(self) -> AttemptRecord:
+        return AttemptRecord(
+            attempt=self.attempt,
+            worker=self.worker,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            duration_ms=self.duration_ms,
+            http_status=self.http_status,
+            error=self.error,
+            response_excerpt=self.response_excerpt,
+        )
+
+
+class DlqEntryData(_Data):
+    """A dead run: the last ``run.due`` it was delivered from, every attempt, and why it died."""
+
+    run: RunDueData
+    attempts: list[AttemptRecord]
+    reason: str
+    dead_at: Instant
+
+
+class ReplayCommandData(_Data):
+    """Ask the DLQ service to deliver a dead run again (same run id, fresh attempt budget)."""
+
+    entry_id: uuid.UUID
+    run_id: uuid.UUID
+    schedule_id: uuid.UUID
+    tenant_id: str
+    requested_at: Instant

@@ -120,10 +120,10 @@ async def main(schedules: int, interval: int, seconds: float) -> None:
             lags, repeats = await chime(settings, sink, schedules, interval, seconds)
         finally:
             await sink.stop()
-        print(f"\n{schedules} interval schedules every {interval} s, {seconds:.0f} s window, lag = arrival - nominal")  # noqa: T201
-        print(summarize("baseline", base, base_s))  # noqa: T201
-        print(summarize("chime", lags, seconds))  # noqa: T201
-        print(  # noqa: T201
+        print(f"\n{schedules} interval schedules every {interval} s, {seconds:.0f} s window, lag = arrival - nominal")
+        print(summarize("baseline", base, base_s))
+        print(summarize("chime", lags, seconds))
+        print(
             f"ratio p50 {statistics.median(lags) / statistics.median(base):.2f}x, "
             f"p99 {percentile(lags, 0.99) / percentile(base, 0.99):.2f}x; repeated deliveries: {repeats}"
         )

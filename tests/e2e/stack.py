@@ -19,7 +19,7 @@ from aiohttp import web
 
 from shared.settings import Settings
 
-SERVICES = ("api", "recorder", "planner", "executor")
+SERVICES = ("api", "recorder", "planner", "executor", "dlq")
 
 
 def free_port() -> int:
@@ -50,12 +50,21 @@ class Arrival:
         return self.headers["webhook-id"]
 
 
+@dataclass(frozen=True)
+class Reply:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
 @dataclass
 class RecordingSink:
-    """Answers every call with ``status`` (200 unless a path says otherwise) after ``delay`` seconds."""
+    """Records every call. A path answers from its script (``script(path, [Reply, ...])``) while it lasts, then
+    with the query's ``status`` (default 200) after the query's ``delay`` seconds."""
 
     port: int = field(default_factory=free_port)
     arrivals: list[Arrival] = field(default_factory=list)
+    scripts: dict[str, list[Reply]] = field(default_factory=dict)
     _runner: web.AppRunner | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -75,8 +84,17 @@ class RecordingSink:
             )
         )
         self._changed.set()
-        status = int(request.query.get("status", "200"))
-        return web.Response(status=status, text="ok")
+        script = self.scripts.get(request.path)
+        reply = script.pop(0) if script else None
+        if reply is None:
+            reply = Reply(status=int(request.query.get("status", "200")), delay=float(request.query.get("delay", "0")))
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        return web.Response(status=reply.status, headers=reply.headers, text="ok")
+
+    def script(self, path: str, replies: list[Reply]) -> str:
+        self.scripts[path] = list(replies)
+        return f"{self.url}{path}"
 
     async def start(self) -> None:
         app = web.Application()
@@ -132,6 +150,7 @@ class Stack:
             "CHIME_PLANNER_PORT": str(self.ops_ports["planner"]),
             "CHIME_EXECUTOR_PORT": str(self.ops_ports["executor"]),
             "CHIME_RECORDER_PORT": str(self.ops_ports["recorder"]),
+            "CHIME_DLQ_PORT": str(self.ops_ports["dlq"]),
             "CHIME_PLANNER_DATA_DIR": str(self.log_dir / "planner-data"),
             "CHIME_INSTANCE_ID": f"{s.topic_prefix}{name}",
             "CHIME_OUTBOX_POLL_INTERVAL_MS": "50",
@@ -207,4 +226,4 @@ def grid(first: datetime, last: datetime, step_s: float, anchor: datetime) -> li
     return out
 
 
-__all__ = ["Any", "Arrival", "RecordingSink", "Stack", "free_port", "grid"]
+__all__ = ["Any", "Arrival", "RecordingSink", "Reply", "Stack", "free_port", "grid"]

@@ -68,7 +68,7 @@ async def _kill_and_check(
         for a_list in [sink.for_schedule(sid)]
         for _ in range(len(a_list) - len({a.nominal for a in a_list}))
     )
-    print(f"{victim} SIGKILL: {len(webhook_ids)} fires in total, {repeats} repeated deliveries")  # noqa: T201
+    print(f"{victim} SIGKILL: {len(webhook_ids)} fires in total, {repeats} repeated deliveries")
 
     headers = auth(settings, tenant)
     for schedule_id in anchors:

@@ -142,3 +142,31 @@ run_attempts = Table(
     Column("response_excerpt", Text),
     PrimaryKeyConstraint("run_id", "attempt"),
 )
+
+dlq_entries = Table(
+    "dlq_entries",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("run_id", Uuid, nullable=False, unique=True),
+    Column("tenant_id", String(200), nullable=False),
+    Column("schedule_id", Uuid, nullable=False),
+    Column("scheduled_for", TS, nullable=False),
+    Column("trigger", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("last_http_status", Integer),
+    Column("attempt_count", Integer, nullable=False),
+    Column("attempts", JSONB, nullable=False),
+    Column("run", JSONB, nullable=False),
+    # dead: waiting for an operator; replaying: a replay was requested and has not ended; resolved: a replay
+    # succeeded.
+    Column("status", String(16), nullable=False),
+    Column("dead_at", TS, nullable=False),
+    Column("replay_count", Integer, nullable=False, server_default=text("0")),
+    Column("replay_requested_at", TS),
+    Column("created_at", TS, nullable=False, server_default=text("now()")),
+    Column("updated_at", TS, nullable=False, server_default=text("now()")),
+    Index("ix_dlq_tenant_id", "tenant_id", "id"),
+    Index("ix_dlq_tenant_schedule", "tenant_id", "schedule_id"),
+    Index("ix_dlq_tenant_status_code", "tenant_id", "last_http_status"),
+    Index("ix_dlq_dead_at", "dead_at"),
+)

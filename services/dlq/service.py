@@ -1,0 +1,202 @@
+"""``chime dlq``: consumes ``chime.runs.dlq``, ``chime.dlq.commands`` and ``chime.runs.results``.
+
+- A ``dlq.entry`` is stored (one row per run id; a run that dies again after a replay updates its row).
+- A ``replay`` command re-publishes the run to ``chime.runs.due`` under the same run id, with the attempt
+  numbering continued and a fresh budget whose age counts from the request. Replays are paced
+  (``CHIME_DLQ_REPLAY_PER_SECOND``) so a bulk replay cannot flood a recovering endpoint.
+- A success of a replayed run marks its entry ``resolved``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry, Counter
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.api.db.engine import create_engine
+from services.api.db.tables import dlq_entries
+from shared.errors import EventDecodeError
+from shared.events import CONTENT_TYPE, DlqEntry, ReplayCommand, RunDue, RunSucceeded, decode_event, encode_event
+from shared.events.runs import RunDueData, Trigger
+from shared.identity import instance_id
+from shared.kafka import build_consumer, build_producer
+from shared.opsserver import OpsServer
+from shared.runid import new_entity_id
+from shared.settings import Settings
+from shared.timefmt import utcnow
+from shared.topics import DLQ_COMMANDS, RUNS_DLQ, RUNS_DUE, RUNS_RESULTS, topic_name
+
+log = logging.getLogger(__name__)
+
+
+class _Pacer:
+    """At most ``rate`` replays per second."""
+
+    def __init__(self, rate: float) -> None:
+        self._interval = 1.0 / rate
+        self._next = time.monotonic()
+
+    async def wait(self) -> None:
+        now = time.monotonic()
+        if self._next > now:
+            await asyncio.sleep(self._next - now)
+        self._next = max(now, self._next) + self._interval
+
+
+class DlqService:
+    def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.registry = CollectorRegistry()
+        self.stored = Counter("chime_dlq_entries_total", "Dead runs stored", registry=self.registry)
+        self.replayed = Counter("chime_dlq_replays_total", "Replays published", registry=self.registry)
+        self.resolved = Counter("chime_dlq_resolved_total", "Replayed runs that succeeded", registry=self.registry)
+        self._pacer = _Pacer(settings.dlq_replay_per_second)
+        self._stopping = asyncio.Event()
+        self.consuming = False
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        s = self.settings
+        producer = build_producer(s)
+        await producer.start()
+        consumer = build_consumer(
+            s,
+            topic_name(s, RUNS_DLQ),
+            topic_name(s, DLQ_COMMANDS),
+            topic_name(s, RUNS_RESULTS),
+            group_id=f"{s.topic_prefix}dlq",
+            group_instance_id=instance_id(s, "dlq"),
+            session_timeout_ms=s.consumer_session_timeout_ms,
+            heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
+            auto_offset_reset="earliest",
+            max_poll_records=200,
+        )
+        try:
+            await consumer.start()
+            self.consuming = True
+            while not self._stopping.is_set():
+                batch = await consumer.getmany(timeout_ms=100, max_records=200)
+                for records in batch.values():
+                    for record in records:
+                        await self.handle(producer, record.value or b"")
+                if batch:
+                    await consumer.commit()
+        finally:
+            self.consuming = False
+            await consumer.stop()
+            await producer.stop()
+
+    async def handle(self, producer: AIOKafkaProducer, raw: bytes) -> None:
+        try:
+            event = decode_event(raw)
+        except EventDecodeError:
+            log.error("undecodable record set aside", extra={"raw": raw[:2048]})
+            return
+        if isinstance(event, DlqEntry):
+            async with self.engine.begin() as conn:
+                await self._store(conn, event)
+            self.stored.inc()
+        elif isinstance(event, ReplayCommand):
+            await self._replay(producer, event)
+        elif isinstance(event, RunSucceeded) and event.data.trigger is Trigger.REPLAY:
+            async with self.engine.begin() as conn:
+                done = await conn.execute(
+                    update(dlq_entries)
+                    .where(dlq_entries.c.run_id == event.data.run_id, dlq_entries.c.status == "replaying")
+                    .values(status="resolved", updated_at=utcnow())
+                )
+            if done.rowcount:
+                self.resolved.inc()
+
+    async def _store(self, conn: AsyncConnection, event: DlqEntry) -> None:
+        d = event.data
+        values: dict[str, Any] = {
+            "tenant_id": d.run.tenant_id,
+            "schedule_id": d.run.schedule_id,
+            "scheduled_for": d.run.nominal_time,
+            "trigger": d.run.trigger.value,
+            "reason": d.reason,
+            "last_http_status": d.attempts[-1].http_status if d.attempts else None,
+            "attempt_count": len(d.attempts),
+            "attempts": [a.model_dump(mode="json") for a in d.attempts],
+            "run": d.run.model_dump(mode="json"),
+            "status": "dead",
+            "dead_at": d.dead_at,
+            "updated_at": utcnow(),
+        }
+        await conn.execute(
+            pg_insert(dlq_entries)
+            .values(id=new_entity_id(), run_id=d.run.run_id, **values)
+            .on_conflict_do_update(index_elements=[dlq_entries.c.run_id], set_=values)
+        )
+
+    async def _replay(self, producer: AIOKafkaProducer, command: ReplayCommand) -> None:
+        c = command.data
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(dlq_entries).where(dlq_entries.c.id == c.entry_id, dlq_entries.c.tenant_id == c.tenant_id)
+                )
+            ).first()
+        if row is None or row.status != "replaying" or row.replay_requested_at != c.requested_at:
+            # Deleted, already handled, or superseded by a newer request: nothing to do.
+            return
+        await self._pacer.wait()
+        last = RunDueData.model_validate(row.run)
+        next_attempt = max([a["attempt"] for a in row.attempts] or [last.attempt]) + 1
+        now = utcnow()
+        due = last.model_copy(
+            update={
+                "attempt": next_attempt,
+                "budget_start_attempt": next_attempt,
+                "age_from": c.requested_at,
+                "not_before": None,
+                "planned_time": now,
+                "trigger": Trigger.REPLAY,
+                "history": [],
+            }
+        )
+        event = RunDue(subject=str(due.schedule_id), tenant=due.tenant_id, time=now, data=due)
+        headers = [("tenant", due.tenant_id.encode()), ("content-type", CONTENT_TYPE.encode())]
+        await producer.send_and_wait(
+            topic_name(self.settings, RUNS_DUE), encode_event(event), key=str(due.schedule_id).encode(), headers=headers
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(dlq_entries)
+                .where(dlq_entries.c.id == c.entry_id)
+                .values(replay_count=dlq_entries.c.replay_count + 1, updated_at=now)
+            )
+        self.replayed.inc()
+
+
+async def run(settings: Settings) -> None:
+    engine = create_engine(settings)
+    service = DlqService(settings, engine)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, service.stop)
+
+    async def health() -> tuple[bool, dict[str, object]]:
+        return service.consuming, {"consuming": service.consuming}
+
+    try:
+        async with OpsServer(settings.ops_host, settings.dlq_port, service.registry, health):
+            await service.run()
+    finally:
+        await engine.dispose()
+
+
+def main(settings: Settings) -> None:
+    asyncio.run(run(settings))
