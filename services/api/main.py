@@ -37,5 +37,8 @@ def main(settings: Settings) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        # Longer than common load balancers' idle timeout (60 s), so the proxy never reuses a connection the
+        # server is closing.
+        timeout_keep_alive=75,
     )
     _Server(config).run()
