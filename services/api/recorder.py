@@ -21,7 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.api.db.engine import create_engine
 from services.api.db.tables import run_attempts, runs, schedules
 from shared.errors import EventDecodeError
-from shared.events import RunAttemptFailed, RunCancelled, RunDeadLettered, RunDue, RunSucceeded, decode_event
+from shared.events import (
+    RunAttemptFailed,
+    RunCancelled,
+    RunDeadLettered,
+    RunDue,
+    RunSkipped,
+    RunSucceeded,
+    decode_event,
+)
 from shared.events.runs import RunOutcomeData, RunStatus, Trigger
 from shared.events.schedule import ScheduleStatus
 from shared.identity import instance_id
@@ -102,6 +110,8 @@ class Recorder:
                     await self._outcome(conn, event.data)
                 elif isinstance(event, RunCancelled):
                     await self._cancelled(conn, event)
+                elif isinstance(event, RunSkipped):
+                    await self._skipped(conn, event)
                 else:
                     continue
                 self.recorded.labels(event.type).inc()
@@ -167,16 +177,7 @@ class Recorder:
             status=RunStatus.QUEUED,
         )
         if d.final and d.trigger is Trigger.SCHEDULE:
-            # The planner has nothing left to fire for this version of the schedule.
-            await conn.execute(
-                update(schedules)
-                .where(
-                    schedules.c.id == d.schedule_id,
-                    schedules.c.status == ScheduleStatus.ACTIVE.value,
-                    schedules.c.version == d.schedule_version,
-                )
-                .values(status=ScheduleStatus.COMPLETED.value)
-            )
+            await self._complete(conn, d.schedule_id, d.schedule_version)
 
     async def _outcome(self, conn: AsyncConnection, d: RunOutcomeData) -> None:
         await self._insert_run(
@@ -211,6 +212,34 @@ class Recorder:
             pg_insert(run_attempts)
             .values(run_id=d.run_id, attempt=d.attempt, **values)
             .on_conflict_do_update(index_elements=[run_attempts.c.run_id, run_attempts.c.attempt], set_=values)
+        )
+
+    async def _skipped(self, conn: AsyncConnection, event: RunSkipped) -> None:
+        d = event.data
+        if d.run_id is not None:
+            await self._insert_run(
+                conn,
+                run_id=d.run_id,
+                schedule_id=d.schedule_id,
+                tenant=d.tenant_id,
+                nominal=d.first_nominal,
+                planned=None,
+                trigger=Trigger.SCHEDULE,
+                status=RunStatus.SKIPPED,
+            )
+        if d.final and d.schedule_version is not None:
+            await self._complete(conn, d.schedule_id, d.schedule_version)
+
+    async def _complete(self, conn: AsyncConnection, schedule_id: Any, version: int) -> None:
+        """The planner has nothing left to fire for this version of the schedule."""
+        await conn.execute(
+            update(schedules)
+            .where(
+                schedules.c.id == schedule_id,
+                schedules.c.status == ScheduleStatus.ACTIVE.value,
+                schedules.c.version == version,
+            )
+            .values(status=ScheduleStatus.COMPLETED.value)
         )
 
     async def _cancelled(self, conn: AsyncConnection, event: RunCancelled) -> None:

@@ -25,7 +25,17 @@ import faust
 from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from services.planner.entries import PlanEntry, Tick, advance, apply_delete, apply_upsert, tick_is_current
+from services.planner.entries import (
+    MisfirePlan,
+    PlanEntry,
+    Tick,
+    advance,
+    advance_past,
+    apply_delete,
+    apply_upsert,
+    plan_misfire,
+    tick_is_current,
+)
 from services.planner.heaps import PartitionHeaps
 from shared.errors import EventDecodeError
 from shared.events import (
@@ -34,17 +44,19 @@ from shared.events import (
     RunCancelled,
     RunDue,
     RunNowCommand,
+    RunSkipped,
     ScheduleDeleted,
     ScheduleUpserted,
     decode_event,
     encode_event,
 )
-from shared.events.runs import RunCancelledData, RunDueData, Trigger
+from shared.events.runs import RunCancelledData, RunDueData, RunSkippedData, SkipReason, Trigger
 from shared.identity import instance_id
 from shared.runid import planned_run_id
+from shared.schedule import FireTime
 from shared.settings import Settings
 from shared.timefmt import utcnow
-from shared.topics import PLANNER_COMMANDS, PLANNER_TICKS, RUNS_DUE, SCHEDULES, topic_name
+from shared.topics import PLANNER_COMMANDS, PLANNER_TICKS, RUNS_DUE, RUNS_RESULTS, SCHEDULES, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +80,7 @@ class PlannerMetrics:
             buckets=(-5, -1, -0.1, -0.01, 0, 0.01, 0.05, 0.1, 0.2, 0.5, 1),
             registry=r,
         )
+        self.skipped = Counter("chime_planner_skipped_total", "Planned fires not run", ["reason"], registry=r)
         self.recovered = Gauge("chime_planner_recovered", "1 once table recovery completed", registry=r)
 
 
@@ -114,6 +127,7 @@ class Planner:
         self.ticks_topic = self._source(PLANNER_TICKS)
         self.commands_topic = self._source(PLANNER_COMMANDS)
         self.due_topic = self._source(RUNS_DUE)
+        self.results_topic = self._source(RUNS_RESULTS)
         self.table = self.app.Table("schedule-state", partitions=settings.partitions, key_type=bytes, value_type=bytes)
         self.table.on_recover(self._on_recovered)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
@@ -217,25 +231,55 @@ class Planner:
             if entry is None or fire is None or not tick_is_current(entry, tick):
                 self.metrics.stale_ticks.inc()
                 continue
-            after = advance(entry, fire)
-            state = entry.schedule
-            await self._publish_due(
-                key,
-                RunDueData(
-                    run_id=planned_run_id(state.id, fire.nominal),
-                    schedule_id=state.id,
-                    tenant_id=state.tenant_id,
-                    schedule_version=state.version,
-                    nominal_time=fire.nominal,
-                    planned_time=fire.planned,
-                    trigger=Trigger.SCHEDULE,
-                    delivery=state.payload,
-                    retry_policy=state.retry_policy,
-                    final=after.next_nominal is None,
-                ),
-            )
+            misfire = plan_misfire(entry, utcnow())
+            if misfire is None:
+                after = advance(entry, fire)
+                await self._publish_due(key, self._due_data(entry, fire, final=after.next_nominal is None))
+            else:
+                after = advance_past(entry, misfire.last_considered, len(misfire.fire))
+                done = after.next_nominal is None
+                for n, missed in enumerate(misfire.fire, 1):
+                    final = done and n == len(misfire.fire)
+                    await self._publish_due(key, self._due_data(entry, missed, final=final))
+                if misfire.skipped_count:
+                    await self._publish_skipped(key, entry, misfire, final=done and not misfire.fire)
             self._put(key, after)
             self._schedule(event.message.partition, after)
+
+    def _due_data(self, entry: PlanEntry, fire: FireTime, *, final: bool) -> RunDueData:
+        state = entry.schedule
+        return RunDueData(
+            run_id=planned_run_id(state.id, fire.nominal),
+            schedule_id=state.id,
+            tenant_id=state.tenant_id,
+            schedule_version=state.version,
+            nominal_time=fire.nominal,
+            planned_time=fire.planned,
+            trigger=Trigger.SCHEDULE,
+            delivery=state.payload,
+            retry_policy=state.retry_policy,
+            final=final,
+        )
+
+    async def _publish_skipped(self, key: bytes, entry: PlanEntry, misfire: MisfirePlan, *, final: bool) -> None:
+        if misfire.skipped_first is None or misfire.skipped_last is None:
+            return
+        state = entry.schedule
+        data = RunSkippedData(
+            schedule_id=state.id,
+            tenant_id=state.tenant_id,
+            reason=SkipReason.MISFIRE,
+            count=misfire.skipped_count,
+            first_nominal=misfire.skipped_first,
+            last_nominal=misfire.skipped_last,
+            schedule_version=state.version,
+            final=final,
+        )
+        event = RunSkipped(subject=str(state.id), tenant=state.tenant_id, time=utcnow(), data=data)
+        headers = {"tenant": state.tenant_id.encode(), "content-type": CONTENT_TYPE.encode()}
+        fut = await self.results_topic.send(key=key, value=encode_event(event), headers=headers)
+        await fut
+        self.metrics.skipped.labels(SkipReason.MISFIRE.value).inc(misfire.skipped_count)
 
     async def _commands_agent(self, stream: Any) -> None:
         async for event in stream.events():

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
 
-from shared.events.schedule import ScheduleState, ScheduleStatus, plan_spec
+from shared.events.schedule import MisfirePolicy, ScheduleState, ScheduleStatus, plan_spec
 from shared.runid import planned_run_id
-from shared.schedule import FireTime, next_fire_after
+from shared.schedule import FireTime, iter_fires, next_fire_after
 from shared.types import Instant
 
 _MS = timedelta(milliseconds=1)
@@ -152,3 +152,65 @@ def tick_is_current(entry: PlanEntry | None, tick: Tick) -> bool:
         and entry.schedule.status is ScheduleStatus.ACTIVE
         and entry.next_nominal == tick.nominal
     )
+
+
+# fire_all runs at most this many missed times after an outage (the most recent ones); the rest are
+# reported as skipped. A day of a 1 s schedule must not become 86,400 calls at once.
+FIRE_ALL_BOUND = 100
+# How many missed times the planner looks at, at most, for one schedule and outage.
+MISFIRE_SCAN_LIMIT = 100_000
+
+
+class MisfirePlan(BaseModel):
+    """What to do with the fires that fell due while the planner (or Kafka) was down."""
+
+    model_config = ConfigDict(frozen=True)
+
+    fire: list[FireTime]
+    skipped_count: int = 0
+    skipped_first: Instant | None = None
+    skipped_last: Instant | None = None
+    last_considered: Instant
+
+
+def plan_misfire(entry: PlanEntry, now: datetime) -> MisfirePlan | None:
+    """None when the entry's next fire is within ``misfire_grace_seconds`` (fire it normally).
+
+    Otherwise every fire later than the grace period is a misfire, handled by ``misfire_policy``:
+    ``fire_once`` runs the latest of them, ``fire_all`` runs each in order (at most ``FIRE_ALL_BOUND``, the
+    most recent), ``skip`` runs none. The ones not run are reported once, as a count with the first and last.
+    """
+    first = entry.next_fire()
+    if first is None:
+        return None
+    grace = timedelta(seconds=entry.schedule.misfire_grace_seconds)
+    if now - first.planned <= grace:
+        return None
+    spec = plan_spec(entry.schedule, entry.schedule.id, entry.schedule.created_at)
+    missed: list[FireTime] = []
+    for fire in iter_fires(spec, first.nominal - _MS, entry.run_count):
+        if now - fire.planned <= grace or len(missed) >= MISFIRE_SCAN_LIMIT:
+            break
+        missed.append(fire)
+    policy = entry.schedule.misfire_policy
+    if policy == MisfirePolicy.FIRE_ONCE:
+        to_fire, skipped = missed[-1:], missed[:-1]
+    elif policy == MisfirePolicy.FIRE_ALL:
+        to_fire, skipped = missed[-FIRE_ALL_BOUND:], missed[:-FIRE_ALL_BOUND]
+    else:
+        to_fire, skipped = [], missed
+    return MisfirePlan(
+        fire=to_fire,
+        skipped_count=len(skipped),
+        skipped_first=skipped[0].nominal if skipped else None,
+        skipped_last=skipped[-1].nominal if skipped else None,
+        last_considered=missed[-1].nominal,
+    )
+
+
+def advance_past(entry: PlanEntry, last_considered: datetime, fired: int) -> PlanEntry:
+    """The entry after a misfire was handled: ``fired`` runs counted, planning resumes after ``last_considered``."""
+    run_count = entry.run_count + fired
+    spec = plan_spec(entry.schedule, entry.schedule.id, entry.schedule.created_at)
+    fire = next_fire_after(spec, last_considered, run_count)
+    return _with_next(entry, fire, run_count=run_count, last_nominal=last_considered, announced=None)

@@ -8,7 +8,14 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from shared.errors import EventDecodeError
 from shared.events.envelope import Envelope
-from shared.events.runs import DlqEntryData, ReplayCommandData, RunCancelledData, RunDueData, RunOutcomeData
+from shared.events.runs import (
+    DlqEntryData,
+    ReplayCommandData,
+    RunCancelledData,
+    RunDueData,
+    RunOutcomeData,
+    RunSkippedData,
+)
 from shared.events.schedule import ScheduleDeletedData, ScheduleState
 from shared.events.signing import SigningKeysData
 
@@ -53,6 +60,11 @@ class RunDeadLettered(Envelope):
     data: RunOutcomeData
 
 
+class RunSkipped(Envelope):
+    type: Literal["dev.chime.run.skipped.v1"] = "dev.chime.run.skipped.v1"
+    data: RunSkippedData
+
+
 class DlqEntry(Envelope):
     type: Literal["dev.chime.dlq.entry.v1"] = "dev.chime.dlq.entry.v1"
     data: DlqEntryData
@@ -81,6 +93,7 @@ ChimeEvent = Annotated[
     | RunSucceeded
     | RunAttemptFailed
     | RunDeadLettered
+    | RunSkipped
     | DlqEntry
     | ReplayCommand
     | RunNowCommand,
@@ -96,6 +109,7 @@ EVENT_TYPES: tuple[type[Envelope], ...] = (
     RunSucceeded,
     RunAttemptFailed,
     RunDeadLettered,
+    RunSkipped,
     DlqEntry,
     ReplayCommand,
     RunNowCommand,

@@ -141,3 +141,22 @@ class ReplayCommandData(_Data):
     schedule_id: uuid.UUID
     tenant_id: str
     requested_at: Instant
+
+
+class SkipReason(StrEnum):
+    MISFIRE = "misfire"
+    OVERLAP = "overlap"
+
+
+class RunSkippedData(_Data):
+    """Planned fires that were not run: one event per schedule and outage (misfire) or per fire (overlap)."""
+
+    schedule_id: uuid.UUID
+    tenant_id: str
+    reason: SkipReason
+    count: int = Field(ge=1)
+    first_nominal: Instant
+    last_nominal: Instant
+    run_id: uuid.UUID | None = Field(default=None, description="The skipped run, for a single skip (overlap).")
+    schedule_version: int | None = None
+    final: bool = Field(default=False, description="Nothing is left to fire: the schedule completes.")

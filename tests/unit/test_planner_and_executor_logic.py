@@ -121,3 +121,43 @@ def test_signature_matches_the_standard_webhooks_test_vector() -> None:
     assert not verify("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265331, body, header, secret)
     two = sign("m", 1, b"", [secret, "whsec_" + "A" * 44])
     assert len(two.split()) == 2 and verify("m", 1, b"", two, secret)
+
+
+def _late_entry(policy: str, missed: int, grace: int = 1) -> tuple[object, datetime]:
+    from services.planner.entries import PlanEntry
+
+    sched = state(interval=2).model_copy(update={"misfire_policy": policy, "misfire_grace_seconds": grace})
+    entry, _ = apply_upsert(None, sched, now=T0)
+    assert isinstance(entry, PlanEntry)
+    # The first fire is T0+2 s; at `now`, `missed` fires are later than the grace period.
+    now = T0 + timedelta(seconds=2 * missed + grace + 1)
+    return entry, now
+
+
+def test_misfire_policies() -> None:
+    from services.planner.entries import FIRE_ALL_BOUND, PlanEntry, advance_past, plan_misfire
+
+    for policy, fired, skipped in (("fire_once", 1, 4), ("fire_all", 5, 0), ("skip", 0, 5)):
+        entry, now = _late_entry(policy, 5)
+        assert isinstance(entry, PlanEntry)
+        got = plan_misfire(entry, now)
+        assert got is not None, policy
+        assert len(got.fire) == fired and got.skipped_count == skipped, policy
+        assert got.last_considered == T0 + timedelta(seconds=10)
+        if policy == "fire_once":
+            assert got.fire[0].nominal == T0 + timedelta(seconds=10), "fire_once runs the latest missed time"
+            assert (got.skipped_first, got.skipped_last) == (T0 + timedelta(seconds=2), T0 + timedelta(seconds=8))
+        after = advance_past(entry, got.last_considered, len(got.fire))
+        assert after.next_nominal == T0 + timedelta(seconds=12) and after.run_count == fired
+    entry, now = _late_entry("fire_all", FIRE_ALL_BOUND + 50)
+    assert isinstance(entry, PlanEntry)
+    bounded = plan_misfire(entry, now)
+    assert bounded is not None and len(bounded.fire) == FIRE_ALL_BOUND and bounded.skipped_count == 50
+
+
+def test_a_fire_within_grace_is_not_a_misfire() -> None:
+    from services.planner.entries import PlanEntry, plan_misfire
+
+    entry, _ = _late_entry("skip", 0, grace=60)
+    assert isinstance(entry, PlanEntry)
+    assert plan_misfire(entry, T0 + timedelta(seconds=30)) is None

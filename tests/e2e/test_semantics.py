@@ -1,0 +1,110 @@
+"""Scheduling semantics on the real stack: misfire policies after planner downtime, bounds, preview."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.events import RunSkipped, decode_event
+from shared.settings import Settings
+from shared.topics import RUNS_RESULTS, topic_name
+from tests.e2e.stack import RecordingSink, Stack, grid
+from tests.integration.helpers import auth, read_records, schedule_body
+
+INTERVAL_S = 2
+
+
+async def _create(
+    api: httpx.AsyncClient, settings: Settings, tenant: str, sink: RecordingSink, **kw: Any
+) -> dict[str, Any]:
+    body = schedule_body(payload={"url": f"{sink.url}/semantics"}, **kw)
+    response = await api.post("/api/schedules", json=body, headers=auth(settings, tenant))
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+@pytest.mark.timeout(240)
+async def test_misfire_policies_after_planner_downtime(
+    stack: Stack, api: httpx.AsyncClient, sink: RecordingSink, e2e_settings: Settings, tenant: str
+) -> None:
+    settings = e2e_settings
+    created = {
+        policy: await _create(
+            api, settings, tenant, sink, interval_seconds=INTERVAL_S, misfire_policy=policy, misfire_grace_seconds=1
+        )
+        for policy in ("fire_once", "fire_all", "skip")
+    }
+    for c in created.values():
+        await sink.wait_for(c["id"], 2, timeout=20)
+    assert stack.terminate("planner") == 0
+    await asyncio.sleep(3 * INTERVAL_S + 1)
+    stack.start("planner")
+    await stack.wait_healthy("planner", timeout=90)
+    await asyncio.sleep(2 * INTERVAL_S + 1)
+    end = datetime.now(UTC) - timedelta(seconds=INTERVAL_S)
+    await asyncio.sleep(2)
+
+    records = await read_records(
+        settings, topic_name(settings, RUNS_RESULTS), keys=[c["id"] for c in created.values()], count=10**6, timeout=4
+    )
+    skipped: dict[str, list[RunSkipped]] = {}
+    for record in records:
+        event = decode_event(record.value)
+        if isinstance(event, RunSkipped):
+            skipped.setdefault(str(event.data.schedule_id), []).append(event)
+
+    for policy, c in created.items():
+        arrivals = sink.for_schedule(c["id"])
+        delivered = {a.nominal for a in arrivals}
+        first = min(delivered)
+        expected = grid(first, end, INTERVAL_S, datetime.fromisoformat(c["created_at"]))
+        events = skipped.get(c["id"], [])
+        if policy == "fire_all":
+            assert events == [], "fire_all skipped something"
+            assert set(expected) <= delivered, f"fire_all lost {sorted(set(expected) - delivered)}"
+            continue
+        assert len(events) == 1, f"{policy}: expected one skipped event per outage, got {len(events)}"
+        data = events[0].data
+        assert data.reason.value == "misfire"
+        in_skip = [t for t in expected if data.first_nominal <= t <= data.last_nominal]
+        assert len(in_skip) == data.count and not (set(in_skip) & delivered)
+        assert set(expected) <= delivered | set(in_skip), "a nominal time was neither run nor reported skipped"
+        catch_up = data.last_nominal + timedelta(seconds=INTERVAL_S)
+        if policy == "fire_once":
+            assert catch_up in delivered, "fire_once did not run the latest missed time"
+            assert data.count >= 1
+        else:
+            assert data.count >= 2
+    for c in created.values():
+        await api.delete(f"/api/schedules/{c['id']}", headers=auth(settings, tenant))
+
+
+async def test_max_runs_fires_exactly_that_often_and_completes(
+    stack: Stack, api: httpx.AsyncClient, sink: RecordingSink, e2e_settings: Settings, tenant: str
+) -> None:
+    settings = e2e_settings
+    created = await _create(api, settings, tenant, sink, interval_seconds=1, max_runs=3)
+    preview = await api.get(
+        f"/api/schedules/{created['id']}/preview", params={"count": 10}, headers=auth(settings, tenant)
+    )
+    planned = [item["utc"] for item in preview.json()["items"]]
+    assert len(planned) == 3
+    hits = await sink.wait_for(created["id"], 3, timeout=15)
+    await asyncio.sleep(2.5)
+    hits = sink.for_schedule(created["id"])
+    assert len(hits) == 3
+    assert sorted(a.headers["chime-scheduled-for"] for a in hits) == planned, "the preview differs from the fires"
+
+    async def completed() -> bool:
+        got = (await api.get(f"/api/schedules/{created['id']}", headers=auth(settings, tenant))).json()
+        return got["status"] == "completed" and got["run_count"] == 3 and got["next_run_at"] is None
+
+    deadline = asyncio.get_running_loop().time() + 20
+    while not await completed():
+        assert asyncio.get_running_loop().time() < deadline, "the schedule did not become completed"
+        await asyncio.sleep(0.3)
