@@ -26,14 +26,18 @@ from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.planner.entries import (
-    MisfirePlan,
+    Overlap,
     PlanEntry,
     Tick,
     advance,
     advance_past,
     apply_delete,
     apply_upsert,
+    finished,
+    opened,
+    overlap_decision,
     plan_misfire,
+    skip_over,
     tick_is_current,
 )
 from services.planner.heaps import PartitionHeaps
@@ -41,16 +45,19 @@ from shared.errors import EventDecodeError
 from shared.events import (
     CONTENT_TYPE,
     Envelope,
+    RunAttemptFailed,
     RunCancelled,
+    RunDeadLettered,
     RunDue,
     RunNowCommand,
     RunSkipped,
+    RunSucceeded,
     ScheduleDeleted,
     ScheduleUpserted,
     decode_event,
     encode_event,
 )
-from shared.events.runs import RunCancelledData, RunDueData, RunSkippedData, SkipReason, Trigger
+from shared.events.runs import RunCancelledData, RunDueData, RunSkippedData, RunStatus, SkipReason, Trigger
 from shared.identity import instance_id
 from shared.runid import planned_run_id
 from shared.schedule import FireTime
@@ -134,6 +141,7 @@ class Planner:
         self.app.agent(self.schedules_topic, name="schedules")(self._schedules_agent)
         self.app.agent(self.ticks_topic, name="ticks")(self._ticks_agent)
         self.app.agent(self.commands_topic, name="commands")(self._commands_agent)
+        self.app.agent(self.results_topic, name="results")(self._results_agent)
         self.app.task(self._fire_loop)
 
     def _source(self, spec: Any) -> Any:
@@ -215,6 +223,9 @@ class Planner:
                 continue
             if cancel is not None:
                 await self._cancel(key, new, cancel.run_id, cancel.nominal, "schedule changed")
+                if new.open_run == cancel.run_id:
+                    # A cancelled run never reports an outcome; it must not hold the schedule back.
+                    new = new.model_copy(update={"open_run": None, "open_nominal": None})
             self._put(key, new)
             self._schedule(event.message.partition, new)
 
@@ -231,18 +242,45 @@ class Planner:
             if entry is None or fire is None or not tick_is_current(entry, tick):
                 self.metrics.stale_ticks.inc()
                 continue
-            misfire = plan_misfire(entry, utcnow())
-            if misfire is None:
-                after = advance(entry, fire)
-                await self._publish_due(key, self._due_data(entry, fire, final=after.next_nominal is None))
-            else:
+            now = utcnow()
+            misfire = plan_misfire(entry, now)
+            if misfire is not None:
                 after = advance_past(entry, misfire.last_considered, len(misfire.fire))
                 done = after.next_nominal is None
                 for n, missed in enumerate(misfire.fire, 1):
                     final = done and n == len(misfire.fire)
                     await self._publish_due(key, self._due_data(entry, missed, final=final))
-                if misfire.skipped_count:
-                    await self._publish_skipped(key, entry, misfire, final=done and not misfire.fire)
+                    after = opened(after, planned_run_id(entry.schedule.id, missed.nominal), missed.nominal)
+                if misfire.skipped_count and misfire.skipped_first and misfire.skipped_last:
+                    await self._publish_skipped(
+                        key,
+                        entry,
+                        SkipReason.MISFIRE,
+                        misfire.skipped_count,
+                        misfire.skipped_first,
+                        misfire.skipped_last,
+                        final=done and not misfire.fire,
+                    )
+            else:
+                decision = overlap_decision(entry, now)
+                if decision is Overlap.FIRE:
+                    after = advance(entry, fire)
+                    await self._publish_due(key, self._due_data(entry, fire, final=after.next_nominal is None))
+                    after = opened(after, planned_run_id(entry.schedule.id, fire.nominal), fire.nominal)
+                else:
+                    after = skip_over(entry, fire, buffer=decision is Overlap.BUFFER)
+                    if decision is Overlap.SKIP:
+                        final = after.next_nominal is None and after.buffered is None
+                        await self._publish_skipped(
+                            key,
+                            entry,
+                            SkipReason.OVERLAP,
+                            1,
+                            fire.nominal,
+                            fire.nominal,
+                            final=final,
+                            run_id=planned_run_id(entry.schedule.id, fire.nominal),
+                        )
             self._put(key, after)
             self._schedule(event.message.partition, after)
 
@@ -261,17 +299,27 @@ class Planner:
             final=final,
         )
 
-    async def _publish_skipped(self, key: bytes, entry: PlanEntry, misfire: MisfirePlan, *, final: bool) -> None:
-        if misfire.skipped_first is None or misfire.skipped_last is None:
-            return
+    async def _publish_skipped(
+        self,
+        key: bytes,
+        entry: PlanEntry,
+        reason: SkipReason,
+        count: int,
+        first: datetime,
+        last: datetime,
+        *,
+        final: bool,
+        run_id: uuid.UUID | None = None,
+    ) -> None:
         state = entry.schedule
         data = RunSkippedData(
             schedule_id=state.id,
             tenant_id=state.tenant_id,
-            reason=SkipReason.MISFIRE,
-            count=misfire.skipped_count,
-            first_nominal=misfire.skipped_first,
-            last_nominal=misfire.skipped_last,
+            reason=reason,
+            count=count,
+            first_nominal=first,
+            last_nominal=last,
+            run_id=run_id,
             schedule_version=state.version,
             final=final,
         )
@@ -279,7 +327,31 @@ class Planner:
         headers = {"tenant": state.tenant_id.encode(), "content-type": CONTENT_TYPE.encode()}
         fut = await self.results_topic.send(key=key, value=encode_event(event), headers=headers)
         await fut
-        self.metrics.skipped.labels(SkipReason.MISFIRE.value).inc(misfire.skipped_count)
+        self.metrics.skipped.labels(reason.value).inc(count)
+
+    async def _results_agent(self, stream: Any) -> None:
+        """Run outcomes, fed back for the overlap policies: a finished run frees its schedule."""
+        async for event in stream.events():
+            key: bytes = event.key
+            try:
+                decoded = decode_event(event.value)
+            except EventDecodeError:
+                continue
+            if not isinstance(decoded, RunSucceeded | RunDeadLettered | RunAttemptFailed):
+                continue
+            if decoded.data.status not in (RunStatus.SUCCEEDED, RunStatus.DEAD_LETTERED, RunStatus.FAILED):
+                continue
+            entry = self._get(key)
+            if entry is None or entry.open_run != decoded.data.run_id:
+                continue
+            after, buffered = finished(entry, decoded.data.run_id)
+            if buffered is not None:
+                now = utcnow()
+                late = FireTime(nominal=buffered.nominal, planned=max(buffered.planned, now))
+                final = after.next_nominal is None
+                await self._publish_due(key, self._due_data(entry, late, final=final))
+                after = opened(after, planned_run_id(entry.schedule.id, buffered.nominal), buffered.nominal)
+            self._put(key, after)
 
     async def _commands_agent(self, stream: Any) -> None:
         async for event in stream.events():

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from shared.events.schedule import MisfirePolicy, ScheduleState, ScheduleStatus, plan_spec
+from shared.events.schedule import MisfirePolicy, OverlapPolicy, ScheduleState, ScheduleStatus, plan_spec
 from shared.runid import planned_run_id
 from shared.schedule import FireTime, iter_fires, next_fire_after
 from shared.types import Instant
@@ -49,6 +50,11 @@ class PlanEntry(BaseModel):
     run_count: int = 0
     last_nominal: Instant | None = None
     announced: Announced | None = None
+    # Overlap control (policies skip and buffer_one): the planned run still unfinished, retries included,
+    # and at most one fire held back until it finishes.
+    open_run: uuid.UUID | None = None
+    open_nominal: Instant | None = None
+    buffered: FireTime | None = None
 
     @property
     def version(self) -> int:
@@ -214,3 +220,52 @@ def advance_past(entry: PlanEntry, last_considered: datetime, fired: int) -> Pla
     spec = plan_spec(entry.schedule, entry.schedule.id, entry.schedule.created_at)
     fire = next_fire_after(spec, last_considered, run_count)
     return _with_next(entry, fire, run_count=run_count, last_nominal=last_considered, announced=None)
+
+
+class Overlap(StrEnum):
+    FIRE = "fire"
+    SKIP = "skip"
+    BUFFER = "buffer"
+
+
+# An open run with no outcome for this long past its event-age budget is taken as finished, so a lost
+# result cannot stop a schedule for good.
+_OPEN_RUN_SLACK = timedelta(minutes=5)
+
+
+def overlap_decision(entry: PlanEntry, now: datetime) -> Overlap:
+    policy = entry.schedule.overlap_policy
+    if policy == OverlapPolicy.ALLOW or entry.open_run is None or entry.open_nominal is None:
+        return Overlap.FIRE
+    budget = timedelta(seconds=entry.schedule.retry_policy.max_event_age_seconds) + _OPEN_RUN_SLACK
+    if now - entry.open_nominal > budget:
+        return Overlap.FIRE
+    if policy == OverlapPolicy.BUFFER_ONE and entry.buffered is None:
+        return Overlap.BUFFER
+    return Overlap.SKIP
+
+
+def skip_over(entry: PlanEntry, fire: FireTime, *, buffer: bool) -> PlanEntry:
+    """Move past ``fire`` without running it now (skipped, or held as the one buffered fire)."""
+    spec = plan_spec(entry.schedule, entry.schedule.id, entry.schedule.created_at)
+    nxt = next_fire_after(spec, fire.nominal, entry.run_count + (1 if buffer else 0))
+    return _with_next(
+        entry, nxt, last_nominal=fire.nominal, buffered=fire if buffer else entry.buffered, announced=None
+    )
+
+
+def opened(entry: PlanEntry, run_id: uuid.UUID, nominal: datetime) -> PlanEntry:
+    if entry.schedule.overlap_policy == OverlapPolicy.ALLOW:
+        return entry
+    return entry.model_copy(update={"open_run": run_id, "open_nominal": nominal})
+
+
+def finished(entry: PlanEntry, run_id: uuid.UUID) -> tuple[PlanEntry, FireTime | None]:
+    """The entry after its open run ended, and the buffered fire to run now (if any)."""
+    if entry.open_run != run_id:
+        return entry, None
+    buffered = entry.buffered
+    cleared = entry.model_copy(update={"open_run": None, "open_nominal": None, "buffered": None})
+    if buffered is not None:
+        cleared = cleared.model_copy(update={"run_count": entry.run_count + 1})
+    return cleared, buffered

@@ -108,3 +108,51 @@ async def test_max_runs_fires_exactly_that_often_and_completes(
     while not await completed():
         assert asyncio.get_running_loop().time() < deadline, "the schedule did not become completed"
         await asyncio.sleep(0.3)
+
+
+@pytest.mark.timeout(180)
+async def test_overlap_policies_against_a_slow_endpoint(
+    stack: Stack, api: httpx.AsyncClient, sink: RecordingSink, e2e_settings: Settings, tenant: str
+) -> None:
+    settings = e2e_settings
+    slow = 2.5
+    created = {}
+    for policy in ("allow", "skip", "buffer_one"):
+        body = schedule_body(
+            interval_seconds=1,
+            overlap_policy=policy,
+            payload={"url": f"{sink.url}/slow-{policy}?delay={slow}", "timeout_seconds": 10},
+        )
+        response = await api.post("/api/schedules", json=body, headers=auth(settings, tenant))
+        assert response.status_code == 201, response.text
+        created[policy] = response.json()["id"]
+    await asyncio.sleep(10)
+    for schedule_id in created.values():
+        await api.post(f"/api/schedules/{schedule_id}/pause", headers=auth(settings, tenant))
+    await asyncio.sleep(slow + 1)
+
+    def gaps(schedule_id: str) -> list[float]:
+        hits = sorted(sink.for_schedule(schedule_id), key=lambda a: a.received)
+        return [(b.received - a.received).total_seconds() for a, b in zip(hits, hits[1:], strict=False)]
+
+    allow, skip, buffer_one = (gaps(created[p]) for p in ("allow", "skip", "buffer_one"))
+    assert len(allow) >= 7 and min(allow) < 1.5, "allow should fire every second regardless"
+    for name, g in (("skip", skip), ("buffer_one", buffer_one)):
+        assert g, f"{name} never fired twice"
+        assert min(g) >= slow - 0.3, f"{name} started a run while the previous one was unfinished: {g}"
+
+    records = await read_records(
+        settings, topic_name(settings, RUNS_RESULTS), keys=list(created.values()), count=10**6, timeout=3
+    )
+    overlap_skips: dict[str, int] = {}
+    for record in records:
+        event = decode_event(record.value)
+        if isinstance(event, RunSkipped) and event.data.reason.value == "overlap":
+            sid = str(event.data.schedule_id)
+            overlap_skips[sid] = overlap_skips.get(sid, 0) + event.data.count
+    assert overlap_skips.get(created["allow"], 0) == 0
+    assert overlap_skips.get(created["skip"], 0) >= 3
+    buffered_hits = sink.for_schedule(created["buffer_one"])
+    late = [a for a in buffered_hits if (a.received - a.nominal).total_seconds() > 0.5]
+    assert late, "buffer_one never ran a held-back fire after the previous run finished"
+    assert len(buffered_hits) > len(sink.for_schedule(created["skip"])) - 1

@@ -161,3 +161,27 @@ def test_a_fire_within_grace_is_not_a_misfire() -> None:
     entry, _ = _late_entry("skip", 0, grace=60)
     assert isinstance(entry, PlanEntry)
     assert plan_misfire(entry, T0 + timedelta(seconds=30)) is None
+
+
+def test_overlap_decisions() -> None:
+    from services.planner.entries import Overlap, PlanEntry, finished, opened, overlap_decision, skip_over
+
+    for policy, second in (("allow", Overlap.FIRE), ("skip", Overlap.SKIP), ("buffer_one", Overlap.BUFFER)):
+        sched = ScheduleState.model_validate({**state().model_dump(), "overlap_policy": policy})
+        entry, _ = apply_upsert(None, sched, now=T0)
+        assert isinstance(entry, PlanEntry)
+        fire = entry.next_fire()
+        assert fire is not None
+        assert overlap_decision(entry, T0) is Overlap.FIRE
+        run_id = planned_run_id(entry.schedule.id, fire.nominal)
+        running = opened(advance(entry, fire), run_id, fire.nominal)
+        assert overlap_decision(running, T0 + timedelta(seconds=20)) is second, policy
+        if second is Overlap.BUFFER:
+            nxt = running.next_fire()
+            assert nxt is not None
+            held = skip_over(running, nxt, buffer=True)
+            assert overlap_decision(held, T0 + timedelta(seconds=30)) is Overlap.SKIP, "at most one is buffered"
+            freed, to_run = finished(held, run_id)
+            assert to_run == nxt and freed.open_run is None and freed.run_count == 2
+        # A lost outcome does not block the schedule forever.
+        assert overlap_decision(running, T0 + timedelta(days=2)) is Overlap.FIRE
