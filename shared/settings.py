@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     executor_tenant_share: float = Field(default=0.5, gt=0, le=1.0)
     executor_shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     run_retention_days: int = Field(default=30, ge=1)
+    backfill_max_runs: int = Field(default=1_000, ge=1)
     dlq_replay_per_second: float = Field(default=50.0, gt=0)
     dlq_bulk_replay_limit: int = Field(default=1_000, ge=1)
 

@@ -44,6 +44,7 @@ from services.planner.heaps import PartitionHeaps
 from shared.errors import EventDecodeError
 from shared.events import (
     CONTENT_TYPE,
+    BackfillCommand,
     Envelope,
     RunAttemptFailed,
     RunCancelled,
@@ -361,13 +362,25 @@ class Planner:
             except EventDecodeError:
                 self._set_aside("commands", event)
                 continue
-            if not isinstance(decoded, RunNowCommand):
+            if not isinstance(decoded, RunNowCommand | BackfillCommand):
                 continue
             entry = self._get(key)
             if entry is None or entry.schedule.status.value == "deleted":
-                log.info("run-now for unknown or deleted schedule dropped", extra={"schedule": str(key)})
+                log.info("command for unknown or deleted schedule dropped", extra={"schedule": str(key)})
                 continue
-            await self._publish_due(key, RunDueData.model_validate(decoded.data.model_dump()))
+            if isinstance(decoded, RunNowCommand):
+                await self._publish_due(key, RunDueData.model_validate(decoded.data.model_dump()))
+                continue
+            now = utcnow()
+            for nominal in decoded.data.nominal_times:
+                planned_by_schedule = entry.last_nominal is not None and entry.schedule.created_at < nominal
+                if planned_by_schedule and entry.last_nominal is not None and nominal <= entry.last_nominal:
+                    continue  # the plan already ran (or deliberately skipped) it
+                fire = FireTime(nominal=nominal, planned=now)
+                data = self._due_data(entry, fire, final=False).model_copy(
+                    update={"trigger": Trigger.BACKFILL, "age_from": decoded.data.requested_at}
+                )
+                await self._publish_due(key, data)
 
     def _set_aside(self, topic: str, event: Any) -> None:
         self.metrics.undecodable.labels(topic).inc()

@@ -2,6 +2,7 @@
 
 from shared.events.catalog import (
     EVENT_TYPES,
+    BackfillCommand,
     ChimeEvent,
     DlqEntry,
     ReplayCommand,
@@ -21,6 +22,7 @@ from shared.events.catalog import (
 from shared.events.envelope import CONTENT_TYPE, Envelope
 
 __all__ = [
+    "BackfillCommand",
     "CONTENT_TYPE",
     "EVENT_TYPES",
     "ChimeEvent",

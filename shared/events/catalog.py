@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Literal
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shared.errors import EventDecodeError
 from shared.events.envelope import Envelope
@@ -18,6 +19,7 @@ from shared.events.runs import (
 )
 from shared.events.schedule import ScheduleDeletedData, ScheduleState
 from shared.events.signing import SigningKeysData
+from shared.types import Instant
 
 
 class ScheduleUpserted(Envelope):
@@ -75,6 +77,22 @@ class ReplayCommand(Envelope):
     data: ReplayCommandData
 
 
+class BackfillCommandData(BaseModel):
+    """Run these nominal times of a schedule now, with ``trigger: backfill`` and their usual run ids."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    schedule_id: uuid.UUID
+    tenant_id: str
+    nominal_times: list[Instant]
+    requested_at: Instant
+
+
+class BackfillCommand(Envelope):
+    type: Literal["dev.chime.command.backfill.v1"] = "dev.chime.command.backfill.v1"
+    data: BackfillCommandData
+
+
 class RunNowCommandData(RunDueData):
     """``run-now``: the API asks the planner to fire one run outside the plan."""
 
@@ -96,7 +114,8 @@ ChimeEvent = Annotated[
     | RunSkipped
     | DlqEntry
     | ReplayCommand
-    | RunNowCommand,
+    | RunNowCommand
+    | BackfillCommand,
     Field(discriminator="type"),
 ]
 
@@ -113,6 +132,7 @@ EVENT_TYPES: tuple[type[Envelope], ...] = (
     DlqEntry,
     ReplayCommand,
     RunNowCommand,
+    BackfillCommand,
 )
 
 _ADAPTER: TypeAdapter[ChimeEvent] = TypeAdapter(ChimeEvent)

@@ -156,3 +156,58 @@ async def test_overlap_policies_against_a_slow_endpoint(
     late = [a for a in buffered_hits if (a.received - a.nominal).total_seconds() > 0.5]
     assert late, "buffer_one never ran a held-back fire after the previous run finished"
     assert len(buffered_hits) > len(sink.for_schedule(created["skip"])) - 1
+
+
+async def test_backfill_runs_each_past_time_once_under_its_usual_run_id(
+    stack: Stack, api: httpx.AsyncClient, sink: RecordingSink, e2e_settings: Settings, tenant: str
+) -> None:
+    import uuid as uuid_mod
+
+    from shared.runid import planned_run_id
+
+    settings = e2e_settings
+    headers = auth(settings, tenant)
+    created = await _create(api, settings, tenant, sink, type="cron", interval_seconds=None, cron_expr="* * * * *")
+    now = datetime.now(UTC)
+    since = now - timedelta(minutes=3, seconds=30)
+    minutes = [
+        t
+        for t in (since.replace(second=0, microsecond=0) + timedelta(minutes=k) for k in range(5))
+        if since <= t <= now
+    ]
+    bad = await api.post(
+        f"/api/schedules/{created['id']}/backfill",
+        json={"from": now.isoformat(), "to": since.isoformat()},
+        headers=headers,
+    )
+    assert bad.status_code == 422
+    response = await api.post(
+        f"/api/schedules/{created['id']}/backfill",
+        json={"from": since.isoformat(), "to": now.isoformat()},
+        headers=headers,
+    )
+    assert response.status_code == 202, response.text
+    assert response.json() == {"count": len(minutes)}
+    hits = await sink.wait_for(created["id"], len(minutes), timeout=20)
+    backfilled = [a for a in hits if a.nominal in minutes]
+    assert sorted(a.nominal for a in backfilled) == minutes
+    sid = uuid_mod.UUID(created["id"])
+    assert {a.webhook_id for a in backfilled} == {str(planned_run_id(sid, t)) for t in minutes}
+
+    async def recorded() -> bool:
+        runs = (
+            await api.get(f"/api/schedules/{created['id']}/runs", params={"trigger": "backfill"}, headers=headers)
+        ).json()
+        return len(runs["items"]) == len(minutes)
+
+    deadline = asyncio.get_running_loop().time() + 20
+    while not await recorded():
+        assert asyncio.get_running_loop().time() < deadline, "backfilled runs were not recorded"
+        await asyncio.sleep(0.3)
+    again = await api.post(
+        f"/api/schedules/{created['id']}/backfill",
+        json={"from": since.isoformat(), "to": now.isoformat()},
+        headers=headers,
+    )
+    assert again.json() == {"count": 0}, "a time that already ran would be delivered twice"
+    await api.delete(f"/api/schedules/{created['id']}", headers=headers)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row, and_, func, insert, literal, select, update
@@ -22,11 +23,13 @@ from services.api.errors import (
     VersionMismatch,
 )
 from services.api.outbox import enqueue
-from shared.events import RunNowCommand, ScheduleDeleted, ScheduleUpserted
-from shared.events.catalog import RunNowCommandData
+from shared.errors import InvalidSchedule
+from shared.events import BackfillCommand, RunNowCommand, ScheduleDeleted, ScheduleUpserted
+from shared.events.catalog import BackfillCommandData, RunNowCommandData
 from shared.events.runs import RunStatus, Trigger
-from shared.events.schedule import ScheduleDefinition, ScheduleDeletedData, ScheduleState, ScheduleStatus
-from shared.runid import adhoc_run_id, new_entity_id
+from shared.events.schedule import ScheduleDefinition, ScheduleDeletedData, ScheduleState, ScheduleStatus, plan_spec
+from shared.runid import adhoc_run_id, new_entity_id, planned_run_id
+from shared.schedule import iter_fires
 from shared.settings import Settings
 from shared.timefmt import utcnow
 from shared.topics import PLANNER_COMMANDS, SCHEDULES
@@ -353,6 +356,44 @@ class ScheduleRepository:
             await enqueue(conn, command, PLANNER_COMMANDS, key=str(state.id), aggregate_id=str(state.id), version=0)
         self._on_commit()
         return {**run, "finished_at": None, "attempts": []}
+
+    async def backfill(self, tenant: str, schedule_id: uuid.UUID, since: datetime, until: datetime) -> int:
+        """Ask the planner to run every nominal time in [since, until] that has no run yet. Returns the count."""
+        now = utcnow()
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    select(schedules).where(
+                        schedules.c.id == schedule_id,
+                        schedules.c.tenant_id == tenant,
+                        schedules.c.status != ScheduleStatus.DELETED.value,
+                    )
+                )
+            ).first()
+            if row is None:
+                raise ScheduleNotFound(f"no schedule {schedule_id}")
+            state = _record(row).state
+            # max_runs counts planned fires only, so it does not bound a backfill.
+            spec = dataclasses.replace(plan_spec(state, state.id, state.created_at), max_runs=None)
+            limit = self._settings.backfill_max_runs
+            nominals: list[datetime] = []
+            for fire in iter_fires(spec, since - timedelta(milliseconds=1)):
+                if fire.nominal > until:
+                    break
+                nominals.append(fire.nominal)
+                if len(nominals) > limit:
+                    raise InvalidSchedule("to", f"the range holds more than {limit} runs; backfill it in parts")
+            ids = {planned_run_id(state.id, n): n for n in nominals}
+            if ids:
+                done = set((await conn.execute(select(runs.c.id).where(runs.c.id.in_(list(ids))))).scalars())
+                nominals = [n for run_id, n in ids.items() if run_id not in done]
+            if not nominals:
+                return 0
+            data = BackfillCommandData(schedule_id=state.id, tenant_id=tenant, nominal_times=nominals, requested_at=now)
+            command = BackfillCommand(subject=str(state.id), tenant=tenant, time=now, data=data)
+            await enqueue(conn, command, PLANNER_COMMANDS, key=str(state.id), aggregate_id=str(state.id), version=0)
+        self._on_commit()
+        return len(nominals)
 
     async def counts_by_status(self) -> dict[str, int]:
         async with self._engine.connect() as conn:

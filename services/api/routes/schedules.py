@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from services.api.auth import ReadSchedules, WriteSchedules
 from services.api.db.schedules_repo import ListFilter, ScheduleRecord
@@ -18,6 +18,7 @@ from services.api.errors import ScheduleNotFound, VersionMismatch
 from services.api.models import Page, PreviewItem, PreviewOut, RunOut, ScheduleCreate, ScheduleOut
 from services.api.routes.runs import run_out
 from services.api.validation import check_definition
+from shared.errors import InvalidSchedule
 from shared.events.schedule import ScheduleDefinition, ScheduleStatus, plan_spec
 from shared.schedule import next_fire_after, preview
 from shared.schedule.plan import load_zone
@@ -205,6 +206,28 @@ async def resume_schedule(
 async def run_now(schedule_id: uuid.UUID, principal: WriteSchedules, deps: Deps) -> RunOut:
     """Fire one run now, outside the plan. It does not count towards ``max_runs``."""
     return run_out(await deps.schedules.run_now(principal.tenant, schedule_id))
+
+
+class BackfillRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: AwareDatetime = Field(alias="from")
+    to: AwareDatetime
+
+
+class BackfillOut(BaseModel):
+    count: int = Field(description="Runs requested: nominal times in the range that had not run yet.")
+
+
+@router.post("/{schedule_id}/backfill", status_code=status.HTTP_202_ACCEPTED, response_model=BackfillOut)
+async def backfill(schedule_id: uuid.UUID, body: BackfillRequest, principal: WriteSchedules, deps: Deps) -> BackfillOut:
+    """Run every nominal time in [from, to] (at most ``CHIME_BACKFILL_MAX_RUNS``) with ``trigger: backfill``,
+    under the usual run ids; times that already ran are left out."""
+    if body.to < body.from_:
+        raise InvalidSchedule("to", "to is before from")
+    if body.to > utcnow():
+        raise InvalidSchedule("to", "a backfill covers the past; to is in the future")
+    return BackfillOut(count=await deps.schedules.backfill(principal.tenant, schedule_id, body.from_, body.to))
 
 
 @router.get("/{schedule_id}/preview", response_model=PreviewOut)
