@@ -5,7 +5,8 @@ WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
 COPY shared ./shared
 COPY services ./services
-RUN pip install -c constraints.txt . && useradd --system --uid 10001 chime
+RUN pip install -c constraints.txt . && useradd --system --uid 10001 chime \
+    && mkdir -p /var/lib/chime/planner && chown -R chime /var/lib/chime
 USER chime
 ENV CHIME_API_HOST=0.0.0.0
 ENTRYPOINT ["chime"]
