@@ -32,7 +32,7 @@ def oracle_fixed(hour: int, minute: int, zone: ZoneInfo, after: datetime, count:
     out: list[datetime] = []
     day: date = _wall(after, zone).date() - timedelta(days=1)
     while len(out) < count:
-        wall = datetime(day.year, day.month, day.day, hour, minute)
+        wall = datetime(day.year, day.month, day.day, hour, minute)  # noqa: DTZ001 - a wall-clock time
         first = datetime.combine(day, wall.time(), tzinfo=zone).replace(fold=0).astimezone(UTC)
         if _wall(first, zone) != wall:
             # Skipped wall time: the first instant after the jump, found by walking real minutes.
@@ -73,7 +73,10 @@ TRANSITIONS = [
 ]
 starts = st.one_of(
     st.sampled_from(TRANSITIONS).flatmap(lambda d: st.integers(0, 48 * 60).map(lambda m: d + m * MINUTE)),
-    st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2028, 12, 31)).map(lambda d: d.replace(tzinfo=UTC)),
+    # hypothesis takes naive bounds and draws naive values; they are made UTC right away.
+    st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2028, 12, 31)).map(  # noqa: DTZ001
+        lambda d: d.replace(tzinfo=UTC)
+    ),
 )
 
 
