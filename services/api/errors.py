@@ -61,3 +61,7 @@ class QuotaExceeded(ApiError):
 class RateLimited(ApiError):
     status, title, slug = 429, "Too many requests", "rate-limited"
     retryable = True
+
+
+class FireRateExceeded(ApiError):
+    status, title, slug = 429, "Fire rate exceeded", "fire-rate-exceeded"

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from datetime import timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from sqlalchemy import case, func, literal, update
+from sqlalchemy import case, delete, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -36,9 +37,13 @@ from shared.identity import instance_id
 from shared.kafka import build_consumer
 from shared.opsserver import OpsServer
 from shared.settings import Settings
+from shared.timefmt import utcnow
 from shared.topics import RUNS_DUE, RUNS_RESULTS, topic_name
 
 log = logging.getLogger(__name__)
+
+_PRUNE_EVERY_S = 600.0
+_PRUNE_BATCH = 5_000
 
 _RANK = {
     RunStatus.QUEUED: 0,
@@ -83,8 +88,13 @@ class Recorder:
         )
         await consumer.start()
         self.consuming = True
+        loop = asyncio.get_running_loop()
+        next_prune = loop.time() + 30
         try:
             while not self._stopping.is_set():
+                if loop.time() >= next_prune:
+                    await self.prune()
+                    next_prune = loop.time() + _PRUNE_EVERY_S
                 batch = await consumer.getmany(timeout_ms=100, max_records=1000)
                 records = [r for rs in batch.values() for r in rs]
                 if not records:
@@ -95,6 +105,21 @@ class Recorder:
         finally:
             self.consuming = False
             await consumer.stop()
+
+    async def prune(self) -> int:
+        """Delete runs (and their attempts) older than ``CHIME_RUN_RETENTION_DAYS``, a bounded batch at a time."""
+        cutoff = utcnow() - timedelta(days=self.settings.run_retention_days)
+        total = 0
+        while True:
+            async with self.engine.begin() as conn:
+                old = select(runs.c.id).where(runs.c.created_at < cutoff).limit(_PRUNE_BATCH).scalar_subquery()
+                deleted = (await conn.execute(delete(runs).where(runs.c.id.in_(old)))).rowcount
+            total += deleted
+            if deleted < _PRUNE_BATCH:
+                break
+        if total:
+            log.info("pruned %d runs older than %d days", total, self.settings.run_retention_days)
+        return total
 
     async def write(self, values: list[bytes]) -> None:
         async with self.engine.begin() as conn:

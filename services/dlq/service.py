@@ -13,11 +13,12 @@ import asyncio
 import logging
 import signal
 import time
+from datetime import timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -85,7 +86,12 @@ class DlqService:
         try:
             await consumer.start()
             self.consuming = True
+            loop = asyncio.get_running_loop()
+            next_prune = loop.time() + 30
             while not self._stopping.is_set():
+                if loop.time() >= next_prune:
+                    await self.prune()
+                    next_prune = loop.time() + 600
                 batch = await consumer.getmany(timeout_ms=100, max_records=200)
                 for records in batch.values():
                     for record in records:
@@ -96,6 +102,15 @@ class DlqService:
             self.consuming = False
             await consumer.stop()
             await producer.stop()
+
+    async def prune(self) -> int:
+        """Delete entries past ``CHIME_RUN_RETENTION_DAYS`` (never one whose replay is under way)."""
+        cutoff = utcnow() - timedelta(days=self.settings.run_retention_days)
+        async with self.engine.begin() as conn:
+            done = await conn.execute(
+                delete(dlq_entries).where(dlq_entries.c.dead_at < cutoff, dlq_entries.c.status != "replaying")
+            )
+        return int(done.rowcount)
 
     async def handle(self, producer: AIOKafkaProducer, raw: bytes) -> None:
         try:

@@ -160,3 +160,20 @@ def jitter_offset_ms(spec: PlanSpec, nominal: datetime) -> int:
         return 0
     digest = hashlib.sha256(f"{spec.schedule_id}/{format_utc(nominal)}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % (spec.jitter_seconds * 1000 + 1)
+
+
+def average_fire_rate(spec: PlanSpec, now: datetime) -> float:
+    """Planned fires per second, averaged over the next day (what a tenant's fire-rate quota counts)."""
+    match spec.type:
+        case ScheduleType.INTERVAL:
+            return 1.0 / spec.interval_seconds if spec.interval_seconds else 0.0
+        case ScheduleType.ONEOFF:
+            return 0.0
+        case ScheduleType.CRON:
+            horizon = now + timedelta(days=1)
+            count = 0
+            for fire in iter_fires(spec, now):
+                if fire.nominal > horizon:
+                    break
+                count += 1
+            return count / 86_400

@@ -141,3 +141,25 @@ async def test_unresolvable_public_host_is_accepted(settings: Settings, tenant: 
             "/api/schedules", json=schedule_body(payload={"url": url}), headers=auth(settings, tenant)
         )
         assert response.status_code == 201, response.text
+
+
+async def test_fire_rate_quota_is_429(settings: Settings, tenant: str) -> None:
+    async with api_with(settings, max_fires_per_second_per_tenant=1) as client:
+        headers = auth(settings, tenant)
+        first = await client.post("/api/schedules", json=schedule_body(interval_seconds=2), headers=headers)
+        second = await client.post("/api/schedules", json=schedule_body(interval_seconds=2), headers=headers)
+        third = await client.post("/api/schedules", json=schedule_body(interval_seconds=2), headers=headers)
+        assert (first.status_code, second.status_code, third.status_code) == (201, 201, 429)
+        assert third.json()["type"].endswith("/fire-rate-exceeded")
+        faster = await client.patch(
+            f"/api/schedules/{first.json()['id']}", json={"interval_seconds": 1}, headers=headers
+        )
+        assert faster.status_code == 429
+        paused = await client.post(f"/api/schedules/{second.json()['id']}/pause", headers=headers)
+        assert paused.status_code == 200
+        assert (
+            await client.post("/api/schedules", json=schedule_body(interval_seconds=2), headers=headers)
+        ).status_code == 201
+        assert (await client.post(f"/api/schedules/{second.json()['id']}/resume", headers=headers)).status_code == 429
+        cron = schedule_body(type="cron", interval_seconds=None, cron_expr="* * * * *")
+        assert (await client.post("/api/schedules", json=cron, headers=headers)).status_code == 429

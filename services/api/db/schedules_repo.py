@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.api.db.tables import idempotency_keys, runs, schedules, tenants
 from services.api.errors import (
+    FireRateExceeded,
     IdempotencyKeyReused,
     InvalidTransition,
     QuotaExceeded,
@@ -29,7 +30,7 @@ from shared.events.catalog import BackfillCommandData, RunNowCommandData
 from shared.events.runs import RunStatus, Trigger
 from shared.events.schedule import ScheduleDefinition, ScheduleDeletedData, ScheduleState, ScheduleStatus, plan_spec
 from shared.runid import adhoc_run_id, new_entity_id, planned_run_id
-from shared.schedule import iter_fires
+from shared.schedule import average_fire_rate, iter_fires
 from shared.settings import Settings
 from shared.timefmt import utcnow
 from shared.topics import PLANNER_COMMANDS, SCHEDULES
@@ -71,8 +72,15 @@ def _record(row: Row[Any]) -> ScheduleRecord:
 _STATE_ONLY = ("id", "tenant_id", "status", "version", "created_at", "updated_at")
 
 
+def fire_rate(state: ScheduleState) -> float:
+    if state.status is not ScheduleStatus.ACTIVE:
+        return 0.0
+    return average_fire_rate(plan_spec(state, state.id, state.created_at), utcnow())
+
+
 def _columns(state: ScheduleState) -> dict[str, Any]:
     values = state.model_dump(mode="python")
+    values["fire_rate"] = fire_rate(state)
     values["payload"] = state.payload.model_dump(mode="json")
     values["retry_policy"] = state.retry_policy.model_dump(mode="json")
     values["type"] = state.type.value
@@ -91,6 +99,25 @@ def check_if_match(if_match: str | None, version: int) -> None:
     wanted = {t.removeprefix("W/").strip('"') for t in tags}
     if str(version) not in wanted:
         raise VersionMismatch(f"schedule is at version {version}; If-Match was {if_match}")
+
+
+async def _check_fire_rate(
+    conn: AsyncConnection, settings: Settings, tenant: str, added: float, excluding: uuid.UUID | None = None
+) -> None:
+    """Refuse a change that would take the tenant's planned fires per second over its quota."""
+    if added <= 0:
+        return
+    query = select(func.coalesce(func.sum(schedules.c.fire_rate), 0.0)).where(
+        schedules.c.tenant_id == tenant, schedules.c.status == ScheduleStatus.ACTIVE.value
+    )
+    if excluding is not None:
+        query = query.where(schedules.c.id != excluding)
+    current = float((await conn.execute(query)).scalar_one())
+    limit = settings.max_fires_per_second_per_tenant
+    if current + added > limit:
+        raise FireRateExceeded(
+            f"this change would plan {current + added:.2f} fires per second for the tenant; the limit is {limit:g}"
+        )
 
 
 class ScheduleRepository:
@@ -136,6 +163,7 @@ class ScheduleRepository:
                 created_at=now,
                 updated_at=now,
             )
+            await _check_fire_rate(conn, self._settings, tenant, fire_rate(state))
             await conn.execute(insert(schedules).values(**_columns(state)))
             await self._publish_upsert(conn, state)
             if idempotency_key is not None:
@@ -251,6 +279,9 @@ class ScheduleRepository:
                 update={**changes, "version": current.state.version + 1, "updated_at": now}
             )
             state = ScheduleState.model_validate(state.model_dump())
+            new_rate = fire_rate(state)
+            if new_rate > row.fire_rate:
+                await _check_fire_rate(conn, self._settings, tenant, new_rate, excluding=schedule_id)
             await conn.execute(update(schedules).where(schedules.c.id == schedule_id).values(**_columns(state)))
             await self._publish_upsert(conn, state)
         self._on_commit()

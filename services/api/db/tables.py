@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -62,6 +63,9 @@ schedules = Table(
     Column("version", Integer, nullable=False),
     Column("last_run_at", TS),
     Column("run_count", Integer, nullable=False, server_default=text("0")),
+    # Planned fires per second (average over a day), summed per tenant against
+    # CHIME_MAX_FIRES_PER_SECOND_PER_TENANT.
+    Column("fire_rate", Float, nullable=False, server_default=text("0")),
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
     Column("deleted_at", TS),
