@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from datetime import timedelta
 from typing import Any
 
@@ -35,7 +34,7 @@ from shared.events.runs import RunOutcomeData, RunStatus, Trigger
 from shared.events.schedule import ScheduleStatus
 from shared.identity import instance_id
 from shared.kafka import build_consumer
-from shared.opsserver import OpsServer
+from shared.service_runner import serve
 from shared.settings import Settings
 from shared.timefmt import utcnow
 from shared.topics import RUNS_DUE, RUNS_RESULTS, topic_name
@@ -287,17 +286,8 @@ class Recorder:
 
 async def run(settings: Settings) -> None:
     engine = create_engine(settings)
-    recorder = Recorder(settings, engine)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, recorder.stop)
-
-    async def health() -> tuple[bool, dict[str, object]]:
-        return recorder.consuming, {"consuming": recorder.consuming}
-
     try:
-        async with OpsServer(settings.ops_host, settings.recorder_port, recorder.registry, health):
-            await recorder.run()
+        await serve(Recorder(settings, engine), settings.ops_host, settings.recorder_port)
     finally:
         await engine.dispose()
 

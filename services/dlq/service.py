@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from datetime import timedelta
 from typing import Any
@@ -29,8 +28,8 @@ from shared.events import CONTENT_TYPE, DlqEntry, ReplayCommand, RunDue, RunSucc
 from shared.events.runs import RunDueData, Trigger
 from shared.identity import instance_id
 from shared.kafka import build_consumer, build_producer
-from shared.opsserver import OpsServer
 from shared.runid import new_entity_id
+from shared.service_runner import serve
 from shared.settings import Settings
 from shared.timefmt import utcnow
 from shared.topics import DLQ_COMMANDS, RUNS_DLQ, RUNS_DUE, RUNS_RESULTS, topic_name
@@ -198,17 +197,8 @@ class DlqService:
 
 async def run(settings: Settings) -> None:
     engine = create_engine(settings)
-    service = DlqService(settings, engine)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, service.stop)
-
-    async def health() -> tuple[bool, dict[str, object]]:
-        return service.consuming, {"consuming": service.consuming}
-
     try:
-        async with OpsServer(settings.ops_host, settings.dlq_port, service.registry, health):
-            await service.run()
+        await serve(DlqService(settings, engine), settings.ops_host, settings.dlq_port)
     finally:
         await engine.dispose()
 

@@ -90,6 +90,7 @@ class Executor:
         self.settings = settings
         self.worker_id = worker_id
         self.metrics = ExecutorMetrics()
+        self.registry = self.metrics.registry
         self.keys = KeyStore(settings)
         self._due_topic = topic_name(settings, RUNS_DUE)
         self._results_topic = topic_name(settings, RUNS_RESULTS)

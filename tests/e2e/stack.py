@@ -146,6 +146,7 @@ class Stack:
             "CHIME_MASTER_KEY": s.master_key.get_secret_value(),
             "CHIME_ALLOW_PRIVATE_TARGETS": "true",
             "CHIME_RATE_LIMIT_PER_SECOND": "100000",
+            "CHIME_MAX_FIRES_PER_SECOND_PER_TENANT": "100000",
             "CHIME_API_PORT": str(self.api_port),
             "CHIME_PLANNER_PORT": str(self.ops_ports["planner"]),
             "CHIME_EXECUTOR_PORT": str(self.ops_ports["executor"]),

@@ -101,6 +101,21 @@ def check_if_match(if_match: str | None, version: int) -> None:
         raise VersionMismatch(f"schedule is at version {version}; If-Match was {if_match}")
 
 
+async def _live_row(
+    conn: AsyncConnection, tenant: str, schedule_id: uuid.UUID, *, for_update: bool = False
+) -> Row[Any]:
+    """The tenant's schedule, not deleted; another tenant's answers exactly like a missing one."""
+    query = select(schedules).where(
+        schedules.c.id == schedule_id,
+        schedules.c.tenant_id == tenant,
+        schedules.c.status != ScheduleStatus.DELETED.value,
+    )
+    row = (await conn.execute(query.with_for_update() if for_update else query)).first()
+    if row is None:
+        raise ScheduleNotFound(f"no schedule {schedule_id}")
+    return row
+
+
 async def _check_fire_rate(
     conn: AsyncConnection, settings: Settings, tenant: str, added: float, excluding: uuid.UUID | None = None
 ) -> None:
@@ -209,17 +224,7 @@ class ScheduleRepository:
 
     async def get(self, tenant: str, schedule_id: uuid.UUID) -> ScheduleRecord:
         async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(schedules).where(
-                        schedules.c.id == schedule_id,
-                        schedules.c.tenant_id == tenant,
-                        schedules.c.status != ScheduleStatus.DELETED.value,
-                    )
-                )
-            ).first()
-        if row is None:
-            raise ScheduleNotFound(f"no schedule {schedule_id}")
+            row = await _live_row(conn, tenant, schedule_id)
         return _record(row)
 
     async def list(
@@ -259,19 +264,7 @@ class ScheduleRepository:
         """Apply ``mutate`` (returns the changed fields) under the row lock, bump the version, emit the event."""
         now = utcnow()
         async with self._engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    select(schedules)
-                    .where(
-                        schedules.c.id == schedule_id,
-                        schedules.c.tenant_id == tenant,
-                        schedules.c.status != ScheduleStatus.DELETED.value,
-                    )
-                    .with_for_update()
-                )
-            ).first()
-            if row is None:
-                raise ScheduleNotFound(f"no schedule {schedule_id}")
+            row = await _live_row(conn, tenant, schedule_id, for_update=True)
             current = _record(row)
             check_if_match(if_match, current.state.version)
             changes = mutate(current.state)
@@ -314,19 +307,7 @@ class ScheduleRepository:
     async def delete(self, tenant: str, schedule_id: uuid.UUID, *, if_match: str | None) -> None:
         now = utcnow()
         async with self._engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    select(schedules.c.version)
-                    .where(
-                        schedules.c.id == schedule_id,
-                        schedules.c.tenant_id == tenant,
-                        schedules.c.status != ScheduleStatus.DELETED.value,
-                    )
-                    .with_for_update()
-                )
-            ).first()
-            if row is None:
-                raise ScheduleNotFound(f"no schedule {schedule_id}")
+            row = await _live_row(conn, tenant, schedule_id, for_update=True)
             check_if_match(if_match, row.version)
             version = row.version + 1
             await conn.execute(
@@ -348,17 +329,7 @@ class ScheduleRepository:
         """Record a queued run and ask the planner to fire it (through the outbox, like every change)."""
         now = utcnow()
         async with self._engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    select(schedules).where(
-                        schedules.c.id == schedule_id,
-                        schedules.c.tenant_id == tenant,
-                        schedules.c.status != ScheduleStatus.DELETED.value,
-                    )
-                )
-            ).first()
-            if row is None:
-                raise ScheduleNotFound(f"no schedule {schedule_id}")
+            row = await _live_row(conn, tenant, schedule_id)
             state = _record(row).state
             data = RunNowCommandData(
                 run_id=adhoc_run_id(),
@@ -392,17 +363,7 @@ class ScheduleRepository:
         """Ask the planner to run every nominal time in [since, until] that has no run yet. Returns the count."""
         now = utcnow()
         async with self._engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    select(schedules).where(
-                        schedules.c.id == schedule_id,
-                        schedules.c.tenant_id == tenant,
-                        schedules.c.status != ScheduleStatus.DELETED.value,
-                    )
-                )
-            ).first()
-            if row is None:
-                raise ScheduleNotFound(f"no schedule {schedule_id}")
+            row = await _live_row(conn, tenant, schedule_id)
             state = _record(row).state
             # max_runs counts planned fires only, so it does not bound a backfill.
             spec = dataclasses.replace(plan_spec(state, state.id, state.created_at), max_runs=None)
