@@ -32,7 +32,8 @@ def client_options(settings: Settings) -> dict[str, Any]:
 def build_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     """An idempotent producer: retries never reorder or duplicate within a partition."""
     opts = client_options(settings)
-    opts.update(enable_idempotence=True, acks="all", linger_ms=0, **overrides)
+    opts.update(enable_idempotence=True, acks="all", linger_ms=0)
+    opts.update(overrides)
     return AIOKafkaProducer(**opts)
 
 

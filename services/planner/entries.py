@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.events.schedule import MisfirePolicy, OverlapPolicy, ScheduleState, ScheduleStatus, plan_spec
 from shared.runid import planned_run_id
@@ -14,6 +14,9 @@ from shared.schedule import FireTime, iter_fires, next_fire_after
 from shared.types import Instant
 
 _MS = timedelta(milliseconds=1)
+# How long announced runs are remembered (longer than any look-ahead) and how many at most.
+_ANNOUNCED_MEMORY = timedelta(seconds=60)
+_ANNOUNCED_MAX = 100
 # Fields whose change re-plans the next fire; any other edit keeps the pending fire where it is.
 TIMING_FIELDS = (
     "type",
@@ -49,12 +52,21 @@ class PlanEntry(BaseModel):
     next_planned: Instant | None = None
     run_count: int = 0
     last_nominal: Instant | None = None
-    announced: Announced | None = None
+    # Runs published ahead of their planned time and perhaps not called yet; a change may cancel them.
+    announced: list[Announced] = Field(default_factory=list)
     # Overlap control (policies skip and buffer_one): the planned run still unfinished, retries included,
     # and at most one fire held back until it finishes.
     open_run: uuid.UUID | None = None
     open_nominal: Instant | None = None
     buffered: FireTime | None = None
+
+    @field_validator("announced", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        # Entries written before several announced runs were tracked held one or none.
+        if value is None:
+            return []
+        return [value] if isinstance(value, dict) else value
 
     @property
     def version(self) -> int:
@@ -92,51 +104,59 @@ def _with_next(entry: PlanEntry, fire: FireTime | None, **changes: object) -> Pl
     )
 
 
-def _pending_cancel(entry: PlanEntry | None, now: datetime, keep_nominal: datetime | None) -> Announced | None:
-    if entry is None or entry.announced is None:
-        return None
-    if entry.announced.planned <= now or entry.announced.nominal == keep_nominal:
-        return None
-    return entry.announced
+def _withdraw(entry: PlanEntry, now: datetime) -> tuple[PlanEntry, list[Announced]]:
+    """Take back every announced run whose time has not come: they are cancelled and no longer counted."""
+    pending = [a for a in entry.announced if a.planned > now]
+    if not pending:
+        return entry, []
+    kept = [a for a in entry.announced if a.planned <= now]
+    last = max((a.nominal for a in kept), default=None)
+    if last is None and entry.last_nominal is not None:
+        earliest = min(a.nominal for a in pending)
+        last = entry.last_nominal if entry.last_nominal < earliest else None
+    withdrawn = entry.model_copy(
+        update={"announced": kept, "run_count": max(0, entry.run_count - len(pending)), "last_nominal": last}
+    )
+    return withdrawn, pending
 
 
 def apply_upsert(
     entry: PlanEntry | None, state: ScheduleState, now: datetime
-) -> tuple[PlanEntry | None, Announced | None]:
-    """The entry after an upsert event, and an announced run to cancel (if any).
+) -> tuple[PlanEntry | None, list[Announced]]:
+    """The entry after an upsert event, and the announced runs to cancel.
 
     Returns the entry unchanged for a stale version. A re-plan starts after the change was made
     (``updated_at``), not after the planner saw it, so a lagging planner still fires what was due meanwhile.
     """
     if entry is not None and state.version <= entry.version:
-        return entry, None
+        return entry, []
     if entry is None:
         fire = _plan_after(state, state.updated_at - _MS, 0)
         fresh = PlanEntry(schedule=state)
-        return _with_next(fresh, fire), None
+        return _with_next(fresh, fire), []
     timing_changed = any(getattr(entry.schedule, f) != getattr(state, f) for f in TIMING_FIELDS)
     updated = entry.model_copy(update={"schedule": state})
     if not timing_changed and state.status is ScheduleStatus.ACTIVE:
-        return updated, None
+        return updated, []
+    updated, cancels = _withdraw(updated, now)
     after = state.updated_at
-    if entry.last_nominal is not None and entry.last_nominal > after:
-        after = entry.last_nominal
-    fire = _plan_after(state, after, entry.run_count)
-    cancel = _pending_cancel(entry, now, fire.nominal if fire else None)
-    return _with_next(updated, fire, announced=None if cancel else entry.announced), cancel
+    if updated.last_nominal is not None and updated.last_nominal > after:
+        after = updated.last_nominal
+    fire = _plan_after(state, after, updated.run_count)
+    return _with_next(updated, fire), cancels
 
 
-def apply_delete(entry: PlanEntry | None, version: int, now: datetime) -> tuple[PlanEntry | None, Announced | None]:
+def apply_delete(entry: PlanEntry | None, version: int, now: datetime) -> tuple[PlanEntry | None, list[Announced]]:
     """The entry after a delete, and an announced run to cancel.
 
     The entry stays as a marker (status ``deleted``, no next fire), so a duplicate of an older upsert that
     arrives later cannot bring the schedule back.
     """
     if entry is None or version <= entry.version:
-        return entry, None
+        return entry, []
     marker = entry.schedule.model_copy(update={"status": ScheduleStatus.DELETED, "version": version})
-    cancel = _pending_cancel(entry, now, None)
-    return _with_next(entry.model_copy(update={"schedule": marker}), None, announced=None), cancel
+    withdrawn, cancels = _withdraw(entry.model_copy(update={"schedule": marker}), now)
+    return _with_next(withdrawn, None, announced=[]), cancels
 
 
 def advance(entry: PlanEntry, fired: FireTime) -> PlanEntry:
@@ -148,7 +168,9 @@ def advance(entry: PlanEntry, fired: FireTime) -> PlanEntry:
     announced = Announced(
         run_id=planned_run_id(entry.schedule.id, fired.nominal), nominal=fired.nominal, planned=fired.planned
     )
-    return _with_next(entry, fire, run_count=run_count, last_nominal=fired.nominal, announced=announced)
+    # Runs whose time has passed can no longer be cancelled; forget them.
+    recent = [a for a in entry.announced if a.planned > fired.planned - _ANNOUNCED_MEMORY][-_ANNOUNCED_MAX:]
+    return _with_next(entry, fire, run_count=run_count, last_nominal=fired.nominal, announced=[*recent, announced])
 
 
 def tick_is_current(entry: PlanEntry | None, tick: Tick) -> bool:
@@ -219,7 +241,7 @@ def advance_past(entry: PlanEntry, last_considered: datetime, fired: int) -> Pla
     run_count = entry.run_count + fired
     spec = plan_spec(entry.schedule, entry.schedule.id, entry.schedule.created_at)
     fire = next_fire_after(spec, last_considered, run_count)
-    return _with_next(entry, fire, run_count=run_count, last_nominal=last_considered, announced=None)
+    return _with_next(entry, fire, run_count=run_count, last_nominal=last_considered)
 
 
 class Overlap(StrEnum):
@@ -249,9 +271,7 @@ def skip_over(entry: PlanEntry, fire: FireTime, *, buffer: bool) -> PlanEntry:
     """Move past ``fire`` without running it now (skipped, or held as the one buffered fire)."""
     spec = plan_spec(entry.schedule, entry.schedule.id, entry.schedule.created_at)
     nxt = next_fire_after(spec, fire.nominal, entry.run_count + (1 if buffer else 0))
-    return _with_next(
-        entry, nxt, last_nominal=fire.nominal, buffered=fire if buffer else entry.buffered, announced=None
-    )
+    return _with_next(entry, nxt, last_nominal=fire.nominal, buffered=fire if buffer else entry.buffered)
 
 
 def opened(entry: PlanEntry, run_id: uuid.UUID, nominal: datetime) -> PlanEntry:

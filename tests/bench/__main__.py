@@ -21,7 +21,7 @@ import httpx
 from services.api.migrate import migrate
 from shared.settings import Settings, load_settings
 from shared.topics import create_topics
-from tests.e2e.stack import RecordingSink, Stack
+from tests.e2e.stack import RecordingSink, Stack, grid
 from tests.integration.helpers import auth, create_database, schedule_body
 
 
@@ -31,6 +31,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summarize(name: str, lags_ms: list[float], seconds: float) -> str:
+    if not lags_ms:
+        return f"{name:<10} deliveries=     0"
     return (
         f"{name:<10} deliveries={len(lags_ms):>6}  rate={len(lags_ms) / seconds:7.1f}/s  "
         f"p50={statistics.median(lags_ms):7.2f} ms  p99={percentile(lags_ms, 0.99):7.2f} ms  "
@@ -62,6 +64,31 @@ async def baseline(sink: RecordingSink, schedules: int, interval: int, seconds: 
     return [(a.received - a.nominal).total_seconds() * 1000 for a in sink.for_schedule(marker)]
 
 
+async def _print_stage_metrics(stack: Stack) -> None:
+    """Averages from the services' own histograms: where the time goes."""
+    wanted = {
+        "planner": ("chime_planner_publish_late_seconds",),
+        "executor": (
+            "chime_executor_received_late_seconds",
+            "chime_executor_call_lag_seconds",
+            "chime_executor_call_duration_seconds",
+        ),
+    }
+    async with httpx.AsyncClient(timeout=5) as client:
+        for service, metrics in wanted.items():
+            text = (await client.get(f"http://127.0.0.1:{stack.ops_ports[service]}/metrics")).text
+            values = {}
+            for line in text.splitlines():
+                for metric in metrics:
+                    for suffix in ("_sum", "_count"):
+                        if line.startswith(metric + suffix + " "):
+                            values[metric + suffix] = float(line.split()[-1])
+            for metric in metrics:
+                count = values.get(metric + "_count", 0)
+                if count:
+                    print(f"  {metric}: mean {values[metric + '_sum'] / count * 1000:.1f} ms over {count:.0f}")
+
+
 async def chime(
     settings: Settings, sink: RecordingSink, schedules: int, interval: int, seconds: float
 ) -> tuple[list[float], int]:
@@ -74,21 +101,31 @@ async def chime(
             async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api:
                 sem = asyncio.Semaphore(20)
 
-                async def create(i: int) -> str:
+                async def create(i: int) -> tuple[str, datetime]:
                     async with sem:
                         body = schedule_body(interval_seconds=interval, payload={"url": f"{sink.url}/hook"})
                         response = await api.post("/api/schedules", json=body, headers=headers)
                         response.raise_for_status()
-                        schedule_id: str = response.json()["id"]
-                        return schedule_id
+                        created = response.json()
+                        return created["id"], datetime.fromisoformat(created["created_at"])
 
-                ids = set(await asyncio.gather(*(create(i) for i in range(schedules))))
+                anchors = dict(await asyncio.gather(*(create(i) for i in range(schedules))))
+                ids = set(anchors)
             # Measure only after every schedule has fired once (warm-up), for the measurement window.
             await asyncio.sleep(interval + 2)
             window_start = datetime.now(UTC)
             await asyncio.sleep(seconds)
             window_end = datetime.now(UTC)
-            await asyncio.sleep(2)
+            expected = sum(
+                len(grid(window_start, window_end - timedelta(milliseconds=1), interval, a)) for a in anchors.values()
+            )
+            # Late deliveries still count (their lag shows it); wait for them a while.
+            deadline = time.monotonic() + max(10.0, 2.0 * interval)
+            while time.monotonic() < deadline:
+                got = sum(1 for a in sink.arrivals if a.schedule_id in ids and window_start <= a.nominal < window_end)
+                if got >= expected:
+                    break
+                await asyncio.sleep(0.5)
             arrivals = [a for a in sink.arrivals if a.schedule_id in ids and window_start <= a.nominal < window_end]
             seen: set[tuple[str, datetime]] = set()
             repeats = 0
@@ -96,6 +133,8 @@ async def chime(
                 key = (a.schedule_id, a.nominal)
                 repeats += key in seen
                 seen.add(key)
+            print(f"chime: {len(seen)} of {expected} expected fires delivered in the window")
+            await _print_stage_metrics(stack)
             return [(a.received - a.nominal).total_seconds() * 1000 for a in arrivals], repeats
         finally:
             stack.stop_all()
@@ -127,6 +166,8 @@ async def main(schedules: int, interval: int, seconds: float) -> None:
         print(f"\n{schedules} interval schedules every {interval} s, {seconds:.0f} s window, lag = arrival - nominal")
         print(summarize("baseline", base, base_s))
         print(summarize("chime", lags, seconds))
+        if not lags or not base:
+            return
         print(
             f"ratio p50 {statistics.median(lags) / statistics.median(base):.2f}x, "
             f"p99 {percentile(lags, 0.99) / percentile(base, 0.99):.2f}x; repeated deliveries: {repeats}"

@@ -277,3 +277,18 @@ async def test_chime_replay_republishes_a_topic_range_and_dead_runs(
     )
     again = await sink.wait_for(dead_schedule, 2, timeout=15)
     assert len({a.webhook_id for a in again}) == 1 and again[-1].headers["chime-attempt"] == "2"
+
+
+async def test_redirects_are_not_followed_and_go_to_the_dlq(
+    stack: Stack, api: httpx.AsyncClient, sink: RecordingSink, e2e_settings: Settings, tenant: str
+) -> None:
+    target = f"{sink.url}/moved-here"
+    url = sink.script(f"/moved/{uuid.uuid4()}", [Reply(302, headers={"Location": target})])
+    schedule = await one_off(api, e2e_settings, tenant, url)
+
+    async def dead() -> list[dict[str, Any]]:
+        return await dead_letters(api, e2e_settings, tenant, schedule_id=schedule)
+
+    entries = await until(dead)
+    assert entries and entries[0]["last_http_status"] == 302 and len(entries[0]["attempts"]) == 1
+    assert [a.path for a in sink.for_schedule(schedule)] == [url.removeprefix(sink.url)]

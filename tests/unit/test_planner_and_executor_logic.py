@@ -31,7 +31,7 @@ def state(version: int = 1, status: str = "active", interval: int = 10, updated:
 
 def test_new_schedule_is_planned_from_its_creation() -> None:
     entry, cancel = apply_upsert(None, state(), now=T0 + timedelta(seconds=30))
-    assert cancel is None and entry is not None
+    assert cancel == [] and entry is not None
     # Created at T0, the planner saw it 30 s later: the first fire (T0+10 s) is still due, not skipped.
     assert entry.next_nominal == T0 + timedelta(seconds=10)
 
@@ -39,7 +39,7 @@ def test_new_schedule_is_planned_from_its_creation() -> None:
 def test_stale_versions_are_ignored() -> None:
     entry, _ = apply_upsert(None, state(version=3), now=T0)
     again, cancel = apply_upsert(entry, state(version=2, interval=99), now=T0)
-    assert again is entry and cancel is None
+    assert again is entry and cancel == []
 
 
 def test_advance_counts_and_plans_the_next_fire() -> None:
@@ -50,7 +50,7 @@ def test_advance_counts_and_plans_the_next_fire() -> None:
     after = advance(entry, fire)
     assert after.run_count == 1 and after.last_nominal == fire.nominal
     assert after.next_nominal == fire.nominal + timedelta(seconds=10)
-    assert after.announced is not None and after.announced.run_id == planned_run_id(entry.schedule.id, fire.nominal)
+    assert [a.run_id for a in after.announced] == [planned_run_id(entry.schedule.id, fire.nominal)]
 
 
 def test_pause_inside_the_lookahead_window_cancels_the_announced_run() -> None:
@@ -65,11 +65,12 @@ def test_pause_inside_the_lookahead_window_cancels_the_announced_run() -> None:
         now=fire.planned - timedelta(milliseconds=50),
     )
     assert paused is not None and paused.next_nominal is None
-    assert cancel is not None and cancel.nominal == fire.nominal
+    assert [c.nominal for c in cancel] == [fire.nominal]
+    assert paused.run_count == 0, "a cancelled run is not counted"
     late, late_cancel = apply_upsert(
         announced, state(version=2, status="paused"), now=fire.planned + timedelta(milliseconds=50)
     )
-    assert late_cancel is None, "a run whose time has passed is not cancelled"
+    assert late_cancel == [], "a run whose time has passed is not cancelled"
 
 
 def test_non_timing_edit_keeps_the_pending_fire() -> None:
@@ -77,7 +78,7 @@ def test_non_timing_edit_keeps_the_pending_fire() -> None:
     assert entry is not None
     renamed = state(version=2, updated=T0 + timedelta(seconds=5)).model_copy(update={"name": "renamed"})
     after, cancel = apply_upsert(entry, renamed, now=T0 + timedelta(seconds=5))
-    assert after is not None and after.next_nominal == entry.next_nominal and cancel is None
+    assert after is not None and after.next_nominal == entry.next_nominal and cancel == []
     assert after.schedule.name == "renamed"
 
 
@@ -185,3 +186,21 @@ def test_overlap_decisions() -> None:
             assert to_run == nxt and freed.open_run is None and freed.run_count == 2
         # A lost outcome does not block the schedule forever.
         assert overlap_decision(running, T0 + timedelta(days=2)) is Overlap.FIRE
+
+
+def test_every_run_announced_inside_the_window_is_cancelled() -> None:
+    entry, _ = apply_upsert(None, state(interval=1), now=T0)
+    assert entry is not None
+    first = entry.next_fire()
+    assert first is not None
+    one = advance(entry, first)
+    second = one.next_fire()
+    assert second is not None
+    two = advance(one, second)
+    # Both runs were announced ahead of their time; a pause before either is due takes both back.
+    paused, cancels = apply_upsert(two, state(version=2, status="paused"), now=first.planned - timedelta(seconds=1))
+    assert sorted(c.nominal for c in cancels) == [first.nominal, second.nominal]
+    assert paused is not None and paused.run_count == 0 and paused.next_nominal is None
+    # After a resume the first of them is planned again rather than lost.
+    resumed, _ = apply_upsert(paused, state(version=3, interval=1), now=first.planned - timedelta(seconds=1))
+    assert resumed is not None and resumed.next_nominal == first.nominal
