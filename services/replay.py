@@ -88,9 +88,9 @@ async def replay_dlq(
 ) -> int:
     """Request replays of dead entries, tenant by tenant, through the same path as the API."""
     from services.api.db.dlq_repo import DlqFilter, DlqRepository
-    from services.api.db.engine import create_engine
-    from services.api.db.tables import dlq_entries
     from services.api.outbox import OutboxRelay
+    from shared.db.engine import create_engine
+    from shared.db.tables import dlq_entries
 
     engine = create_engine(settings)
     relay = OutboxRelay(settings, engine)

@@ -10,7 +10,6 @@ from fastapi import FastAPI
 from services.api import problems
 from services.api.auth import TokenVerifier
 from services.api.db.dlq_repo import DlqRepository
-from services.api.db.engine import create_engine
 from services.api.db.keys_repo import SigningKeyRepository
 from services.api.db.runs_repo import RunRepository
 from services.api.db.schedules_repo import ScheduleRepository
@@ -19,6 +18,7 @@ from services.api.metrics import ApiMetrics
 from services.api.outbox import OutboxRelay
 from services.api.ratelimit import RateLimiter
 from services.api.routes import dlq, health, runs, schedules, signing_keys
+from shared.db.engine import create_engine
 from shared.settings import Settings
 from shared.version import chime_version
 

@@ -10,7 +10,7 @@ from alembic.config import Config
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.api.db.engine import create_engine
+from shared.db.engine import create_engine
 from shared.settings import Settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"

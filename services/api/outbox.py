@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.api.db.tables import idempotency_keys, outbox
+from shared.db.tables import idempotency_keys, outbox
 from shared.events import CONTENT_TYPE, Envelope, encode_event
 from shared.kafka import build_producer
 from shared.settings import Settings

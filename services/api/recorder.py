@@ -18,8 +18,8 @@ from sqlalchemy import case, delete, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.api.db.engine import create_engine
-from services.api.db.tables import run_attempts, runs, schedules
+from shared.db.engine import create_engine
+from shared.db.tables import run_attempts, runs, schedules
 from shared.errors import EventDecodeError
 from shared.events import (
     RunAttemptFailed,

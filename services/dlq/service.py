@@ -21,8 +21,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.api.db.engine import create_engine
-from services.api.db.tables import dlq_entries
+from shared.db.engine import create_engine
+from shared.db.tables import dlq_entries
 from shared.errors import EventDecodeError
 from shared.events import CONTENT_TYPE, DlqEntry, ReplayCommand, RunDue, RunSucceeded, decode_event, encode_event
 from shared.events.runs import RunDueData, Trigger

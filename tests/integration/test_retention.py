@@ -7,10 +7,10 @@ from datetime import timedelta
 
 from sqlalchemy import insert, select
 
-from services.api.db.engine import create_engine
-from services.api.db.tables import dlq_entries, run_attempts, runs
 from services.api.recorder import Recorder
 from services.dlq.service import DlqService
+from shared.db.engine import create_engine
+from shared.db.tables import dlq_entries, run_attempts, runs
 from shared.settings import Settings
 from shared.timefmt import utcnow
 

@@ -12,9 +12,9 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.api.db.schedules_repo import decode_cursor, encode_cursor
-from services.api.db.tables import dlq_entries
 from services.api.errors import DlqEntryNotFound, InvalidTransition
 from services.api.outbox import enqueue
+from shared.db.tables import dlq_entries
 from shared.events import ReplayCommand
 from shared.events.runs import ReplayCommandData
 from shared.timefmt import utcnow

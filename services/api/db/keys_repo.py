@@ -11,9 +11,9 @@ from sqlalchemy import insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.api.db.tables import signing_keys, tenants
 from services.api.outbox import enqueue
 from shared.crypto import SecretBox, generate_webhook_secret
+from shared.db.tables import signing_keys, tenants
 from shared.events import SigningKeysUpdated
 from shared.events.signing import EncryptedSigningKey, SigningKeysData
 from shared.settings import Settings

@@ -12,8 +12,8 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api.db.schedules_repo import decode_cursor, encode_cursor
-from services.api.db.tables import run_attempts, runs
 from services.api.errors import RunNotFound
+from shared.db.tables import run_attempts, runs
 
 
 @dataclass(frozen=True, slots=True)

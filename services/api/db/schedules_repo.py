@@ -14,7 +14,6 @@ from sqlalchemy import Row, and_, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.api.db.tables import idempotency_keys, runs, schedules, tenants
 from services.api.errors import (
     FireRateExceeded,
     IdempotencyKeyReused,
@@ -24,6 +23,7 @@ from services.api.errors import (
     VersionMismatch,
 )
 from services.api.outbox import enqueue
+from shared.db.tables import idempotency_keys, runs, schedules, tenants
 from shared.errors import InvalidSchedule
 from shared.events import BackfillCommand, RunNowCommand, ScheduleDeleted, ScheduleUpserted
 from shared.events.catalog import BackfillCommandData, RunNowCommandData

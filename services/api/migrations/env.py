@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from services.api.db.tables import metadata
+from shared.db.tables import metadata
 
 config = context.config
 target_metadata = metadata
