@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.db.engine import create_engine
 from shared.opsserver import OpsServer
+from shared.settings import Settings
 
 
 class ConsumingService(Protocol):
@@ -31,3 +35,14 @@ async def serve(service: ConsumingService, host: str, port: int) -> None:
 
     async with OpsServer(host, port, service.registry, health):
         await service.run()
+
+
+async def serve_with_database(
+    settings: Settings, build: Callable[[Settings, AsyncEngine], ConsumingService], port: int
+) -> None:
+    """``serve`` a service that needs the database, disposing of the engine afterwards."""
+    engine = create_engine(settings)
+    try:
+        await serve(build(settings, engine), settings.ops_host, port)
+    finally:
+        await engine.dispose()

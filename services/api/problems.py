@@ -44,6 +44,11 @@ def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+def invalid_cursor() -> RequestValidationError:
+    """A list call's ``cursor`` that this API did not hand out."""
+    return RequestValidationError([{"loc": ("query", "cursor"), "msg": "invalid cursor", "type": "value_error"}])
+
+
 def validation_problem(errors: list[dict[str, Any]], instance: str) -> JSONResponse:
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
     return problem(422, "Validation failed", detail, "validation-failed", errors=errors, instance=instance)

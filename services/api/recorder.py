@@ -18,7 +18,6 @@ from sqlalchemy import case, delete, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.db.engine import create_engine
 from shared.db.tables import run_attempts, runs, schedules
 from shared.errors import EventDecodeError
 from shared.events import (
@@ -34,7 +33,7 @@ from shared.events.runs import RunOutcomeData, RunStatus, Trigger
 from shared.events.schedule import ScheduleStatus
 from shared.identity import instance_id
 from shared.kafka import build_consumer
-from shared.service_runner import serve
+from shared.service_runner import serve_with_database
 from shared.settings import Settings
 from shared.timefmt import utcnow
 from shared.topics import RUNS_DUE, RUNS_RESULTS, topic_name
@@ -284,13 +283,5 @@ class Recorder:
             )
 
 
-async def run(settings: Settings) -> None:
-    engine = create_engine(settings)
-    try:
-        await serve(Recorder(settings, engine), settings.ops_host, settings.recorder_port)
-    finally:
-        await engine.dispose()
-
-
 def main(settings: Settings) -> None:
-    asyncio.run(run(settings))
+    asyncio.run(serve_with_database(settings, Recorder, settings.recorder_port))

@@ -21,7 +21,6 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.db.engine import create_engine
 from shared.db.tables import dlq_entries
 from shared.errors import EventDecodeError
 from shared.events import CONTENT_TYPE, DlqEntry, ReplayCommand, RunDue, RunSucceeded, decode_event, encode_event
@@ -29,7 +28,7 @@ from shared.events.runs import RunDueData, Trigger
 from shared.identity import instance_id
 from shared.kafka import build_consumer, build_producer
 from shared.runid import new_entity_id
-from shared.service_runner import serve
+from shared.service_runner import serve_with_database
 from shared.settings import Settings
 from shared.timefmt import utcnow
 from shared.topics import DLQ_COMMANDS, RUNS_DLQ, RUNS_DUE, RUNS_RESULTS, topic_name
@@ -195,13 +194,5 @@ class DlqService:
         self.replayed.inc()
 
 
-async def run(settings: Settings) -> None:
-    engine = create_engine(settings)
-    try:
-        await serve(DlqService(settings, engine), settings.ops_host, settings.dlq_port)
-    finally:
-        await engine.dispose()
-
-
 def main(settings: Settings) -> None:
-    asyncio.run(run(settings))
+    asyncio.run(serve_with_database(settings, DlqService, settings.dlq_port))

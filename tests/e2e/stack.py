@@ -213,6 +213,16 @@ class Stack:
         return {name: self.terminate(name) for name in list(self.procs)}
 
 
+async def eventually(check: Any, timeout: float = 30.0) -> Any:
+    """Poll ``check`` until it returns something truthy or ``timeout`` passes; returns its last result."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result or asyncio.get_running_loop().time() > deadline:
+            return result
+        await asyncio.sleep(0.3)
+
+
 def grid(first: datetime, last: datetime, step_s: float, anchor: datetime) -> list[datetime]:
     """Every anchor + k·step within [first, last]."""
     from datetime import timedelta
@@ -227,4 +237,4 @@ def grid(first: datetime, last: datetime, step_s: float, anchor: datetime) -> li
     return out
 
 
-__all__ = ["Any", "Arrival", "RecordingSink", "Reply", "Stack", "free_port", "grid"]
+__all__ = ["Any", "Arrival", "RecordingSink", "Reply", "Stack", "eventually", "free_port", "grid"]

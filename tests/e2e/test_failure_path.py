@@ -13,6 +13,7 @@ import pytest
 
 from shared.settings import Settings
 from tests.e2e.stack import RecordingSink, Reply, Stack
+from tests.e2e.stack import eventually as until
 from tests.integration.helpers import auth, schedule_body
 
 FAST_RETRIES = {"max_attempts": 3, "backoff": "fixed", "initial_delay_seconds": 1, "jitter": False}
@@ -39,15 +40,6 @@ async def one_off(
     assert response.status_code == 201, response.text
     schedule_id: str = response.json()["id"]
     return schedule_id
-
-
-async def until(check: Any, timeout: float = 30.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result or asyncio.get_running_loop().time() > deadline:
-            return result
-        await asyncio.sleep(0.3)
 
 
 async def run_of(api: httpx.AsyncClient, settings: Settings, tenant: str, run_id: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import httpx
 
 from shared.settings import Settings
 from shared.webhook_signing import verify
-from tests.e2e.stack import RecordingSink, Stack
+from tests.e2e.stack import RecordingSink, Stack, eventually
 from tests.integration.helpers import auth, schedule_body
 
 
@@ -29,15 +29,6 @@ async def runs_of(api: httpx.AsyncClient, settings: Settings, tenant: str, sched
     assert response.status_code == 200, response.text
     items: list[dict[str, Any]] = response.json()["items"]
     return items
-
-
-async def eventually(check: Any, timeout: float = 20.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result or asyncio.get_running_loop().time() > deadline:
-            return result
-        await asyncio.sleep(0.3)
 
 
 async def test_interval_oneoff_and_cron_each_arrive_signed(
@@ -77,7 +68,7 @@ async def test_interval_oneoff_and_cron_each_arrive_signed(
         runs = await runs_of(api, settings, tenant, interval)
         return runs if {a.webhook_id for a in interval_hits} <= {r["id"] for r in runs} else []
 
-    runs = await eventually(recorded)
+    runs = await eventually(recorded, timeout=20.0)
     assert runs, "webhook ids did not show up as run ids in the run history"
     by_id = {r["id"]: r for r in runs}
     for arrival in interval_hits:
@@ -89,13 +80,13 @@ async def test_interval_oneoff_and_cron_each_arrive_signed(
         run = (await api.get(f"/api/runs/{interval_hits[0].webhook_id}", headers=auth(settings, tenant))).json()
         return run["status"] == "succeeded" and run["attempts"] and run["attempts"][0]["http_status"] == 200
 
-    assert await eventually(succeeded)
+    assert await eventually(succeeded, timeout=20.0)
 
     async def completed() -> bool:
         got = (await api.get(f"/api/schedules/{oneoff}", headers=auth(settings, tenant))).json()
         return got["status"] == "completed" and got["run_count"] == 1
 
-    assert await eventually(completed), "the one-off did not become completed"
+    assert await eventually(completed, timeout=20.0), "the one-off did not become completed"
     schedule = (await api.get(f"/api/schedules/{interval}", headers=auth(settings, tenant))).json()
     assert schedule["run_count"] >= 4 and schedule["last_run_at"] is not None
 

@@ -6,13 +6,13 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
-from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from services.api.auth import ReadDlq, WriteDlq
 from services.api.db.dlq_repo import DlqFilter
 from services.api.deps import Deps
 from services.api.models import Page
+from services.api.problems import invalid_cursor
 from shared.events.runs import AttemptRecord
 from shared.types import Instant
 
@@ -68,9 +68,7 @@ async def list_dead_letters(
     try:
         rows, next_cursor = await deps.dlq.list(principal.tenant, flt, limit=limit, cursor=cursor)
     except ValueError as exc:
-        raise RequestValidationError(
-            [{"loc": ("query", "cursor"), "msg": "invalid cursor", "type": "value_error"}]
-        ) from exc
+        raise invalid_cursor() from exc
     return Page[DlqEntryOut](items=[entry_out(r) for r in rows], next_cursor=next_cursor)
 
 

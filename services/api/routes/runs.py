@@ -7,13 +7,13 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime
 
 from services.api.auth import ReadRuns
 from services.api.db.runs_repo import RunFilter
 from services.api.deps import Deps
 from services.api.models import AttemptOut, Page, RunOut
+from services.api.problems import invalid_cursor
 
 router = APIRouter(prefix="/api", tags=["runs"])
 
@@ -54,9 +54,7 @@ async def list_runs(
             principal.tenant, schedule_id, flt, limit=limit, cursor=cursor
         )
     except ValueError as exc:
-        raise RequestValidationError(
-            [{"loc": ("query", "cursor"), "msg": "invalid cursor", "type": "value_error"}]
-        ) from exc
+        raise invalid_cursor() from exc
     return Page[RunOut](items=[run_out(r) for r in rows], next_cursor=next_cursor)
 
 

@@ -16,6 +16,7 @@ from services.api.db.schedules_repo import ListFilter, ScheduleRecord
 from services.api.deps import Deps
 from services.api.errors import ScheduleNotFound, VersionMismatch
 from services.api.models import Page, PreviewItem, PreviewOut, RunOut, ScheduleCreate, ScheduleOut
+from services.api.problems import invalid_cursor
 from services.api.routes.runs import run_out
 from services.api.validation import check_definition
 from shared.errors import InvalidSchedule
@@ -93,9 +94,7 @@ async def list_schedules(
     try:
         records, next_cursor = await deps.schedules.list(principal.tenant, flt, limit=limit, cursor=cursor)
     except ValueError as exc:
-        raise RequestValidationError(
-            [{"loc": ("query", "cursor"), "msg": "invalid cursor", "type": "value_error"}]
-        ) from exc
+        raise invalid_cursor() from exc
     now = utcnow()
     return Page[ScheduleOut](items=[schedule_out(r, now) for r in records], next_cursor=next_cursor)
 
