@@ -41,6 +41,7 @@ from services.planner.entries import (
     tick_is_current,
 )
 from services.planner.heaps import PartitionHeaps
+from services.planner.keylocks import KeyLocks
 from shared.errors import EventDecodeError
 from shared.events import (
     CONTENT_TYPE,
@@ -101,6 +102,7 @@ class Planner:
         self.heaps = PartitionHeaps()
         self.recovered = False
         self._wake = asyncio.Event()
+        self._keys = KeyLocks()
         self._lookahead = timedelta(milliseconds=settings.planner_lookahead_ms)
         self._partitions = settings.partitions
         ident = instance_id(settings, "planner")
@@ -212,105 +214,93 @@ class Planner:
 
     async def _schedules_agent(self, stream: Any) -> None:
         async for event in stream.events():
-            key: bytes = event.key
-            try:
-                decoded = decode_event(event.value)
-            except EventDecodeError:
-                self._set_aside("schedules", event)
-                continue
-            now = utcnow()
-            entry = self._get(key)
-            if isinstance(decoded, ScheduleUpserted):
-                new, cancels = apply_upsert(entry, decoded.data, now)
-            elif isinstance(decoded, ScheduleDeleted):
-                new, cancels = apply_delete(entry, decoded.data.version, now)
-            else:
-                continue
-            if new is None or new is entry:
-                continue
-            for cancel in cancels:
-                await self._cancel(key, new, cancel.run_id, cancel.nominal, "schedule changed")
-                if new.open_run == cancel.run_id:
-                    # A cancelled run never reports an outcome; it must not hold the schedule back.
-                    new = new.model_copy(update={"open_run": None, "open_nominal": None})
-            self._put(key, new)
-            self._schedule(event.message.partition, new)
+            async with self._keys.hold(event.key):
+                await self._on_schedule_change(event)
+
+    async def _on_schedule_change(self, event: Any) -> None:
+        key: bytes = event.key
+        try:
+            decoded = decode_event(event.value)
+        except EventDecodeError:
+            self._set_aside("schedules", event)
+            return
+        now = utcnow()
+        entry = self._get(key)
+        if isinstance(decoded, ScheduleUpserted):
+            new, cancels = apply_upsert(entry, decoded.data, now)
+        elif isinstance(decoded, ScheduleDeleted):
+            new, cancels = apply_delete(entry, decoded.data.version, now)
+        else:
+            return
+        if new is None or new is entry:
+            return
+        for cancel in cancels:
+            await self._cancel(key, new, cancel.run_id, cancel.nominal, "schedule changed")
+            if new.open_run == cancel.run_id:
+                # A cancelled run never reports an outcome; it must not hold the schedule back.
+                new = new.model_copy(update={"open_run": None, "open_nominal": None})
+        self._put(key, new)
+        self._schedule(event.message.partition, new)
 
     async def _ticks_agent(self, stream: Any) -> None:
         async for event in stream.events():
-            key: bytes = event.key
-            try:
-                tick = Tick.model_validate_json(event.value)
-            except ValueError:
-                self._set_aside("ticks", event)
-                continue
-            entry = self._get(key)
-            fire = entry.next_fire() if entry is not None else None
-            if entry is None or fire is None or not tick_is_current(entry, tick):
-                self.metrics.stale_ticks.inc()
-                continue
-            now = utcnow()
-            misfire = plan_misfire(entry, now)
-            if misfire is not None:
-                after = advance_past(entry, misfire.last_considered, len(misfire.fire))
-                done = after.next_nominal is None
-                for n, missed in enumerate(misfire.fire, 1):
-                    final = done and n == len(misfire.fire)
-                    await self._publish_due(key, self._due_data(entry, missed, final=final))
-                    after = opened(after, planned_run_id(entry.schedule.id, missed.nominal), missed.nominal)
-                if misfire.skipped_count and misfire.skipped_first and misfire.skipped_last:
+            async with self._keys.hold(event.key):
+                await self._on_tick(event)
+
+    async def _on_tick(self, event: Any) -> None:
+        key: bytes = event.key
+        try:
+            tick = Tick.model_validate_json(event.value)
+        except ValueError:
+            self._set_aside("ticks", event)
+            return
+        entry = self._get(key)
+        fire = entry.next_fire() if entry is not None else None
+        if entry is None or fire is None or not tick_is_current(entry, tick):
+            self.metrics.stale_ticks.inc()
+            return
+        now = utcnow()
+        misfire = plan_misfire(entry, now)
+        if misfire is not None:
+            after = advance_past(entry, misfire.last_considered, len(misfire.fire))
+            done = after.next_nominal is None
+            for n, missed in enumerate(misfire.fire, 1):
+                final = done and n == len(misfire.fire)
+                await self._publish_due(key, self._due_data(entry, missed, final=final))
+                after = opened(after, planned_run_id(entry.schedule.id, missed.nominal), missed.nominal)
+            if misfire.skipped_count and misfire.skipped_first and misfire.skipped_last:
+                await self._publish_skipped(
+                    key,
+                    entry,
+                    SkipReason.MISFIRE,
+                    misfire.skipped_count,
+                    misfire.skipped_first,
+                    misfire.skipped_last,
+                    final=done and not misfire.fire,
+                )
+        else:
+            decision = overlap_decision(entry, now)
+            if decision is Overlap.FIRE:
+                after = advance(entry, fire)
+                await self._publish_due(key, self._due_data(entry, fire, final=after.next_nominal is None))
+                after = opened(after, planned_run_id(entry.schedule.id, fire.nominal), fire.nominal)
+            else:
+                after = skip_over(entry, fire, buffer=decision is Overlap.BUFFER)
+                if decision is Overlap.SKIP:
+                    final = after.next_nominal is None and after.buffered is None
                     await self._publish_skipped(
                         key,
                         entry,
-                        SkipReason.MISFIRE,
-                        misfire.skipped_count,
-                        misfire.skipped_first,
-                        misfire.skipped_last,
-                        final=done and not misfire.fire,
+                        SkipReason.OVERLAP,
+                        1,
+                        fire.nominal,
+                        fire.nominal,
+                        final=final,
+                        run_id=planned_run_id(entry.schedule.id, fire.nominal),
                     )
-            else:
-                decision = overlap_decision(entry, now)
-                if decision is Overlap.FIRE:
-                    after = advance(entry, fire)
-                    await self._publish_due(key, self._due_data(entry, fire, final=after.next_nominal is None))
-                    after = opened(after, planned_run_id(entry.schedule.id, fire.nominal), fire.nominal)
-                else:
-                    after = skip_over(entry, fire, buffer=decision is Overlap.BUFFER)
-                    if decision is Overlap.SKIP:
-                        final = after.next_nominal is None and after.buffered is None
-                        await self._publish_skipped(
-                            key,
-                            entry,
-                            SkipReason.OVERLAP,
-                            1,
-                            fire.nominal,
-                            fire.nominal,
-                            final=final,
-                            run_id=planned_run_id(entry.schedule.id, fire.nominal),
-                        )
-            await self._settle(key, event.message.partition, entry, fire, after)
-
-    async def _settle(self, key: bytes, partition: int, before: PlanEntry, fire: FireTime, after: PlanEntry) -> None:
-        """Store ``after`` unless the schedule changed while its run.due was being acknowledged.
-
-        The ticks agent awaits the broker between reading and writing the entry, and the schedules agent
-        may have applied a change meanwhile; that change must not be lost. If the change kept the fired time
-        pending, the fire is applied on top of it; otherwise the change already re-planned the schedule.
-        """
-        current = self._get(key)
-        if current is None or (current.version == before.version and current.next_nominal == before.next_nominal):
-            chosen = after
-        elif current.next_nominal == fire.nominal:
-            chosen = opened(advance(current, fire), planned_run_id(current.schedule.id, fire.nominal), fire.nominal)
-        else:
-            # The change re-planned without knowing this run had just gone out: take it back while it is
-            # still ahead of its time.
-            if fire.planned > utcnow():
-                run_id = planned_run_id(current.schedule.id, fire.nominal)
-                await self._cancel(key, current, run_id, fire.nominal, "schedule changed")
-            return
-        self._put(key, chosen)
-        self._schedule(partition, chosen)
+        # The key's lock kept every other change to this entry out while the broker acknowledged.
+        self._put(key, after)
+        self._schedule(event.message.partition, after)
 
     def _due_data(self, entry: PlanEntry, fire: FireTime, *, final: bool) -> RunDueData:
         state = entry.schedule
@@ -360,7 +350,6 @@ class Planner:
     async def _results_agent(self, stream: Any) -> None:
         """Run outcomes, fed back for the overlap policies: a finished run frees its schedule."""
         async for event in stream.events():
-            key: bytes = event.key
             try:
                 decoded = decode_event(event.value)
             except EventDecodeError:
@@ -369,17 +358,21 @@ class Planner:
                 continue
             if decoded.data.status not in (RunStatus.SUCCEEDED, RunStatus.DEAD_LETTERED, RunStatus.FAILED):
                 continue
-            entry = self._get(key)
-            if entry is None or entry.open_run != decoded.data.run_id:
-                continue
-            after, buffered = finished(entry, decoded.data.run_id)
-            if buffered is not None:
-                now = utcnow()
-                late = FireTime(nominal=buffered.nominal, planned=max(buffered.planned, now))
-                final = after.next_nominal is None
-                await self._publish_due(key, self._due_data(entry, late, final=final))
-                after = opened(after, planned_run_id(entry.schedule.id, buffered.nominal), buffered.nominal)
-            self._put(key, after)
+            async with self._keys.hold(event.key):
+                await self._on_run_finished(event.key, decoded.data.run_id)
+
+    async def _on_run_finished(self, key: bytes, run_id: uuid.UUID) -> None:
+        entry = self._get(key)
+        if entry is None or entry.open_run != run_id:
+            return
+        after, buffered = finished(entry, run_id)
+        if buffered is not None:
+            now = utcnow()
+            late = FireTime(nominal=buffered.nominal, planned=max(buffered.planned, now))
+            final = after.next_nominal is None
+            await self._publish_due(key, self._due_data(entry, late, final=final))
+            after = opened(after, planned_run_id(entry.schedule.id, buffered.nominal), buffered.nominal)
+        self._put(key, after)
 
     async def _commands_agent(self, stream: Any) -> None:
         async for event in stream.events():

@@ -68,7 +68,10 @@ async def test_misfire_policies_after_planner_downtime(
             assert events == [], "fire_all skipped something"
             assert set(expected) <= delivered, f"fire_all lost {sorted(set(expected) - delivered)}"
             continue
-        assert len(events) == 1, f"{policy}: expected one skipped event per outage, got {len(events)}"
+        assert len(events) == 1, f"{policy}: expected one skipped event per outage, got " + ", ".join(
+            f"{e.data.count} from {e.data.first_nominal:%H:%M:%S.%f} to {e.data.last_nominal:%H:%M:%S.%f} at {e.time}"
+            for e in events
+        )
         data = events[0].data
         assert data.reason.value == "misfire"
         in_skip = [t for t in expected if data.first_nominal <= t <= data.last_nominal]
