@@ -37,9 +37,14 @@ def build_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**opts)
 
 
+# How long the broker may hold a fetch that finds no new records. aiokafka keeps one fetch in flight per broker,
+# so records for a partition left out of that fetch wait up to this long; it bounds Kafka's share of the lag.
+FETCH_MAX_WAIT_MS = 50
+
+
 def build_consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaConsumer:
     opts = client_options(settings)
-    opts.update(enable_auto_commit=False, fetch_max_wait_ms=50, **overrides)
+    opts.update(enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS, **overrides)
     return AIOKafkaConsumer(*topics, **opts)
 
 

@@ -67,7 +67,7 @@ async def baseline(sink: RecordingSink, schedules: int, interval: int, seconds: 
 async def _print_stage_metrics(stack: Stack) -> None:
     """Averages from the services' own histograms: where the time goes."""
     wanted = {
-        "planner": ("chime_planner_publish_late_seconds",),
+        "planner": ("chime_planner_publish_late_seconds", "chime_planner_tick_stage_seconds"),
         "executor": (
             "chime_executor_received_late_seconds",
             "chime_executor_call_lag_seconds",
@@ -77,16 +77,17 @@ async def _print_stage_metrics(stack: Stack) -> None:
     async with httpx.AsyncClient(timeout=5) as client:
         for service, metrics in wanted.items():
             text = (await client.get(f"http://127.0.0.1:{stack.ops_ports[service]}/metrics")).text
-            values = {}
+            sums: dict[str, float] = {}
+            counts: dict[str, float] = {}
             for line in text.splitlines():
+                name, _, value = line.rpartition(" ")
                 for metric in metrics:
-                    for suffix in ("_sum", "_count"):
-                        if line.startswith(metric + suffix + " "):
-                            values[metric + suffix] = float(line.split()[-1])
-            for metric in metrics:
-                count = values.get(metric + "_count", 0)
+                    for suffix, into in (("_sum", sums), ("_count", counts)):
+                        if name.startswith(metric + suffix) and name[len(metric + suffix) :][:1] in ("", "{"):
+                            into[metric + name[len(metric + suffix) :]] = float(value)
+            for series, count in sorted(counts.items()):
                 if count:
-                    print(f"  {metric}: mean {values[metric + '_sum'] / count * 1000:.1f} ms over {count:.0f}")
+                    print(f"  {series}: mean {sums[series] / count * 1000:.1f} ms over {count:.0f}")
 
 
 async def chime(
