@@ -93,8 +93,8 @@ class PlannerMetrics:
         )
         self.stage = Histogram(
             "chime_planner_tick_stage_seconds",
-            "Time a due fire spends in each stage: fire_loop (heap due to tick sent), ticks_topic (tick sent to"
-            " tick received), due_ack (run.due sent to acknowledged)",
+            "Time a due fire spends in each stage: fire_loop (heap due to tick sent), ticks_fetch (tick sent to"
+            " consumed), ticks_queue (consumed to handled), due_ack (run.due sent to acknowledged)",
             ["stage"],
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
@@ -261,7 +261,9 @@ class Planner:
 
     async def _on_tick(self, event: Any) -> None:
         key: bytes = event.key
-        self.metrics.stage.labels("ticks_topic").observe(max(0.0, time.time() - event.message.timestamp))
+        queued = time.monotonic() - (event.message.time_in or time.monotonic())
+        self.metrics.stage.labels("ticks_fetch").observe(max(0.0, time.time() - queued - event.message.timestamp))
+        self.metrics.stage.labels("ticks_queue").observe(max(0.0, queued))
         try:
             tick = Tick.model_validate_json(event.value)
         except ValueError:

@@ -64,30 +64,43 @@ async def baseline(sink: RecordingSink, schedules: int, interval: int, seconds: 
     return [(a.received - a.nominal).total_seconds() * 1000 for a in sink.for_schedule(marker)]
 
 
-async def _print_stage_metrics(stack: Stack) -> None:
-    """Averages from the services' own histograms: where the time goes."""
-    wanted = {
-        "planner": ("chime_planner_publish_late_seconds", "chime_planner_tick_stage_seconds"),
-        "executor": (
-            "chime_executor_received_late_seconds",
-            "chime_executor_call_lag_seconds",
-            "chime_executor_call_duration_seconds",
-        ),
-    }
+_STAGE_METRICS = {
+    "planner": ("chime_planner_publish_late_seconds", "chime_planner_tick_stage_seconds"),
+    "executor": (
+        "chime_executor_received_late_seconds",
+        "chime_executor_call_lag_seconds",
+        "chime_executor_call_duration_seconds",
+    ),
+}
+
+StageSample = dict[str, tuple[float, float]]
+
+
+async def _stage_metrics(stack: Stack) -> StageSample:
+    """Sum and count of each stage histogram series, from the services' own /metrics."""
+    out: StageSample = {}
     async with httpx.AsyncClient(timeout=5) as client:
-        for service, metrics in wanted.items():
+        for service, metrics in _STAGE_METRICS.items():
             text = (await client.get(f"http://127.0.0.1:{stack.ops_ports[service]}/metrics")).text
-            sums: dict[str, float] = {}
-            counts: dict[str, float] = {}
             for line in text.splitlines():
                 name, _, value = line.rpartition(" ")
                 for metric in metrics:
-                    for suffix, into in (("_sum", sums), ("_count", counts)):
-                        if name.startswith(metric + suffix) and name[len(metric + suffix) :][:1] in ("", "{"):
-                            into[metric + name[len(metric + suffix) :]] = float(value)
-            for series, count in sorted(counts.items()):
-                if count:
-                    print(f"  {series}: mean {sums[series] / count * 1000:.1f} ms over {count:.0f}")
+                    for index, suffix in enumerate(("_sum", "_count")):
+                        rest = name[len(metric + suffix) :]
+                        if name.startswith(metric + suffix) and rest[:1] in ("", "{"):
+                            pair = list(out.get(metric + rest, (0.0, 0.0)))
+                            pair[index] = float(value)
+                            out[metric + rest] = (pair[0], pair[1])
+    return out
+
+
+def _print_stage_means(before: StageSample, after: StageSample) -> None:
+    """Means over the measurement window only: where the time went."""
+    for series, (total, count) in sorted(after.items()):
+        total -= before.get(series, (0.0, 0.0))[0]
+        count -= before.get(series, (0.0, 0.0))[1]
+        if count:
+            print(f"  {series}: mean {total / count * 1000:.1f} ms over {count:.0f}")
 
 
 async def chime(
@@ -115,8 +128,10 @@ async def chime(
             # Measure only after every schedule has fired once (warm-up), for the measurement window.
             await asyncio.sleep(interval + 2)
             window_start = datetime.now(UTC)
+            stages_before = await _stage_metrics(stack)
             await asyncio.sleep(seconds)
             window_end = datetime.now(UTC)
+            stages_after = await _stage_metrics(stack)
             expected = sum(
                 len(grid(window_start, window_end - timedelta(milliseconds=1), interval, a)) for a in anchors.values()
             )
@@ -135,7 +150,7 @@ async def chime(
                 repeats += key in seen
                 seen.add(key)
             print(f"chime: {len(seen)} of {expected} expected fires delivered in the window")
-            await _print_stage_metrics(stack)
+            _print_stage_means(stages_before, stages_after)
             return [(a.received - a.nominal).total_seconds() * 1000 for a in arrivals], repeats
         finally:
             stack.stop_all()
