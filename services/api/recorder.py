@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from sqlalchemy import case, delete, func, literal, select, update
+from sqlalchemy import Integer, String, Uuid, case, cast, column, delete, func, select, update, values
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.db.tables import run_attempts, runs, schedules
+from services.api.run_batch import RANK, RunBatch
+from shared.db.tables import TS, run_attempts, runs, schedules
 from shared.errors import EventDecodeError
 from shared.events import (
     RunAttemptFailed,
@@ -29,7 +31,7 @@ from shared.events import (
     RunSucceeded,
     decode_event,
 )
-from shared.events.runs import RunOutcomeData, RunStatus, Trigger
+from shared.events.runs import RunStatus, Trigger
 from shared.events.schedule import ScheduleStatus
 from shared.identity import instance_id
 from shared.kafka import build_consumer
@@ -43,19 +45,19 @@ log = logging.getLogger(__name__)
 _PRUNE_EVERY_S = 600.0
 _PRUNE_BATCH = 5_000
 
-_RANK = {
-    RunStatus.QUEUED: 0,
-    RunStatus.RUNNING: 1,
-    RunStatus.RETRYING: 2,
-    RunStatus.SUCCEEDED: 3,
-    RunStatus.FAILED: 3,
-    RunStatus.DEAD_LETTERED: 3,
-    RunStatus.SKIPPED: 3,
-}
+_ATTEMPT_FIELDS = (
+    "worker",
+    "started_at",
+    "finished_at",
+    "http_status",
+    "duration_ms",
+    "error",
+    "response_excerpt",
+)
 
 
-def _rank(column: Any) -> Any:
-    return case({s.value: r for s, r in _RANK.items()}, value=column, else_=0)
+def _rank(status: Any) -> Any:
+    return case({s.value: r for s, r in RANK.items()}, value=status, else_=0)
 
 
 class Recorder:
@@ -121,23 +123,82 @@ class Recorder:
 
     async def write(self, values: list[bytes]) -> None:
         async with self.engine.begin() as conn:
+            batch = RunBatch()
             for raw in values:
                 try:
                     event = decode_event(raw)
                 except EventDecodeError:
                     log.error("undecodable record set aside", extra={"raw": raw[:2048]})
                     continue
-                if isinstance(event, RunDue):
-                    await self._due(conn, event)
+                if isinstance(event, RunDue) and event.data.trigger is not Trigger.REPLAY:
+                    batch.add_due(event.data)
+                    if event.data.final and event.data.trigger is Trigger.SCHEDULE:
+                        batch.add_completion(event.data.schedule_id, event.data.schedule_version)
                 elif isinstance(event, RunSucceeded | RunAttemptFailed | RunDeadLettered):
-                    await self._outcome(conn, event.data)
-                elif isinstance(event, RunCancelled):
-                    await self._cancelled(conn, event)
-                elif isinstance(event, RunSkipped):
-                    await self._skipped(conn, event)
+                    batch.add_outcome(event.data)
+                elif isinstance(event, RunDue | RunCancelled | RunSkipped):
+                    # These depend on what came before them: apply the batch so far first.
+                    await self._flush(conn, batch)
+                    batch = RunBatch()
+                    if isinstance(event, RunDue):
+                        await self._replay(conn, event)
+                    elif isinstance(event, RunCancelled):
+                        await self._cancelled(conn, event)
+                    else:
+                        await self._skipped(conn, event)
                 else:
                     continue
                 self.recorded.labels(event.type).inc()
+            await self._flush(conn, batch)
+
+    async def _flush(self, conn: AsyncConnection, batch: RunBatch) -> None:
+        """Write a segment with one statement per kind of change (asyncpg allows 32,767 parameters: a
+        consumer batch of at most 1,000 records stays well inside)."""
+        if batch.runs:
+            created = (
+                await conn.execute(
+                    pg_insert(runs)
+                    .values(list(batch.runs.values()))
+                    .on_conflict_do_nothing()
+                    .returning(runs.c.schedule_id, runs.c.trigger, runs.c.scheduled_for)
+                )
+            ).all()
+            counts: dict[uuid.UUID, tuple[int, datetime]] = {}
+            for row in created:
+                if row.trigger == Trigger.SCHEDULE.value:
+                    n, last = counts.get(row.schedule_id, (0, row.scheduled_for))
+                    counts[row.schedule_id] = (n + 1, max(last, row.scheduled_for))
+            if counts:
+                v = values(column("sid", Uuid), column("n", Integer), column("last", TS), name="created_runs").data(
+                    [(sid, n, last) for sid, (n, last) in sorted(counts.items())]
+                )
+                await conn.execute(
+                    update(schedules)
+                    .where(schedules.c.id == v.c.sid)
+                    .values(
+                        run_count=schedules.c.run_count + v.c.n,
+                        last_run_at=func.greatest(func.coalesce(schedules.c.last_run_at, v.c.last), v.c.last),
+                    )
+                )
+        if batch.statuses:
+            v = values(
+                column("rid", Uuid), column("status", String), column("rank", Integer), column("fin", TS), name="moves"
+            ).data([(rid, c.status.value, c.rank, c.finished_at) for rid, c in batch.statuses.items()])
+            await conn.execute(
+                update(runs)
+                .where(runs.c.id == v.c.rid, _rank(runs.c.status) < v.c.rank)
+                .values(status=v.c.status, updated_at=func.now(), finished_at=cast(v.c.fin, TS))
+            )
+        if batch.attempts:
+            stmt = pg_insert(run_attempts).values(list(batch.attempts.values()))
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[run_attempts.c.run_id, run_attempts.c.attempt],
+                    set_={c: stmt.excluded[c] for c in _ATTEMPT_FIELDS},
+                )
+            )
+        for schedule_id, version in batch.completions.items():
+            await self._complete(conn, schedule_id, version)
 
     async def _insert_run(
         self,
@@ -178,17 +239,16 @@ class Recorder:
             )
         return inserted is not None
 
-    async def _due(self, conn: AsyncConnection, event: RunDue) -> None:
+    async def _replay(self, conn: AsyncConnection, event: RunDue) -> None:
+        """A replay reopens the dead run under the same id; later outcomes move it forward again."""
         d = event.data
-        if d.trigger is Trigger.REPLAY:
-            # A replay reopens the dead run under the same id; later outcomes move it forward again.
-            await conn.execute(
-                update(runs)
-                .where(runs.c.id == d.run_id)
-                .values(
-                    status=RunStatus.QUEUED.value, trigger=Trigger.REPLAY.value, finished_at=None, updated_at=func.now()
-                )
+        await conn.execute(
+            update(runs)
+            .where(runs.c.id == d.run_id)
+            .values(
+                status=RunStatus.QUEUED.value, trigger=Trigger.REPLAY.value, finished_at=None, updated_at=func.now()
             )
+        )
         await self._insert_run(
             conn,
             run_id=d.run_id,
@@ -198,43 +258,6 @@ class Recorder:
             planned=d.planned_time,
             trigger=d.trigger,
             status=RunStatus.QUEUED,
-        )
-        if d.final and d.trigger is Trigger.SCHEDULE:
-            await self._complete(conn, d.schedule_id, d.schedule_version)
-
-    async def _outcome(self, conn: AsyncConnection, d: RunOutcomeData) -> None:
-        await self._insert_run(
-            conn,
-            run_id=d.run_id,
-            schedule_id=d.schedule_id,
-            tenant=d.tenant_id,
-            nominal=d.nominal_time,
-            planned=None,
-            trigger=d.trigger,
-            status=d.status,
-        )
-        await conn.execute(
-            update(runs)
-            .where(runs.c.id == d.run_id, _rank(runs.c.status) < literal(_RANK[d.status]))
-            .values(
-                status=d.status.value,
-                updated_at=func.now(),
-                finished_at=d.finished_at if _RANK[d.status] == 3 else None,
-            )
-        )
-        values = dict(
-            worker=d.worker,
-            started_at=d.started_at,
-            finished_at=d.finished_at,
-            http_status=d.http_status,
-            duration_ms=d.duration_ms,
-            error=d.error,
-            response_excerpt=d.response_excerpt,
-        )
-        await conn.execute(
-            pg_insert(run_attempts)
-            .values(run_id=d.run_id, attempt=d.attempt, **values)
-            .on_conflict_do_update(index_elements=[run_attempts.c.run_id, run_attempts.c.attempt], set_=values)
         )
 
     async def _skipped(self, conn: AsyncConnection, event: RunSkipped) -> None:

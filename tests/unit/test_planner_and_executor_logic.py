@@ -204,3 +204,40 @@ def test_every_run_announced_inside_the_window_is_cancelled() -> None:
     # After a resume the first of them is planned again rather than lost.
     resumed, _ = apply_upsert(paused, state(version=3, interval=1), now=first.planned - timedelta(seconds=1))
     assert resumed is not None and resumed.next_nominal == first.nominal
+
+
+def test_the_result_probe_reads_only_finished_runs() -> None:
+    from services.planner.results import ResultProbe
+    from shared.events import RunAttemptFailed, RunSkipped, RunSucceeded, encode_event
+    from shared.events.runs import RunOutcomeData, RunSkippedData, RunStatus, SkipReason, Trigger
+
+    run_id = uuid.uuid4()
+
+    def outcome(status: RunStatus) -> RunOutcomeData:
+        return RunOutcomeData(
+            run_id=run_id,
+            schedule_id=uuid.uuid4(),
+            tenant_id="t",
+            nominal_time=T0,
+            trigger=Trigger.SCHEDULE,
+            attempt=1,
+            status=status,
+            worker="w",
+            started_at=T0,
+            finished_at=T0,
+            duration_ms=1,
+        )
+
+    def probe(event: object) -> ResultProbe:
+        return ResultProbe.model_validate_json(encode_event(event))  # type: ignore[arg-type]
+
+    done = probe(RunSucceeded(subject="s", tenant="t", time=T0, data=outcome(RunStatus.SUCCEEDED)))
+    assert done.finishes_run() and done.data.run_id == run_id
+    dead = probe(RunAttemptFailed(subject="s", tenant="t", time=T0, data=outcome(RunStatus.DEAD_LETTERED)))
+    assert dead.finishes_run()
+    retrying = probe(RunAttemptFailed(subject="s", tenant="t", time=T0, data=outcome(RunStatus.RETRYING)))
+    assert not retrying.finishes_run()
+    skipped = RunSkippedData(
+        schedule_id=uuid.uuid4(), tenant_id="t", reason=SkipReason.OVERLAP, count=1, first_nominal=T0, last_nominal=T0
+    )
+    assert not probe(RunSkipped(subject="s", tenant="t", time=T0, data=skipped)).finishes_run()

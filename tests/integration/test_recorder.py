@@ -1,0 +1,127 @@
+"""The recorder's batched writes against the real database: order-independent, idempotent, counters exact."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+import httpx
+from sqlalchemy import select
+
+from services.api.recorder import Recorder
+from shared.db.engine import create_engine
+from shared.db.tables import run_attempts, runs
+from shared.events import RunAttemptFailed, RunDue, RunSucceeded, encode_event
+from shared.events.runs import RunDueData, RunOutcomeData, RunStatus, Trigger
+from shared.events.schedule import DeliverySpec, RetryPolicy
+from shared.runid import planned_run_id
+from shared.settings import Settings
+from shared.timefmt import utcnow
+from tests.integration.helpers import auth, schedule_body
+
+
+def _due(schedule: dict[str, object], nominal: datetime, *, final: bool = False) -> bytes:
+    sid = uuid.UUID(str(schedule["id"]))
+    data = RunDueData(
+        run_id=planned_run_id(sid, nominal),
+        schedule_id=sid,
+        tenant_id=str(schedule["tenant"]),
+        schedule_version=1,
+        nominal_time=nominal,
+        planned_time=nominal,
+        delivery=DeliverySpec(url="http://127.0.0.1:9/hook"),
+        retry_policy=RetryPolicy(),
+        final=final,
+    )
+    return encode_event(RunDue(subject=str(sid), tenant=data.tenant_id, time=utcnow(), data=data))
+
+
+def _outcome(schedule: dict[str, object], nominal: datetime, attempt: int, status: RunStatus) -> bytes:
+    sid = uuid.UUID(str(schedule["id"]))
+    started = nominal + timedelta(milliseconds=attempt)
+    data = RunOutcomeData(
+        run_id=planned_run_id(sid, nominal),
+        schedule_id=sid,
+        tenant_id=str(schedule["tenant"]),
+        nominal_time=nominal,
+        trigger=Trigger.SCHEDULE,
+        attempt=attempt,
+        status=status,
+        worker="w1",
+        started_at=started,
+        finished_at=started + timedelta(milliseconds=5),
+        duration_ms=5,
+        http_status=200 if status is RunStatus.SUCCEEDED else 503,
+    )
+    cls = RunSucceeded if status is RunStatus.SUCCEEDED else RunAttemptFailed
+    return encode_event(cls(subject=str(sid), tenant=data.tenant_id, time=utcnow(), data=data))
+
+
+async def test_a_batch_in_any_order_records_each_run_once(
+    settings: Settings, client: httpx.AsyncClient, tenant: str
+) -> None:
+    created = await client.post("/api/schedules", json=schedule_body(), headers=auth(settings, tenant))
+    assert created.status_code == 201, created.text
+    schedule = {**created.json(), "tenant": tenant}
+    t0 = datetime.fromisoformat(created.json()["created_at"]).replace(microsecond=0) + timedelta(minutes=1)
+    a, b, c, d = (t0 + timedelta(minutes=n) for n in range(4))
+    batch = [
+        _due(schedule, a),
+        _outcome(schedule, a, 1, RunStatus.RETRYING),
+        _outcome(schedule, c, 1, RunStatus.SUCCEEDED),  # its result overtook its run.due
+        _due(schedule, b),
+        _outcome(schedule, a, 2, RunStatus.SUCCEEDED),
+        _outcome(schedule, a, 1, RunStatus.RETRYING),  # a redelivered record must not move the run back
+        _due(schedule, c),
+        _due(schedule, a),
+    ]
+    engine = create_engine(settings)
+    try:
+        recorder = Recorder(settings, engine)
+        await recorder.write(batch)
+        await recorder.write(batch[2:6])  # the same records again, as after a crash before the commit
+        await recorder.write([_due(schedule, d), _outcome(schedule, d, 1, RunStatus.RETRYING)])  # nothing finished
+        ids = {n: planned_run_id(uuid.UUID(schedule["id"]), n) for n in (a, b, c, d)}
+        async with engine.connect() as conn:
+            rows = {r.id: r for r in (await conn.execute(select(runs).where(runs.c.id.in_(ids.values())))).all()}
+            attempts = (
+                await conn.execute(
+                    select(run_attempts.c.run_id, run_attempts.c.attempt, run_attempts.c.http_status).where(
+                        run_attempts.c.run_id.in_(ids.values())
+                    )
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+
+    assert {n: rows[i].status for n, i in ids.items()} == {
+        a: "succeeded",
+        b: "queued",
+        c: "succeeded",
+        d: "retrying",
+    }
+    assert rows[ids[a]].planned_for == a and rows[ids[a]].finished_at is not None
+    assert rows[ids[b]].finished_at is None and rows[ids[d]].finished_at is None
+    names = {i: n for n, i in ids.items()}
+    assert sorted((names[r.run_id], r.attempt, r.http_status) for r in attempts) == [
+        (a, 1, 503),
+        (a, 2, 200),
+        (c, 1, 200),
+        (d, 1, 503),
+    ]
+    got = (await client.get(f"/api/schedules/{schedule['id']}", headers=auth(settings, tenant))).json()
+    assert got["run_count"] == 4
+    assert datetime.fromisoformat(got["last_run_at"]) == d
+
+
+async def test_a_final_run_completes_the_schedule(settings: Settings, client: httpx.AsyncClient, tenant: str) -> None:
+    created = await client.post("/api/schedules", json=schedule_body(), headers=auth(settings, tenant))
+    schedule = {**created.json(), "tenant": tenant}
+    nominal = datetime.fromisoformat(created.json()["created_at"]) + timedelta(minutes=1)
+    engine = create_engine(settings)
+    try:
+        await Recorder(settings, engine).write([_due(schedule, nominal, final=True)])
+    finally:
+        await engine.dispose()
+    got = (await client.get(f"/api/schedules/{schedule['id']}", headers=auth(settings, tenant))).json()
+    assert got["status"] == "completed" and got["run_count"] == 1
