@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -94,6 +95,30 @@ async def _stage_metrics(stack: Stack) -> StageSample:
     return out
 
 
+def _cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User plus system CPU time of each process so far (Linux /proc)."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for name, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _broker_pid() -> dict[str, int]:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"kafka.Kafka" in (entry / "cmdline").read_bytes():
+                    return {"kafka": int(entry.name)}
+            except OSError:
+                continue
+    return {}
+
+
 def _print_stage_means(before: StageSample, after: StageSample) -> None:
     """Means over the measurement window only: where the time went."""
     for series, (total, count) in sorted(after.items()):
@@ -129,9 +154,12 @@ async def chime(
             await asyncio.sleep(interval + 2)
             window_start = datetime.now(UTC)
             stages_before = await _stage_metrics(stack)
+            pids = {name: proc.pid for name, proc in stack.procs.items()} | _broker_pid()
+            cpu_before = _cpu_seconds(pids)
             await asyncio.sleep(seconds)
             window_end = datetime.now(UTC)
             stages_after = await _stage_metrics(stack)
+            cpu_after = _cpu_seconds(pids)
             expected = sum(
                 len(grid(window_start, window_end - timedelta(milliseconds=1), interval, a)) for a in anchors.values()
             )
@@ -151,6 +179,12 @@ async def chime(
                 seen.add(key)
             print(f"chime: {len(seen)} of {expected} expected fires delivered in the window")
             _print_stage_means(stages_before, stages_after)
+            busy = ", ".join(
+                f"{name} {(cpu_after[name] - cpu_before[name]) / seconds * 100:.0f}%"
+                for name in sorted(cpu_after)
+                if name in cpu_before
+            )
+            print(f"  CPU over the window (100% = one core): {busy}")
             return [(a.received - a.nominal).total_seconds() * 1000 for a in arrivals], repeats
         finally:
             stack.stop_all()
