@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from shared.db.tables import dlq_entries
 from shared.errors import EventDecodeError
 from shared.events import CONTENT_TYPE, DlqEntry, ReplayCommand, RunDue, RunSucceeded, decode_event, encode_event
+from shared.events.probe import ResultProbe
 from shared.events.runs import RunDueData, Trigger
 from shared.identity import instance_id
 from shared.kafka import build_consumer, build_producer
@@ -91,8 +92,11 @@ class DlqService:
                     await self.prune()
                     next_prune = loop.time() + 600
                 batch = await consumer.getmany(timeout_ms=100, max_records=200)
-                for records in batch.values():
+                results = topic_name(s, RUNS_RESULTS)
+                for tp, records in batch.items():
                     for record in records:
+                        if tp.topic == results and not _replay_success(record.value or b""):
+                            continue  # only a replayed run's success changes a dead letter
                         await self.handle(producer, record.value or b"")
                 if batch:
                     await consumer.commit()
@@ -196,3 +200,10 @@ class DlqService:
 
 def main(settings: Settings) -> None:
     asyncio.run(serve_with_database(settings, DlqService, settings.dlq_port))
+
+
+def _replay_success(raw: bytes) -> bool:
+    try:
+        return ResultProbe.model_validate_json(raw).is_replay_success()
+    except ValueError:
+        return True  # let handle() report it

@@ -1,10 +1,10 @@
 """The planner's Faust app.
 
 Design (docs/decisions.md, "Planner table writes"): Faust tables only accept writes inside stream
-iteration, so the fire loop does not write the table. It publishes a small tick per due fire to the internal
-topic ``planner.ticks`` (co-partitioned with ``chime.schedules``); the ticks agent checks the tick against the
-table, drops stale or duplicate ones, publishes ``run.due``, waits for the broker's ack, and only then advances
-the table. A crash in between repeats a fire under the same run id; it never loses one.
+iteration, so the fire loop does not write the table. Each turn it publishes the partition's due fires as one batch of
+ticks to the internal topic ``planner.ticks`` (co-partitioned with ``chime.schedules``); the ticks agent checks
+each tick against the table, drops stale or duplicate ones, publishes ``run.due``, waits for the broker's ack,
+and only then advances the table. A crash in between repeats a fire under the same run id; it never loses one.
 
 Runs are announced ``CHIME_PLANNER_LOOKAHEAD_MS`` ahead of their planned time; the executor holds them until
 that instant, so Kafka's latency stays out of the webhook lag. A change inside that window publishes
@@ -30,6 +30,7 @@ from services.planner.entries import (
     Overlap,
     PlanEntry,
     Tick,
+    TickBatch,
     advance,
     advance_past,
     apply_delete,
@@ -43,7 +44,6 @@ from services.planner.entries import (
 )
 from services.planner.heaps import PartitionHeaps
 from services.planner.keylocks import KeyLocks
-from services.planner.results import ResultProbe
 from services.planner.transport import PlannerApp
 from shared.errors import EventDecodeError
 from shared.events import (
@@ -59,6 +59,7 @@ from shared.events import (
     decode_event,
     encode_event,
 )
+from shared.events.probe import ResultProbe
 from shared.events.runs import RunCancelledData, RunDueData, RunSkippedData, SkipReason, Trigger
 from shared.identity import instance_id
 from shared.runid import planned_run_id
@@ -70,6 +71,8 @@ from shared.topics import PLANNER_COMMANDS, PLANNER_TICKS, RUNS_DUE, RUNS_RESULT
 log = logging.getLogger(__name__)
 
 _IDLE_SLEEP_S = 0.05
+_TICK_BATCH_WINDOW = timedelta(milliseconds=20)
+_TICK_BATCH_MAX = 500
 
 
 @dataclass
@@ -259,19 +262,24 @@ class Planner:
 
     async def _ticks_agent(self, stream: Any) -> None:
         async for event in stream.events():
-            async with self._keys.hold(event.key):
-                await self._on_tick(event)
+            queued = time.monotonic() - (event.message.time_in or time.monotonic())
+            self.metrics.stage.labels("ticks_fetch").observe(max(0.0, time.time() - queued - event.message.timestamp))
+            self.metrics.stage.labels("ticks_queue").observe(max(0.0, queued))
+            try:
+                batch = TickBatch.parse(event.value)
+            except ValueError:
+                self._set_aside("ticks", event)
+                continue
+            # The ticks of a batch are different schedules: their run.due records share produce requests and
+            # their acknowledgements are awaited together.
+            await asyncio.gather(*(self._on_tick(tick, event.message.partition) for tick in batch.ticks))
 
-    async def _on_tick(self, event: Any) -> None:
-        key: bytes = event.key
-        queued = time.monotonic() - (event.message.time_in or time.monotonic())
-        self.metrics.stage.labels("ticks_fetch").observe(max(0.0, time.time() - queued - event.message.timestamp))
-        self.metrics.stage.labels("ticks_queue").observe(max(0.0, queued))
-        try:
-            tick = Tick.model_validate_json(event.value)
-        except ValueError:
-            self._set_aside("ticks", event)
-            return
+    async def _on_tick(self, tick: Tick, partition: int) -> None:
+        key = str(tick.schedule_id).encode()
+        async with self._keys.hold(key):
+            await self._fire(key, tick, partition)
+
+    async def _fire(self, key: bytes, tick: Tick, partition: int) -> None:
         entry = self._get(key)
         fire = entry.next_fire() if entry is not None else None
         if entry is None or fire is None or not tick_is_current(entry, tick):
@@ -318,7 +326,7 @@ class Planner:
                     )
         # The key's lock kept every other change to this entry out while the broker acknowledged.
         self._put(key, after)
-        self._schedule(event.message.partition, after)
+        self._schedule(partition, after)
 
     def _due_data(self, entry: PlanEntry, fire: FireTime, *, final: bool) -> RunDueData:
         state = entry.schedule
@@ -477,12 +485,19 @@ class Planner:
     async def _fire_loop(self) -> None:
         while True:
             now = utcnow()
-            for partition, item in self.heaps.pop_due(now):
-                self.metrics.stage.labels("fire_loop").observe(max(0.0, (utcnow() - item.due).total_seconds()))
+            # Fires a few ms from their announce time go out with this turn's batch: the executor holds every
+            # run until its planned time anyway, and fewer, larger tick records cost less than many small ones.
+            batches: dict[int, list[Tick]] = {}
+            for partition, item in self.heaps.pop_due(now + _TICK_BATCH_WINDOW):
+                self.metrics.stage.labels("fire_loop").observe(max(0.0, (now - item.due).total_seconds()))
                 tick = Tick(schedule_id=item.schedule_id, version=item.version, nominal=item.nominal)
-                await self.ticks_topic.send(
-                    key=str(item.schedule_id).encode(), value=tick.model_dump_json().encode(), partition=partition
-                )
+                batches.setdefault(partition, []).append(tick)
+            for partition, ticks in batches.items():
+                for start in range(0, len(ticks), _TICK_BATCH_MAX):
+                    batch = TickBatch(ticks=ticks[start : start + _TICK_BATCH_MAX])
+                    await self.ticks_topic.send(
+                        key=b"%d" % partition, value=batch.model_dump_json().encode(), partition=partition
+                    )
             self.metrics.heap_size.set(len(self.heaps))
             earliest = self.heaps.earliest()
             wait = _IDLE_SLEEP_S if earliest is None else max(0.0, (earliest - utcnow()).total_seconds())

@@ -88,6 +88,21 @@ class Tick(BaseModel):
     nominal: Instant
 
 
+class TickBatch(BaseModel):
+    """The ticks of one partition that fell due in one turn of the fire loop: one record instead of many."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ticks: list[Tick]
+
+    @classmethod
+    def parse(cls, raw: bytes) -> TickBatch:
+        """A batch, or a single tick as written before batches existed."""
+        if raw[:9] == b'{"ticks":':
+            return cls.model_validate_json(raw)
+        return cls(ticks=[Tick.model_validate_json(raw)])
+
+
 def _plan_after(state: ScheduleState, after: datetime, run_count: int) -> FireTime | None:
     if state.status is not ScheduleStatus.ACTIVE:
         return None

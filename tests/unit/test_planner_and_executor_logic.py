@@ -207,8 +207,8 @@ def test_every_run_announced_inside_the_window_is_cancelled() -> None:
 
 
 def test_the_result_probe_reads_only_finished_runs() -> None:
-    from services.planner.results import ResultProbe
     from shared.events import RunAttemptFailed, RunSkipped, RunSucceeded, encode_event
+    from shared.events.probe import ResultProbe
     from shared.events.runs import RunOutcomeData, RunSkippedData, RunStatus, SkipReason, Trigger
 
     run_id = uuid.uuid4()
@@ -241,3 +241,11 @@ def test_the_result_probe_reads_only_finished_runs() -> None:
         schedule_id=uuid.uuid4(), tenant_id="t", reason=SkipReason.OVERLAP, count=1, first_nominal=T0, last_nominal=T0
     )
     assert not probe(RunSkipped(subject="s", tenant="t", time=T0, data=skipped)).finishes_run()
+
+
+def test_a_tick_batch_reads_batches_and_single_ticks() -> None:
+    from services.planner.entries import TickBatch
+
+    ticks = [Tick(schedule_id=uuid.uuid4(), version=v, nominal=T0 + timedelta(seconds=v)) for v in (1, 2)]
+    assert TickBatch.parse(TickBatch(ticks=ticks).model_dump_json().encode()).ticks == ticks
+    assert TickBatch.parse(ticks[0].model_dump_json().encode()).ticks == ticks[:1]
