@@ -27,7 +27,7 @@ from shared.events import CONTENT_TYPE, DlqEntry, ReplayCommand, RunDue, RunSucc
 from shared.events.probe import ResultProbe
 from shared.events.runs import RunDueData, Trigger
 from shared.identity import instance_id
-from shared.kafka import build_consumer, build_producer
+from shared.kafka import BULK_FETCH, build_consumer, build_producer
 from shared.runid import new_entity_id
 from shared.service_runner import serve_with_database
 from shared.settings import Settings
@@ -80,6 +80,7 @@ class DlqService:
             session_timeout_ms=s.consumer_session_timeout_ms,
             heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
             auto_offset_reset="earliest",
+            **BULK_FETCH,
             max_poll_records=200,
         )
         try:

@@ -4,7 +4,7 @@ Faust builds its consumer with ``fetch_max_wait_ms=1500`` and no setting to chan
 in flight per broker, and a fetch that happens to cover only idle partitions (the commands topic, say) is held
 by the broker for that whole wait, while the ticks that arrive meanwhile cannot be fetched. The planner saw a
 mean of 1.35 s between a tick's send and its arrival at 300 fires/s. Chime's own consumers wait
-``FETCH_MAX_WAIT_MS``; the planner's consumer now does too.
+``FETCH_MAX_WAIT_MS`` and ask for ``FETCH_MIN_BYTES``; the planner's consumer now does too.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as driver
 
-from shared.kafka import FETCH_MAX_WAIT_MS
+from shared.kafka import FETCH_MAX_WAIT_MS, FETCH_MIN_BYTES
 
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
@@ -25,6 +25,7 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
         # Read by AIOKafkaConsumer.start() when it builds its fetcher; the constructor argument is what Faust
         # hard-codes, so this is the one place it can be set.
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        consumer._fetch_min_bytes = FETCH_MIN_BYTES
         return consumer
 
 
