@@ -71,8 +71,10 @@ from shared.topics import PLANNER_COMMANDS, PLANNER_TICKS, RUNS_DUE, RUNS_RESULT
 log = logging.getLogger(__name__)
 
 _IDLE_SLEEP_S = 0.05
-_TICK_BATCH_WINDOW = timedelta(milliseconds=20)
+_TICK_BATCH_WINDOW = timedelta(milliseconds=100)
 _TICK_BATCH_MAX = 500
+# How long a command waits for its schedule to reach the planner before it is dropped as unknown.
+_COMMAND_WAIT_S = 10.0
 
 
 @dataclass
@@ -413,9 +415,10 @@ class Planner:
                 continue
             if not isinstance(decoded, RunNowCommand | BackfillCommand):
                 continue
-            entry = self._get(key)
+            version = decoded.data.schedule_version if isinstance(decoded, RunNowCommand) else 1
+            entry = await self._await_entry(key, version)
             if entry is None or entry.schedule.status.value == "deleted":
-                log.info("command for unknown or deleted schedule dropped", extra={"schedule": str(key)})
+                log.warning("command for unknown or deleted schedule dropped", extra={"schedule": str(key)})
                 continue
             if isinstance(decoded, RunNowCommand):
                 await self._publish_due(key, RunDueData.model_validate(decoded.data.model_dump()))
@@ -430,6 +433,22 @@ class Planner:
                     update={"trigger": Trigger.BACKFILL, "age_from": decoded.data.requested_at}
                 )
                 await self._publish_due(key, data)
+
+    async def _await_entry(self, key: bytes, version: int) -> PlanEntry | None:
+        """The schedule's entry once it has reached ``version``.
+
+        A command and the schedule change before it travel on different topics, and the planner may read the
+        command first (a run-now right after the create). The command waits here, unacknowledged, so a crash
+        meanwhile re-delivers it.
+        """
+        deadline = time.monotonic() + _COMMAND_WAIT_S
+        while True:
+            entry = self._get(key)
+            if entry is not None and entry.version >= version:
+                return entry
+            if time.monotonic() >= deadline:
+                return entry
+            await asyncio.sleep(0.02)
 
     def _set_aside(self, topic: str, event: Any) -> None:
         self.metrics.undecodable.labels(topic).inc()
