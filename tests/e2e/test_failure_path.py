@@ -189,7 +189,8 @@ async def test_executor_sigkill_with_runs_waiting_in_retry_tiers_loses_none(
     retry = {"max_attempts": 3, "backoff": "fixed", "initial_delay_seconds": 4, "jitter": False}
     schedules = []
     for i in range(100):
-        replies = [Reply(500), Reply(200)] if i % 2 == 0 else [Reply(500)] * 3
+        # Attempts repeat after the kill (same webhook-id, allowed): the failing script outlasts them.
+        replies = [Reply(500), Reply(200)] if i % 2 == 0 else [Reply(500)] * 12
         url = sink.script(f"/tiers/{uuid.uuid4()}", replies)
         schedules.append(await one_off(api, settings, tenant, url, retry=retry, in_seconds=2))
     await until(lambda: _all_hit(sink, schedules), timeout=30)
@@ -206,8 +207,13 @@ async def test_executor_sigkill_with_runs_waiting_in_retry_tiers_loses_none(
         return True
 
     assert await until(all_ended, timeout=90), "some runs neither succeeded nor reached the DLQ"
-    dead = {e["schedule_id"] for e in await dead_letters(api, settings, tenant, limit=500)}
-    assert dead == set(schedules[1::2])
+
+    async def dead_schedules() -> set[str] | None:
+        # The DLQ service reads in bulk (up to 0.5 s behind the run history): wait for it to hold them all.
+        dead = {e["schedule_id"] for e in await dead_letters(api, settings, tenant, limit=500)}
+        return dead if len(dead) >= len(schedules[1::2]) else None
+
+    assert await until(dead_schedules, timeout=10) == set(schedules[1::2])
 
 
 async def _all_hit(sink: RecordingSink, schedules: list[str]) -> bool:
