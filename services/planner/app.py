@@ -71,7 +71,7 @@ from shared.topics import PLANNER_COMMANDS, PLANNER_TICKS, RUNS_DUE, RUNS_RESULT
 log = logging.getLogger(__name__)
 
 _IDLE_SLEEP_S = 0.05
-_TICK_BATCH_WINDOW = timedelta(milliseconds=100)
+_TICK_BATCH_WINDOW = timedelta(milliseconds=20)
 _TICK_BATCH_MAX = 500
 # How long a command waits for its schedule to reach the planner before it is dropped as unknown.
 _COMMAND_WAIT_S = 10.0
