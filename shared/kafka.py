@@ -54,6 +54,21 @@ def build_consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKaf
     return AIOKafkaConsumer(*topics, **opts)
 
 
+def build_group_consumer(
+    settings: Settings, group: str, instance: str, *topics: str, **overrides: Any
+) -> AIOKafkaConsumer:
+    """A member of the service's consumer group, with static membership and Chime's failover timeouts."""
+    opts: dict[str, Any] = {
+        "group_id": f"{settings.topic_prefix}{group}",
+        "group_instance_id": instance,
+        "session_timeout_ms": settings.consumer_session_timeout_ms,
+        "heartbeat_interval_ms": settings.consumer_heartbeat_interval_ms,
+        "auto_offset_reset": "earliest",
+    }
+    opts.update(overrides)
+    return build_consumer(settings, *topics, **opts)
+
+
 @asynccontextmanager
 async def admin_client(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
     opts = client_options(settings)

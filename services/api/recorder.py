@@ -34,7 +34,7 @@ from shared.events import (
 from shared.events.runs import RunStatus, Trigger
 from shared.events.schedule import ScheduleStatus
 from shared.identity import instance_id
-from shared.kafka import BULK_FETCH, build_consumer
+from shared.kafka import BULK_FETCH, build_group_consumer
 from shared.service_runner import serve_with_database
 from shared.settings import Settings
 from shared.timefmt import utcnow
@@ -75,15 +75,12 @@ class Recorder:
 
     async def run(self) -> None:
         s = self.settings
-        consumer: AIOKafkaConsumer = build_consumer(
+        consumer: AIOKafkaConsumer = build_group_consumer(
             s,
+            "recorder",
+            instance_id(s, "recorder"),
             topic_name(s, RUNS_DUE),
             topic_name(s, RUNS_RESULTS),
-            group_id=f"{s.topic_prefix}recorder",
-            group_instance_id=instance_id(s, "recorder"),
-            session_timeout_ms=s.consumer_session_timeout_ms,
-            heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
-            auto_offset_reset="earliest",
             **BULK_FETCH,
             max_poll_records=1000,
         )

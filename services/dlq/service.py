@@ -27,7 +27,7 @@ from shared.events import CONTENT_TYPE, DlqEntry, ReplayCommand, RunDue, RunSucc
 from shared.events.probe import ResultProbe
 from shared.events.runs import RunDueData, Trigger
 from shared.identity import instance_id
-from shared.kafka import BULK_FETCH, build_consumer, build_producer
+from shared.kafka import BULK_FETCH, build_group_consumer, build_producer
 from shared.runid import new_entity_id
 from shared.service_runner import serve_with_database
 from shared.settings import Settings
@@ -70,16 +70,13 @@ class DlqService:
         s = self.settings
         producer = build_producer(s)
         await producer.start()
-        consumer = build_consumer(
+        consumer = build_group_consumer(
             s,
+            "dlq",
+            instance_id(s, "dlq"),
             topic_name(s, RUNS_DLQ),
             topic_name(s, DLQ_COMMANDS),
             topic_name(s, RUNS_RESULTS),
-            group_id=f"{s.topic_prefix}dlq",
-            group_instance_id=instance_id(s, "dlq"),
-            session_timeout_ms=s.consumer_session_timeout_ms,
-            heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
-            auto_offset_reset="earliest",
             **BULK_FETCH,
             max_poll_records=200,
         )

@@ -38,7 +38,7 @@ from shared.events import (
     encode_event,
 )
 from shared.events.runs import DlqEntryData, RunDueData, RunOutcomeData, RunStatus
-from shared.kafka import build_consumer, build_producer
+from shared.kafka import build_group_consumer, build_producer
 from shared.settings import Settings
 from shared.timefmt import utcnow
 from shared.topics import RETRY_TIERS, RUNS_DLQ, RUNS_DUE, RUNS_RESULTS, TopicSpec, topic_name
@@ -135,14 +135,11 @@ class Executor:
         except BaseException:
             await self._shutdown()
             raise
-        self._consumer = build_consumer(
+        self._consumer = build_group_consumer(
             s,
-            group_id=f"{s.topic_prefix}executor",
-            group_instance_id=self.worker_id,
-            session_timeout_ms=s.consumer_session_timeout_ms,
-            heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
+            "executor",
+            self.worker_id,
             rebalance_timeout_ms=max(10_000, s.consumer_session_timeout_ms),
-            auto_offset_reset="earliest",
             max_poll_records=500,
         )
         self._consumer.subscribe([self._due_topic, *self._retry_topic_names], listener=_Rebalance(self))
