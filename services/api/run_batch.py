@@ -48,7 +48,8 @@ class RunBatch:
     def __bool__(self) -> bool:
         return bool(self.runs or self.statuses or self.attempts or self.completions)
 
-    def add_due(self, d: RunDueData) -> None:
+    def _add_run(self, d: RunDueData | RunOutcomeData, planned: datetime | None, status: RunStatus) -> None:
+        """The run row as the first event of the run in this batch would create it."""
         self.runs.setdefault(
             d.run_id,
             {
@@ -56,28 +57,20 @@ class RunBatch:
                 "schedule_id": d.schedule_id,
                 "tenant_id": d.tenant_id,
                 "scheduled_for": d.nominal_time,
-                "planned_for": d.planned_time,
-                "status": RunStatus.QUEUED.value,
+                "planned_for": planned,
+                "status": status.value,
                 "trigger": d.trigger.value,
             },
         )
+
+    def add_due(self, d: RunDueData) -> None:
+        self._add_run(d, d.planned_time, RunStatus.QUEUED)
 
     def add_completion(self, schedule_id: uuid.UUID, version: int) -> None:
         self.completions[schedule_id] = max(version, self.completions.get(schedule_id, version))
 
     def add_outcome(self, d: RunOutcomeData) -> None:
-        self.runs.setdefault(
-            d.run_id,
-            {
-                "id": d.run_id,
-                "schedule_id": d.schedule_id,
-                "tenant_id": d.tenant_id,
-                "scheduled_for": d.nominal_time,
-                "planned_for": None,
-                "status": d.status.value,
-                "trigger": d.trigger.value,
-            },
-        )
+        self._add_run(d, None, d.status)
         change = StatusChange(d.status, d.finished_at if RANK[d.status] == FINISHED_RANK else None)
         current = self.statuses.get(d.run_id)
         if current is None or change.rank > current.rank:

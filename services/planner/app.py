@@ -239,11 +239,7 @@ class Planner:
 
     async def _on_schedule_change(self, event: Any) -> None:
         key: bytes = event.key
-        try:
-            decoded = decode_event(event.value)
-        except EventDecodeError:
-            self._set_aside("schedules", event)
-            return
+        decoded = self._decode("schedules", event)
         now = utcnow()
         entry = self._get(key)
         if isinstance(decoded, ScheduleUpserted):
@@ -408,11 +404,7 @@ class Planner:
     async def _commands_agent(self, stream: Any) -> None:
         async for event in stream.events():
             key: bytes = event.key
-            try:
-                decoded = decode_event(event.value)
-            except EventDecodeError:
-                self._set_aside("commands", event)
-                continue
+            decoded = self._decode("commands", event)
             if not isinstance(decoded, RunNowCommand | BackfillCommand):
                 continue
             version = decoded.data.schedule_version if isinstance(decoded, RunNowCommand) else 1
@@ -449,6 +441,14 @@ class Planner:
             if time.monotonic() >= deadline:
                 return entry
             await asyncio.sleep(0.02)
+
+    def _decode(self, topic: str, event: Any) -> Envelope | None:
+        """The record's event, or None once an undecodable record has been set aside."""
+        try:
+            return decode_event(event.value)
+        except EventDecodeError:
+            self._set_aside(topic, event)
+            return None
 
     def _set_aside(self, topic: str, event: Any) -> None:
         self.metrics.undecodable.labels(topic).inc()
