@@ -79,7 +79,6 @@ class Settings(BaseSettings):
     dlq_port: int = 8004
     planner_store: str = "rocksdb://"
     planner_data_dir: str = ".chime/planner"
-    planner_tick_concurrency: int = Field(default=64, ge=1, le=1024)
     planner_lookahead_ms: int = Field(default=2_000, ge=0, le=10_000)
     consumer_session_timeout_ms: int = Field(default=6_000, ge=1_000)
     consumer_heartbeat_interval_ms: int = Field(default=1_000, ge=100)

@@ -27,8 +27,6 @@ DLQ_COMMANDS = TopicSpec("dlq.commands")
 RUNS_DUE = TopicSpec("runs.due")
 RUNS_RESULTS = TopicSpec("runs.results")
 RUNS_DLQ = TopicSpec("runs.dlq")
-# Internal to the planner: the fire loop's ticks, co-partitioned with chime.schedules (docs/decisions.md).
-PLANNER_TICKS = TopicSpec("planner.ticks")
 RETRY_TOPICS = tuple(TopicSpec(f"runs.retry.{tier}") for tier, _ in RETRY_TIERS)
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
@@ -39,7 +37,6 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     RUNS_DUE,
     RUNS_RESULTS,
     RUNS_DLQ,
-    PLANNER_TICKS,
     *RETRY_TOPICS,
 )
 

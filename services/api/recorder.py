@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from sqlalchemy import Integer, String, Uuid, case, cast, column, delete, func, select, update, values
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.api.run_batch import RANK, RunBatch
-from shared.db.tables import TS, run_attempts, runs, schedules
+from services.api.run_batch import RunBatch
+from services.api.run_writes import write_batch
+from shared.db.tables import runs, schedules
 from shared.errors import EventDecodeError
 from shared.events import (
     RunAttemptFailed,
@@ -44,20 +44,6 @@ log = logging.getLogger(__name__)
 
 _PRUNE_EVERY_S = 600.0
 _PRUNE_BATCH = 5_000
-
-_ATTEMPT_FIELDS = (
-    "worker",
-    "started_at",
-    "finished_at",
-    "http_status",
-    "duration_ms",
-    "error",
-    "response_excerpt",
-)
-
-
-def _rank(status: Any) -> Any:
-    return case({s.value: r for s, r in RANK.items()}, value=status, else_=0)
 
 
 class Recorder:
@@ -150,51 +136,8 @@ class Recorder:
             await self._flush(conn, batch)
 
     async def _flush(self, conn: AsyncConnection, batch: RunBatch) -> None:
-        """Write a segment with one statement per kind of change (asyncpg allows 32,767 parameters: a
-        consumer batch of at most 1,000 records stays well inside)."""
-        if batch.runs:
-            created = (
-                await conn.execute(
-                    pg_insert(runs)
-                    .values(list(batch.runs.values()))
-                    .on_conflict_do_nothing()
-                    .returning(runs.c.schedule_id, runs.c.trigger, runs.c.scheduled_for)
-                )
-            ).all()
-            counts: dict[uuid.UUID, tuple[int, datetime]] = {}
-            for row in created:
-                if row.trigger == Trigger.SCHEDULE.value:
-                    n, last = counts.get(row.schedule_id, (0, row.scheduled_for))
-                    counts[row.schedule_id] = (n + 1, max(last, row.scheduled_for))
-            if counts:
-                v = values(column("sid", Uuid), column("n", Integer), column("last", TS), name="created_runs").data(
-                    [(sid, n, last) for sid, (n, last) in sorted(counts.items())]
-                )
-                await conn.execute(
-                    update(schedules)
-                    .where(schedules.c.id == v.c.sid)
-                    .values(
-                        run_count=schedules.c.run_count + v.c.n,
-                        last_run_at=func.greatest(func.coalesce(schedules.c.last_run_at, v.c.last), v.c.last),
-                    )
-                )
-        if batch.statuses:
-            v = values(
-                column("rid", Uuid), column("status", String), column("rank", Integer), column("fin", TS), name="moves"
-            ).data([(rid, c.status.value, c.rank, c.finished_at) for rid, c in batch.statuses.items()])
-            await conn.execute(
-                update(runs)
-                .where(runs.c.id == v.c.rid, _rank(runs.c.status) < v.c.rank)
-                .values(status=v.c.status, updated_at=func.now(), finished_at=cast(v.c.fin, TS))
-            )
-        if batch.attempts:
-            stmt = pg_insert(run_attempts).values(list(batch.attempts.values()))
-            await conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[run_attempts.c.run_id, run_attempts.c.attempt],
-                    set_={c: stmt.excluded[c] for c in _ATTEMPT_FIELDS},
-                )
-            )
+        """Write a segment with one statement per kind of change."""
+        await write_batch(conn, batch)
         for schedule_id, version in batch.completions.items():
             await self._complete(conn, schedule_id, version)
 

@@ -180,6 +180,8 @@ class DlqService:
                 "planned_time": now,
                 "trigger": Trigger.REPLAY,
                 "history": [],
+                # Replays are outside the plan: the planner does not wait for them.
+                "report_finish": False,
             }
         )
         event = RunDue(subject=str(due.schedule_id), tenant=due.tenant_id, time=now, data=due)

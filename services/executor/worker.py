@@ -33,15 +33,16 @@ from shared.events import (
     RunCancelled,
     RunDeadLettered,
     RunDue,
+    RunFinishedCommand,
     RunSucceeded,
     decode_event,
     encode_event,
 )
-from shared.events.runs import DlqEntryData, RunDueData, RunOutcomeData, RunStatus
+from shared.events.runs import DlqEntryData, RunDueData, RunFinishedData, RunOutcomeData, RunStatus
 from shared.kafka import build_group_consumer, build_producer
 from shared.settings import Settings
 from shared.timefmt import utcnow
-from shared.topics import RETRY_TIERS, RUNS_DLQ, RUNS_DUE, RUNS_RESULTS, TopicSpec, topic_name
+from shared.topics import PLANNER_COMMANDS, RETRY_TIERS, RUNS_DLQ, RUNS_DUE, RUNS_RESULTS, TopicSpec, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class Executor:
         self._due_topic = topic_name(settings, RUNS_DUE)
         self._results_topic = topic_name(settings, RUNS_RESULTS)
         self._dlq_topic = topic_name(settings, RUNS_DLQ)
+        self._planner_topic = topic_name(settings, PLANNER_COMMANDS)
         self._retry_topics = {tier: topic_name(settings, TopicSpec(f"runs.retry.{tier}")) for tier, _ in RETRY_TIERS}
         self._retry_topic_names = set(self._retry_topics.values())
         self._consumer: AIOKafkaConsumer | None = None
@@ -312,6 +314,7 @@ class Executor:
         )
         if result.ok:
             await self._publish(self._results_topic, key, RunSucceeded, due, outcome)
+            await self._report_finish(key, due, RunStatus.SUCCEEDED)
             self.metrics.attempts.labels("succeeded").inc()
             return
         decision: Retry | Dead = (
@@ -343,7 +346,16 @@ class Executor:
         entry = DlqEntryData(run=due, attempts=history, reason=decision.reason, dead_at=finished)
         await self._publish(self._dlq_topic, key, DlqEntry, due, entry)
         await self._publish(self._results_topic, key, RunDeadLettered, due, outcome)
+        await self._report_finish(key, due, RunStatus.DEAD_LETTERED)
         self.metrics.attempts.labels("dead_lettered").inc()
+
+    async def _report_finish(self, key: bytes, due: RunDueData, status: RunStatus) -> None:
+        """Tell the planner a run that holds its schedule back (overlap skip or buffer_one) has ended."""
+        if due.report_finish:
+            data = RunFinishedData(
+                run_id=due.run_id, schedule_id=due.schedule_id, tenant_id=due.tenant_id, status=status
+            )
+            await self._publish(self._planner_topic, key, RunFinishedCommand, due, data)
 
     async def _publish(self, topic: str, key: bytes, kind: type[Envelope], due: RunDueData, data: BaseModel) -> None:
         assert self._producer is not None  # noqa: S101 - set in run()

@@ -1,10 +1,13 @@
 """The planner's Faust app.
 
-Design (docs/decisions.md, "Planner table writes"): Faust tables only accept writes inside stream
-iteration, so the fire loop does not write the table. Each turn it publishes the partition's due fires as one batch of
-ticks to the internal topic ``planner.ticks`` (co-partitioned with ``chime.schedules``); the ticks agent checks
-each tick against the table, drops stale or duplicate ones, publishes ``run.due``, waits for the broker's ack,
-and only then advances the table. A crash in between repeats a fire under the same run id; it never loses one.
+Design (docs/decisions.md, "Planner: fire from the heap"): schedule definitions live in the ``definitions``
+table, written by the schedules agent; what moves on every fire (next fire, run count, announced runs, the open
+run) lives in the ``cursors`` table, which the fire loop writes itself through the key's partition. Parsed
+entries are kept in memory per partition and rebuilt from both tables when recovery completes.
+
+Each turn the fire loop pops what is due from the per-partition heaps, claims each schedule, publishes its
+``run.due`` records together, waits for the broker's acknowledgement, and only then advances the cursor. A
+crash in between repeats a fire under the same run id; it never loses one.
 
 Runs are announced ``CHIME_PLANNER_LOOKAHEAD_MS`` ahead of their planned time; the executor holds them until
 that instant, so Kafka's latency stays out of the webhook lag. A change inside that window publishes
@@ -18,33 +21,26 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-import faust
-from aiokafka.partitioner import murmur2
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
 from services.planner.entries import (
-    Overlap,
+    Cursor,
     PlanEntry,
-    Tick,
-    TickBatch,
-    advance,
-    advance_past,
     apply_delete,
     apply_upsert,
-    finished,
-    opened,
-    overlap_decision,
-    plan_misfire,
-    skip_over,
-    tick_is_current,
+    cursor_of,
+    fire_is_current,
+    join,
 )
-from services.planner.heaps import PartitionHeaps
+from services.planner.firing import Firing, due_data, finish, fire
+from services.planner.heaps import HeapItem, PartitionHeaps
 from services.planner.keylocks import KeyLocks
-from services.planner.transport import PlannerApp
+from services.planner.metrics import PlannerMetrics
+from services.planner.tables import PartitionerTable, key_partition
+from services.planner.transport import PlannerApp, credentials
 from shared.errors import EventDecodeError
 from shared.events import (
     CONTENT_TYPE,
@@ -52,6 +48,7 @@ from shared.events import (
     Envelope,
     RunCancelled,
     RunDue,
+    RunFinishedCommand,
     RunNowCommand,
     RunSkipped,
     ScheduleDeleted,
@@ -59,51 +56,37 @@ from shared.events import (
     decode_event,
     encode_event,
 )
-from shared.events.probe import ResultProbe
-from shared.events.runs import RunCancelledData, RunDueData, RunSkippedData, SkipReason, Trigger
+from shared.events.runs import RunCancelledData, RunDueData, Trigger
+from shared.events.schedule import ScheduleState
 from shared.identity import instance_id
-from shared.runid import planned_run_id
 from shared.schedule import FireTime
 from shared.settings import Settings
 from shared.timefmt import utcnow
-from shared.topics import PLANNER_COMMANDS, PLANNER_TICKS, RUNS_DUE, RUNS_RESULTS, SCHEDULES, topic_name
+from shared.topics import PLANNER_COMMANDS, RUNS_DUE, RUNS_RESULTS, SCHEDULES, topic_name
 
 log = logging.getLogger(__name__)
 
 _IDLE_SLEEP_S = 0.05
-_TICK_BATCH_WINDOW = timedelta(milliseconds=20)
-_TICK_BATCH_MAX = 500
+# Fires this close to their announce time go out with the current turn: the executor holds every run until
+# its planned time anyway, and fuller produce batches cost less per record.
+_BATCH_WINDOW = timedelta(milliseconds=20)
+# A turn whose publish failed (broker down) puts its fires back and waits this long before the next try.
+_RETRY_PAUSE_S = 0.5
 # How long a command waits for its schedule to reach the planner before it is dropped as unknown.
 _COMMAND_WAIT_S = 10.0
+# Commands wait for their schedule concurrently, so one waiting run-now does not hold up the rest.
+_COMMAND_CONCURRENCY = 16
+
+__all__ = ["Planner", "PlannerMetrics"]
 
 
-@dataclass
-class PlannerMetrics:
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+@dataclass(slots=True)
+class _Claimed:
+    """A fire taken from the heap, its key claimed, waiting for its records' acknowledgement."""
 
-    def __post_init__(self) -> None:
-        r = self.registry
-        self.fired = Counter("chime_planner_runs_due_total", "run.due events published", ["trigger"], registry=r)
-        self.stale_ticks = Counter("chime_planner_stale_ticks_total", "Ticks dropped as stale", registry=r)
-        self.cancelled = Counter("chime_planner_runs_cancelled_total", "Announced runs cancelled", registry=r)
-        self.undecodable = Counter("chime_planner_undecodable_total", "Records set aside", ["topic"], registry=r)
-        self.heap_size = Gauge("chime_planner_heap_entries", "Entries in the fire heaps", registry=r)
-        self.lateness = Histogram(
-            "chime_planner_publish_late_seconds",
-            "How long after its planned time a run.due was published (0 when announced ahead, as it should be)",
-            buckets=(0, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
-            registry=r,
-        )
-        self.stage = Histogram(
-            "chime_planner_tick_stage_seconds",
-            "Time a due fire spends in each stage: fire_loop (heap due to tick sent), ticks_fetch (tick sent to"
-            " consumed), ticks_queue (consumed to handled), due_ack (run.due sent to acknowledged)",
-            ["stage"],
-            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-            registry=r,
-        )
-        self.skipped = Counter("chime_planner_skipped_total", "Planned fires not run", ["reason"], registry=r)
-        self.recovered = Gauge("chime_planner_recovered", "1 once table recovery completed", registry=r)
+    partition: int
+    item: HeapItem
+    firing: Firing
 
 
 class Planner:
@@ -116,9 +99,10 @@ class Planner:
         self.recovered = False
         self._wake = asyncio.Event()
         self._keys = KeyLocks()
-        # Runs that hold their schedule back (overlap skip/buffer_one), to the schedule's key. Derived from the
-        # table like the heaps; an id left behind by a cancelled run costs one table read when its result comes.
-        self._open_runs: dict[uuid.UUID, bytes] = {}
+        # Parsed entries of the partitions this planner owns; the tables are their durable copy.
+        self._entries: dict[int, dict[bytes, PlanEntry]] = {}
+        # Commands waiting for their schedule to arrive, by key.
+        self._awaiting: dict[bytes, asyncio.Event] = {}
         self._lookahead = timedelta(milliseconds=settings.planner_lookahead_ms)
         self._partitions = settings.partitions
         ident = instance_id(settings, "planner")
@@ -127,7 +111,7 @@ class Planner:
         self.app = PlannerApp(
             id=f"{settings.topic_prefix}planner",
             broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
-            broker_credentials=_credentials(settings),
+            broker_credentials=credentials(settings),
             store=settings.planner_store,
             datadir=datadir,
             key_serializer="raw",
@@ -151,20 +135,20 @@ class Planner:
             stream_wait_empty=False,
             processing_guarantee="at_least_once",
         )
+        self._due_topic = topic_name(settings, RUNS_DUE)
+        self._results_topic = topic_name(settings, RUNS_RESULTS)
+        self._schedules_name = topic_name(settings, SCHEDULES)
         self.schedules_topic = self._source(SCHEDULES)
-        self.ticks_topic = self._source(PLANNER_TICKS)
         self.commands_topic = self._source(PLANNER_COMMANDS)
-        self.due_topic = self._source(RUNS_DUE)
-        self.results_topic = self._source(RUNS_RESULTS)
-        self.table = self.app.Table("schedule-state", partitions=settings.partitions, key_type=bytes, value_type=bytes)
-        self.table.on_recover(self._on_recovered)
+        table_opts: dict[str, Any] = {"partitions": settings.partitions, "key_type": bytes, "value_type": bytes}
+        self.definitions = self.app.Table("schedule-definitions", **table_opts)
+        self.cursors = PartitionerTable(self.app, name="schedule-cursors", beacon=self.app.tables.beacon, **table_opts)
+        self.app.tables.add(self.cursors)
+        # Faust completes recovery for every table at once; one callback rebuilds the entries from both.
+        self.definitions.on_recover(self._on_recovered)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         self.app.agent(self.schedules_topic, name="schedules")(self._schedules_agent)
-        # Each tick waits for its run.due to be acknowledged; concurrent instances keep that wait off the
-        # throughput (Faust commits only offsets below the oldest unfinished event).
-        self.app.agent(self.ticks_topic, name="ticks", concurrency=settings.planner_tick_concurrency)(self._ticks_agent)
-        self.app.agent(self.commands_topic, name="commands")(self._commands_agent)
-        self.app.agent(self.results_topic, name="results")(self._results_agent)
+        self.app.agent(self.commands_topic, name="commands", concurrency=_COMMAND_CONCURRENCY)(self._commands_agent)
         self.app.task(self._fire_loop)
 
     def _source(self, spec: Any) -> Any:
@@ -176,347 +160,69 @@ class Planner:
             internal=False,
         )
 
-    # -- table access ---------------------------------------------------------------------------------------
+    # -- state ----------------------------------------------------------------------------------------------
 
-    def _get(self, key: bytes) -> PlanEntry | None:
-        raw = self.table.get(key)
-        return PlanEntry.model_validate_json(raw) if raw is not None else None
+    def entry(self, key: bytes) -> PlanEntry | None:
+        """The parsed entry of a schedule in a partition this planner owns."""
+        return self._entries.get(key_partition(key, self._partitions), {}).get(key)
 
-    def _put(self, key: bytes, entry: PlanEntry) -> None:
-        self.table[key] = entry.model_dump_json().encode()
-        if entry.open_run is not None:
-            self._open_runs[entry.open_run] = key
-
-    def partition_of(self, key: bytes) -> int:
-        partition: int = (murmur2(key) & 0x7FFFFFFF) % self._partitions
-        return partition
-
-    def _schedule(self, partition: int, entry: PlanEntry) -> None:
-        fire = entry.next_fire()
-        if fire is None:
-            return
-        due = fire.planned - self._lookahead
-        self.heaps.push(partition, due, entry.schedule.id, entry.version, fire.nominal)
-        self._wake.set()
+    def _store(self, key: bytes, entry: PlanEntry, *, definition: bool = False) -> None:
+        """Keep ``entry`` in memory, write it through to the tables, and plan its next fire."""
+        partition = key_partition(key, self._partitions)
+        owned = self._entries.get(partition)
+        if owned is None:
+            return  # the partition moved to another planner meanwhile; its new owner re-fires at worst
+        owned[key] = entry
+        if definition:
+            self.definitions[key] = entry.schedule.model_dump_json().encode()
+        self.cursors[key] = cursor_of(entry).model_dump_json().encode()
+        waiting = self._awaiting.get(key)
+        if waiting is not None:
+            waiting.set()
+        nxt = entry.next_fire()
+        if nxt is not None:
+            self.heaps.push(partition, nxt.planned - self._lookahead, key, entry.version, nxt.nominal)
+            self._wake.set()
 
     # -- publishing -----------------------------------------------------------------------------------------
 
-    async def _publish(self, key: bytes, event: Envelope) -> None:
-        """Publish to ``runs.due`` and wait for the broker's acknowledgement."""
-        headers = {"tenant": event.tenant.encode(), "content-type": CONTENT_TYPE.encode()}
-        # force: inside an agent Faust would otherwise attach the record to the event and publish it only at the
-        # next offset commit (up to broker_commit_interval later), which would put that delay into the lag.
+    async def _send(self, topic: str, key: bytes, event: Envelope) -> Awaitable[Any]:
+        """Hand one record to the producer; the returned future resolves on the broker's acknowledgement."""
+        headers = [("tenant", event.tenant.encode()), ("content-type", CONTENT_TYPE.encode())]
+        fut: Awaitable[Any] = await self.app.producer.send(topic, key, encode_event(event), None, None, headers)
+        return fut
+
+    def _records(self, key: bytes, firing: Firing) -> Iterable[tuple[str, bytes, Envelope]]:
+        now = utcnow()
+        for run in firing.due:
+            yield self._due_topic, key, RunDue(subject=str(run.schedule_id), tenant=run.tenant_id, time=now, data=run)
+        for skip in firing.skipped:
+            event = RunSkipped(subject=str(skip.schedule_id), tenant=skip.tenant_id, time=now, data=skip)
+            yield self._results_topic, key, event
+
+    async def _publish(self, records: Iterable[tuple[str, bytes, Envelope]]) -> None:
+        """Publish records together and wait until the broker has acknowledged every one."""
         started = time.monotonic()
-        fut = await self.due_topic.send(key=key, value=encode_event(event), headers=headers, force=True)
-        await fut
-        self.metrics.stage.labels("due_ack").observe(time.monotonic() - started)
+        futures = [await self._send(topic, key, event) for topic, key, event in records]
+        if futures:
+            await asyncio.gather(*futures)
+            self.metrics.publish_ack.observe(time.monotonic() - started)
 
-    async def _publish_due(self, key: bytes, data: RunDueData) -> None:
-        event = RunDue(subject=str(data.schedule_id), tenant=data.tenant_id, time=utcnow(), data=data)
-        await self._publish(key, event)
-        self.metrics.fired.labels(data.trigger.value).inc()
-        self.metrics.lateness.observe(max(0.0, (utcnow() - data.planned_time).total_seconds()))
-
-    async def _cancel(self, key: bytes, entry: PlanEntry, run_id: uuid.UUID, nominal: datetime, reason: str) -> None:
-        data = RunCancelledData(
-            run_id=run_id,
-            schedule_id=entry.schedule.id,
-            tenant_id=entry.schedule.tenant_id,
-            nominal_time=nominal,
-            reason=reason,
-        )
-        await self._publish(
-            key, RunCancelled(subject=str(data.schedule_id), tenant=data.tenant_id, time=utcnow(), data=data)
-        )
-        self.metrics.cancelled.inc()
-
-    # -- agents ---------------------------------------------------------------------------------------------
-
-    async def _schedules_agent(self, stream: Any) -> None:
-        async for event in stream.events():
-            async with self._keys.hold(event.key):
-                await self._on_schedule_change(event)
-
-    async def _on_schedule_change(self, event: Any) -> None:
-        key: bytes = event.key
-        decoded = self._decode("schedules", event)
+    def _count(self, firing: Firing) -> None:
         now = utcnow()
-        entry = self._get(key)
-        if isinstance(decoded, ScheduleUpserted):
-            new, cancels = apply_upsert(entry, decoded.data, now)
-        elif isinstance(decoded, ScheduleDeleted):
-            new, cancels = apply_delete(entry, decoded.data.version, now)
-        else:
-            return
-        if new is None or new is entry:
-            return
-        for cancel in cancels:
-            await self._cancel(key, new, cancel.run_id, cancel.nominal, "schedule changed")
-            if new.open_run == cancel.run_id:
-                # A cancelled run never reports an outcome; it must not hold the schedule back.
-                new = new.model_copy(update={"open_run": None, "open_nominal": None})
-        self._put(key, new)
-        self._schedule(event.message.partition, new)
+        for run in firing.due:
+            self.metrics.fired.labels(run.trigger.value).inc()
+            self.metrics.lateness.observe(max(0.0, (now - run.planned_time).total_seconds()))
+        for skip in firing.skipped:
+            self.metrics.skipped.labels(skip.reason.value).inc(skip.count)
 
-    async def _ticks_agent(self, stream: Any) -> None:
-        async for event in stream.events():
-            queued = time.monotonic() - (event.message.time_in or time.monotonic())
-            self.metrics.stage.labels("ticks_fetch").observe(max(0.0, time.time() - queued - event.message.timestamp))
-            self.metrics.stage.labels("ticks_queue").observe(max(0.0, queued))
-            try:
-                batch = TickBatch.parse(event.value)
-            except ValueError:
-                self._set_aside("ticks", event)
-                continue
-            # The ticks of a batch are different schedules: their run.due records share produce requests and
-            # their acknowledgements are awaited together.
-            await asyncio.gather(*(self._on_tick(tick, event.message.partition) for tick in batch.ticks))
-
-    async def _on_tick(self, tick: Tick, partition: int) -> None:
-        key = str(tick.schedule_id).encode()
-        async with self._keys.hold(key):
-            await self._fire(key, tick, partition)
-
-    async def _fire(self, key: bytes, tick: Tick, partition: int) -> None:
-        entry = self._get(key)
-        fire = entry.next_fire() if entry is not None else None
-        if entry is None or fire is None or not tick_is_current(entry, tick):
-            self.metrics.stale_ticks.inc()
-            return
-        now = utcnow()
-        misfire = plan_misfire(entry, now)
-        if misfire is not None:
-            after = advance_past(entry, misfire.last_considered, len(misfire.fire))
-            done = after.next_nominal is None
-            for n, missed in enumerate(misfire.fire, 1):
-                final = done and n == len(misfire.fire)
-                await self._publish_due(key, self._due_data(entry, missed, final=final))
-                after = opened(after, planned_run_id(entry.schedule.id, missed.nominal), missed.nominal)
-            if misfire.skipped_count and misfire.skipped_first and misfire.skipped_last:
-                await self._publish_skipped(
-                    key,
-                    entry,
-                    SkipReason.MISFIRE,
-                    misfire.skipped_count,
-                    misfire.skipped_first,
-                    misfire.skipped_last,
-                    final=done and not misfire.fire,
-                )
-        else:
-            decision = overlap_decision(entry, now)
-            if decision is Overlap.FIRE:
-                after = advance(entry, fire)
-                await self._publish_due(key, self._due_data(entry, fire, final=after.next_nominal is None))
-                after = opened(after, planned_run_id(entry.schedule.id, fire.nominal), fire.nominal)
-            else:
-                after = skip_over(entry, fire, buffer=decision is Overlap.BUFFER)
-                if decision is Overlap.SKIP:
-                    final = after.next_nominal is None and after.buffered is None
-                    await self._publish_skipped(
-                        key,
-                        entry,
-                        SkipReason.OVERLAP,
-                        1,
-                        fire.nominal,
-                        fire.nominal,
-                        final=final,
-                        run_id=planned_run_id(entry.schedule.id, fire.nominal),
-                    )
-        # The key's lock kept every other change to this entry out while the broker acknowledged.
-        self._put(key, after)
-        self._schedule(partition, after)
-
-    def _due_data(self, entry: PlanEntry, fire: FireTime, *, final: bool) -> RunDueData:
-        state = entry.schedule
-        return RunDueData(
-            run_id=planned_run_id(state.id, fire.nominal),
-            schedule_id=state.id,
-            tenant_id=state.tenant_id,
-            schedule_version=state.version,
-            nominal_time=fire.nominal,
-            planned_time=fire.planned,
-            trigger=Trigger.SCHEDULE,
-            delivery=state.payload,
-            retry_policy=state.retry_policy,
-            final=final,
-        )
-
-    async def _publish_skipped(
-        self,
-        key: bytes,
-        entry: PlanEntry,
-        reason: SkipReason,
-        count: int,
-        first: datetime,
-        last: datetime,
-        *,
-        final: bool,
-        run_id: uuid.UUID | None = None,
-    ) -> None:
-        state = entry.schedule
-        data = RunSkippedData(
-            schedule_id=state.id,
-            tenant_id=state.tenant_id,
-            reason=reason,
-            count=count,
-            first_nominal=first,
-            last_nominal=last,
-            run_id=run_id,
-            schedule_version=state.version,
-            final=final,
-        )
-        event = RunSkipped(subject=str(state.id), tenant=state.tenant_id, time=utcnow(), data=data)
-        headers = {"tenant": state.tenant_id.encode(), "content-type": CONTENT_TYPE.encode()}
-        fut = await self.results_topic.send(key=key, value=encode_event(event), headers=headers, force=True)
-        await fut
-        self.metrics.skipped.labels(reason.value).inc(count)
-
-    async def _results_agent(self, stream: Any) -> None:
-        """Run outcomes, fed back for the overlap policies: a finished run frees its schedule.
-
-        Every run's results pass through here, but only runs that hold their schedule back matter; a light
-        parse and the open-run index keep the rest cheap.
-        """
-        async for event in stream.events():
-            try:
-                probe = ResultProbe.model_validate_json(event.value)
-            except ValueError:
-                continue
-            if not probe.finishes_run() or probe.data.run_id not in self._open_runs:
-                continue
-            async with self._keys.hold(event.key):
-                await self._on_run_finished(event.key, probe.data.run_id)
-            self._open_runs.pop(probe.data.run_id, None)
-
-    async def _on_run_finished(self, key: bytes, run_id: uuid.UUID) -> None:
-        entry = self._get(key)
-        if entry is None or entry.open_run != run_id:
-            return
-        after, buffered = finished(entry, run_id)
-        if buffered is not None:
-            now = utcnow()
-            late = FireTime(nominal=buffered.nominal, planned=max(buffered.planned, now))
-            final = after.next_nominal is None
-            await self._publish_due(key, self._due_data(entry, late, final=final))
-            after = opened(after, planned_run_id(entry.schedule.id, buffered.nominal), buffered.nominal)
-        self._put(key, after)
-
-    async def _commands_agent(self, stream: Any) -> None:
-        async for event in stream.events():
-            key: bytes = event.key
-            decoded = self._decode("commands", event)
-            if not isinstance(decoded, RunNowCommand | BackfillCommand):
-                continue
-            version = decoded.data.schedule_version if isinstance(decoded, RunNowCommand) else 1
-            entry = await self._await_entry(key, version)
-            if entry is None or entry.schedule.status.value == "deleted":
-                log.warning("command for unknown or deleted schedule dropped", extra={"schedule": str(key)})
-                continue
-            if isinstance(decoded, RunNowCommand):
-                await self._publish_due(key, RunDueData.model_validate(decoded.data.model_dump()))
-                continue
-            now = utcnow()
-            for nominal in decoded.data.nominal_times:
-                planned_by_schedule = entry.last_nominal is not None and entry.schedule.created_at < nominal
-                if planned_by_schedule and entry.last_nominal is not None and nominal <= entry.last_nominal:
-                    continue  # the plan already ran (or deliberately skipped) it
-                fire = FireTime(nominal=nominal, planned=now)
-                data = self._due_data(entry, fire, final=False).model_copy(
-                    update={"trigger": Trigger.BACKFILL, "age_from": decoded.data.requested_at}
-                )
-                await self._publish_due(key, data)
-
-    async def _await_entry(self, key: bytes, version: int) -> PlanEntry | None:
-        """The schedule's entry once it has reached ``version``.
-
-        A command and the schedule change before it travel on different topics, and the planner may read the
-        command first (a run-now right after the create). The command waits here, unacknowledged, so a crash
-        meanwhile re-delivers it.
-        """
-        deadline = time.monotonic() + _COMMAND_WAIT_S
-        while True:
-            entry = self._get(key)
-            if entry is not None and entry.version >= version:
-                return entry
-            if time.monotonic() >= deadline:
-                return entry
-            await asyncio.sleep(0.02)
-
-    def _decode(self, topic: str, event: Any) -> Envelope | None:
-        """The record's event, or None once an undecodable record has been set aside."""
-        try:
-            return decode_event(event.value)
-        except EventDecodeError:
-            self._set_aside(topic, event)
-            return None
-
-    def _set_aside(self, topic: str, event: Any) -> None:
-        self.metrics.undecodable.labels(topic).inc()
-        log.error(
-            "undecodable record set aside",
-            extra={
-                "topic": topic,
-                "partition": event.message.partition,
-                "offset": event.message.offset,
-                "raw": bytes(event.value or b"")[:2048],
-            },
-        )
-
-    # -- heap maintenance and the fire loop -----------------------------------------------------------------
-
-    def _active_partitions(self) -> set[int]:
-        name = topic_name(self.settings, SCHEDULES)
-        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == name}
-
-    async def _on_recovered(self) -> None:
-        """Rebuild the heaps from the table once recovery is complete (not merely on assignment)."""
-        active = self._active_partitions()
-        items: dict[int, list[tuple[datetime, uuid.UUID, int, datetime]]] = {p: [] for p in active}
-        open_runs: dict[uuid.UUID, bytes] = {}
-        for key, raw in self.table.items():
-            partition = self.partition_of(key)
-            if partition not in active:
-                continue
-            entry = PlanEntry.model_validate_json(raw)
-            if entry.open_run is not None:
-                open_runs[entry.open_run] = key
-            fire = entry.next_fire()
-            if fire is not None:
-                items[partition].append(
-                    (fire.planned - self._lookahead, entry.schedule.id, entry.version, fire.nominal)
-                )
-        for partition in self.heaps.partitions() - active:
-            self.heaps.drop(partition)
-        for partition, entries in items.items():
-            self.heaps.replace(partition, entries)
-        self._open_runs = open_runs
-        self.recovered = True
-        self.metrics.recovered.set(1)
-        self._wake.set()
-        log.info("heaps rebuilt", extra={"partitions": sorted(active), "entries": len(self.heaps)})
-
-    async def _on_revoked(self, app: Any, revoked: Any, **_: Any) -> None:
-        name = topic_name(self.settings, SCHEDULES)
-        for tp in revoked:
-            if tp.topic == name:
-                self.heaps.drop(tp.partition)
+    # -- the fire loop --------------------------------------------------------------------------------------
 
     async def _fire_loop(self) -> None:
         while True:
-            now = utcnow()
-            # Fires a few ms from their announce time go out with this turn's batch: the executor holds every
-            # run until its planned time anyway, and fewer, larger tick records cost less than many small ones.
-            batches: dict[int, list[Tick]] = {}
-            for partition, item in self.heaps.pop_due(now + _TICK_BATCH_WINDOW):
-                self.metrics.stage.labels("fire_loop").observe(max(0.0, (now - item.due).total_seconds()))
-                tick = Tick(schedule_id=item.schedule_id, version=item.version, nominal=item.nominal)
-                batches.setdefault(partition, []).append(tick)
-            for partition, ticks in batches.items():
-                for start in range(0, len(ticks), _TICK_BATCH_MAX):
-                    batch = TickBatch(ticks=ticks[start : start + _TICK_BATCH_MAX])
-                    await self.ticks_topic.send(
-                        key=b"%d" % partition, value=batch.model_dump_json().encode(), partition=partition
-                    )
+            claimed = self._take_due()
+            if claimed:
+                await self._fire(claimed)
             self.metrics.heap_size.set(len(self.heaps))
             earliest = self.heaps.earliest()
             wait = _IDLE_SLEEP_S if earliest is None else max(0.0, (earliest - utcnow()).total_seconds())
@@ -526,19 +232,201 @@ class Planner:
             except TimeoutError:
                 pass
 
+    def _take_due(self) -> list[_Claimed]:
+        """Pop what is due, drop stale heap items, and claim the rest; never waits."""
+        now = utcnow()
+        claimed: list[_Claimed] = []
+        for partition, item in self.heaps.pop_due(now + _BATCH_WINDOW):
+            entry = self._entries.get(partition, {}).get(item.key)
+            if entry is None or not fire_is_current(entry, item.version, item.nominal):
+                self.metrics.stale.inc()
+                continue
+            if not self._keys.try_claim(item.key):
+                # An agent is changing this schedule; it plans the next fire again when it is done.
+                self.metrics.stale.inc()
+                continue
+            claimed.append(_Claimed(partition, item, fire(entry, now)))
+        return claimed
 
-def _credentials(settings: Settings) -> Any:
-    if settings.kafka_security_protocol == "PLAINTEXT":
-        return None
-    import ssl
+    async def _fire(self, claimed: list[_Claimed]) -> None:
+        try:
+            await self._publish(r for c in claimed for r in self._records(c.item.key, c.firing))
+        except Exception:  # noqa: BLE001 - the fires go back on the heap and are tried again; nothing is lost
+            log.exception("publishing %d due fires failed; retrying", len(claimed))
+            for c in claimed:
+                self.heaps.push(c.partition, c.item.due, c.item.key, c.item.version, c.item.nominal)
+                self._keys.release(c.item.key)
+            await asyncio.sleep(_RETRY_PAUSE_S)
+            return
+        for c in claimed:
+            self._count(c.firing)
+            self._store(c.item.key, c.firing.after)
+            self._keys.release(c.item.key)
 
-    context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
-    if settings.kafka_security_protocol == "SSL":
-        return faust.SSLCredentials(context)
-    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
-    return faust.SASLCredentials(
-        username=settings.kafka_sasl_username or "",
-        password=password,
-        mechanism=settings.kafka_sasl_mechanism or "PLAIN",
-        ssl_context=context if settings.kafka_security_protocol == "SASL_SSL" else None,
-    )
+    # -- agents ---------------------------------------------------------------------------------------------
+
+    async def _schedules_agent(self, stream: Any) -> None:
+        async for event in stream.events():
+            decoded = self._decode("schedules", event)
+            if isinstance(decoded, ScheduleUpserted | ScheduleDeleted):
+                async with self._keys.hold(event.key):
+                    await self._on_schedule_change(event.key, decoded)
+
+    async def _on_schedule_change(self, key: bytes, decoded: ScheduleUpserted | ScheduleDeleted) -> None:
+        now = utcnow()
+        entry = self.entry(key)
+        if isinstance(decoded, ScheduleUpserted):
+            new, cancels = apply_upsert(entry, decoded.data, now)
+        else:
+            new, cancels = apply_delete(entry, decoded.data.version, now)
+        if new is None or new is entry:
+            return
+        records: list[tuple[str, bytes, Envelope]] = []
+        for cancel in cancels:
+            data = RunCancelledData(
+                run_id=cancel.run_id,
+                schedule_id=new.schedule.id,
+                tenant_id=new.schedule.tenant_id,
+                nominal_time=cancel.nominal,
+                reason="schedule changed",
+            )
+            records.append(
+                (
+                    self._due_topic,
+                    key,
+                    RunCancelled(subject=str(data.schedule_id), tenant=data.tenant_id, time=now, data=data),
+                )
+            )
+            if new.open_run == cancel.run_id:
+                # A cancelled run never reports an outcome; it must not hold the schedule back.
+                new = new.model_copy(update={"open_run": None, "open_nominal": None})
+        await self._publish(records)
+        self.metrics.cancelled.inc(len(records))
+        self._store(key, new, definition=True)
+
+    async def _commands_agent(self, stream: Any) -> None:
+        async for event in stream.events():
+            key: bytes = event.key
+            decoded = self._decode("commands", event)
+            if isinstance(decoded, RunFinishedCommand):
+                async with self._keys.hold(key):
+                    await self._on_run_finished(key, decoded.data.run_id)
+            elif isinstance(decoded, RunNowCommand | BackfillCommand):
+                await self._on_command(key, decoded)
+
+    async def _on_run_finished(self, key: bytes, run_id: uuid.UUID) -> None:
+        entry = self.entry(key)
+        if entry is None or entry.open_run != run_id:
+            return
+        firing = finish(entry, run_id, utcnow())
+        await self._publish(self._records(key, firing))
+        self._count(firing)
+        self._store(key, firing.after)
+
+    async def _on_command(self, key: bytes, command: RunNowCommand | BackfillCommand) -> None:
+        version = command.data.schedule_version if isinstance(command, RunNowCommand) else 1
+        entry = await self._await_entry(key, version)
+        if entry is None or entry.schedule.status.value == "deleted":
+            log.warning("command for unknown or deleted schedule dropped", extra={"schedule": key.decode()})
+            return
+        runs: list[RunDueData] = []
+        if isinstance(command, RunNowCommand):
+            runs.append(RunDueData.model_validate(command.data.model_dump()))
+        else:
+            now = utcnow()
+            for nominal in command.data.nominal_times:
+                planned_by_schedule = entry.last_nominal is not None and entry.schedule.created_at < nominal
+                if planned_by_schedule and entry.last_nominal is not None and nominal <= entry.last_nominal:
+                    continue  # the plan already ran (or deliberately skipped) it
+                run = due_data(entry, FireTime(nominal=nominal, planned=now), final=False)
+                runs.append(
+                    run.model_copy(
+                        update={
+                            "trigger": Trigger.BACKFILL,
+                            "age_from": command.data.requested_at,
+                            "report_finish": False,
+                        }
+                    )
+                )
+        firing = Firing(entry, due=runs)
+        await self._publish(self._records(key, firing))
+        self._count(firing)
+
+    async def _await_entry(self, key: bytes, version: int) -> PlanEntry | None:
+        """The schedule's entry once it has reached ``version``.
+
+        A command and the schedule change before it travel on different topics, and the planner may read the
+        command first (a run-now right after the create). The command waits here, unacknowledged, so a crash
+        meanwhile re-delivers it; other commands go on meanwhile.
+        """
+        deadline = time.monotonic() + _COMMAND_WAIT_S
+        while True:
+            entry = self.entry(key)
+            left = deadline - time.monotonic()
+            if (entry is not None and entry.version >= version) or left <= 0:
+                return entry
+            arrived = self._awaiting.setdefault(key, asyncio.Event())
+            try:
+                await asyncio.wait_for(arrived.wait(), timeout=left)
+            except TimeoutError:
+                pass
+            finally:
+                if self._awaiting.get(key) is arrived:
+                    del self._awaiting[key]
+
+    def _decode(self, topic: str, event: Any) -> Envelope | None:
+        """The record's event, or None once an undecodable record has been set aside."""
+        try:
+            return decode_event(event.value)
+        except EventDecodeError:
+            self.metrics.undecodable.labels(topic).inc()
+            log.error(
+                "undecodable record set aside",
+                extra={
+                    "topic": topic,
+                    "partition": event.message.partition,
+                    "offset": event.message.offset,
+                    "raw": bytes(event.value or b"")[:2048],
+                },
+            )
+            return None
+
+    # -- recovery and rebalancing ---------------------------------------------------------------------------
+
+    def _active_partitions(self) -> set[int]:
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self._schedules_name}
+
+    async def _on_recovered(self) -> None:
+        """Rebuild entries and heaps from the tables once recovery is complete (not merely on assignment)."""
+        active = self._active_partitions()
+        cursors = dict(self.cursors.items())
+        entries: dict[int, dict[bytes, PlanEntry]] = {p: {} for p in active}
+        items: dict[int, list[tuple[Any, bytes, int, Any]]] = {p: [] for p in active}
+        for key, raw in self.definitions.items():
+            partition = key_partition(key, self._partitions)
+            if partition not in active:
+                continue
+            stored = cursors.get(key)
+            entry = join(
+                ScheduleState.model_validate_json(raw),
+                Cursor.model_validate_json(stored) if stored is not None else None,
+            )
+            entries[partition][key] = entry
+            nxt = entry.next_fire()
+            if nxt is not None:
+                items[partition].append((nxt.planned - self._lookahead, key, entry.version, nxt.nominal))
+        for partition in self.heaps.partitions() - active:
+            self.heaps.drop(partition)
+        for partition, heap_items in items.items():
+            self.heaps.replace(partition, heap_items)
+        self._entries = entries
+        self.recovered = True
+        self.metrics.recovered.set(1)
+        self._wake.set()
+        log.info("entries rebuilt", extra={"partitions": sorted(active), "entries": len(self.heaps)})
+
+    async def _on_revoked(self, app: Any, revoked: Any, **_: Any) -> None:
+        for tp in revoked:
+            if tp.topic == self._schedules_name:
+                self.heaps.drop(tp.partition)
+                self._entries.pop(tp.partition, None)

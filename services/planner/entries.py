@@ -14,8 +14,9 @@ from shared.schedule import FireTime, iter_fires, next_fire_after
 from shared.types import Instant
 
 _MS = timedelta(milliseconds=1)
-# How long announced runs are remembered (longer than any look-ahead) and how many at most.
-_ANNOUNCED_MEMORY = timedelta(seconds=60)
+# How long announced runs are remembered (longer than the longest look-ahead, 10 s) and how many at most.
+# Every fire stores them with the cursor, so a short memory keeps the per-fire write small.
+_ANNOUNCED_MEMORY = timedelta(seconds=15)
 _ANNOUNCED_MAX = 100
 # Fields whose change re-plans the next fire; any other edit keeps the pending fire where it is.
 TIMING_FIELDS = (
@@ -78,29 +79,60 @@ class PlanEntry(BaseModel):
         return FireTime(nominal=self.next_nominal, planned=self.next_planned)
 
 
-class Tick(BaseModel):
-    """The fire loop's request to fire ``nominal`` of a schedule at ``version``; stale ticks are dropped."""
+class Cursor(BaseModel):
+    """What changes as a schedule fires: a ``PlanEntry`` without its definition.
+
+    The planner stores it apart from the schedule's definition, so a fire writes a few hundred bytes instead
+    of re-serializing the whole schedule. ``version`` is the definition version it was planned for.
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    schedule_id: uuid.UUID
     version: int
-    nominal: Instant
+    next_nominal: Instant | None = None
+    next_planned: Instant | None = None
+    run_count: int = 0
+    last_nominal: Instant | None = None
+    announced: list[Announced] = Field(default_factory=list)
+    open_run: uuid.UUID | None = None
+    open_nominal: Instant | None = None
+    buffered: FireTime | None = None
 
 
-class TickBatch(BaseModel):
-    """The ticks of one partition that fell due in one turn of the fire loop: one record instead of many."""
+def cursor_of(entry: PlanEntry) -> Cursor:
+    return Cursor(
+        version=entry.version,
+        next_nominal=entry.next_nominal,
+        next_planned=entry.next_planned,
+        run_count=entry.run_count,
+        last_nominal=entry.last_nominal,
+        announced=entry.announced,
+        open_run=entry.open_run,
+        open_nominal=entry.open_nominal,
+        buffered=entry.buffered,
+    )
 
-    model_config = ConfigDict(frozen=True)
 
-    ticks: list[Tick]
+def join(state: ScheduleState, cursor: Cursor | None) -> PlanEntry:
+    """The entry from a stored definition and cursor.
 
-    @classmethod
-    def parse(cls, raw: bytes) -> TickBatch:
-        """A batch, or a single tick as written before batches existed."""
-        if raw[:9] == b'{"ticks":':
-            return cls.model_validate_json(raw)
-        return cls(ticks=[Tick.model_validate_json(raw)])
+    The two are written one after the other, so a crash can leave the cursor planned for an older version (or
+    missing): the entry is then re-planned from the change, as an upsert would have done.
+    """
+    if cursor is None:
+        fresh, _ = apply_upsert(None, state, state.updated_at)
+        assert fresh is not None  # noqa: S101 - apply_upsert always plans a new entry
+        return fresh
+    fields = cursor.model_dump(exclude={"version"})
+    entry = PlanEntry.model_construct(schedule=state, **{k: getattr(cursor, k) for k in fields})
+    if cursor.version >= state.version:
+        return entry
+    if state.status is ScheduleStatus.DELETED:
+        return _with_next(entry, None, announced=[])
+    after = state.updated_at
+    if entry.last_nominal is not None and entry.last_nominal > after:
+        after = entry.last_nominal
+    return _with_next(entry, _plan_after(state, after, entry.run_count))
 
 
 def _plan_after(state: ScheduleState, after: datetime, run_count: int) -> FireTime | None:
@@ -188,12 +220,13 @@ def advance(entry: PlanEntry, fired: FireTime) -> PlanEntry:
     return _with_next(entry, fire, run_count=run_count, last_nominal=fired.nominal, announced=[*recent, announced])
 
 
-def tick_is_current(entry: PlanEntry | None, tick: Tick) -> bool:
+def fire_is_current(entry: PlanEntry | None, version: int, nominal: datetime) -> bool:
+    """Whether a heap item (``version``, ``nominal``) is still the entry's next fire; stale items are dropped."""
     return (
         entry is not None
-        and entry.version == tick.version
+        and entry.version == version
         and entry.schedule.status is ScheduleStatus.ACTIVE
-        and entry.next_nominal == tick.nominal
+        and entry.next_nominal == nominal
     )
 
 

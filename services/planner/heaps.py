@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -13,7 +12,7 @@ from datetime import datetime
 class HeapItem:
     due: datetime
     seq: int
-    schedule_id: uuid.UUID = field(compare=False)
+    key: bytes = field(compare=False)
     version: int = field(compare=False)
     nominal: datetime = field(compare=False)
 
@@ -23,13 +22,11 @@ class PartitionHeaps:
         self._heaps: dict[int, list[HeapItem]] = {}
         self._seq = itertools.count()
 
-    def push(self, partition: int, due: datetime, schedule_id: uuid.UUID, version: int, nominal: datetime) -> None:
-        heapq.heappush(
-            self._heaps.setdefault(partition, []), HeapItem(due, next(self._seq), schedule_id, version, nominal)
-        )
+    def push(self, partition: int, due: datetime, key: bytes, version: int, nominal: datetime) -> None:
+        heapq.heappush(self._heaps.setdefault(partition, []), HeapItem(due, next(self._seq), key, version, nominal))
 
-    def replace(self, partition: int, items: list[tuple[datetime, uuid.UUID, int, datetime]]) -> None:
-        heap = [HeapItem(due, next(self._seq), sid, version, nominal) for due, sid, version, nominal in items]
+    def replace(self, partition: int, items: list[tuple[datetime, bytes, int, datetime]]) -> None:
+        heap = [HeapItem(due, next(self._seq), key, version, nominal) for due, key, version, nominal in items]
         heapq.heapify(heap)
         self._heaps[partition] = heap
 

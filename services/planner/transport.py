@@ -17,6 +17,7 @@ import faust
 from faust.transport.drivers import aiokafka as driver
 
 from shared.kafka import FETCH_MAX_WAIT_MS, FETCH_MIN_BYTES
+from shared.settings import Settings
 
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
@@ -43,3 +44,21 @@ class PlannerApp(faust.App):
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
+
+
+def credentials(settings: Settings) -> Any:
+    """Faust's credentials for the configured Kafka security protocol."""
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return None
+    import ssl
+
+    context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+    if settings.kafka_security_protocol == "SSL":
+        return faust.SSLCredentials(context)
+    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username or "",
+        password=password,
+        mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+        ssl_context=context if settings.kafka_security_protocol == "SASL_SSL" else None,
+    )

@@ -14,6 +14,7 @@ from shared.events.runs import (
     ReplayCommandData,
     RunCancelledData,
     RunDueData,
+    RunFinishedData,
     RunOutcomeData,
     RunSkippedData,
 )
@@ -102,6 +103,13 @@ class RunNowCommand(Envelope):
     data: RunNowCommandData
 
 
+class RunFinishedCommand(Envelope):
+    """The executor tells the planner that a run it holds a schedule back for has ended."""
+
+    type: Literal["dev.chime.command.run_finished.v1"] = "dev.chime.command.run_finished.v1"
+    data: RunFinishedData
+
+
 ChimeEvent = Annotated[
     ScheduleUpserted
     | ScheduleDeleted
@@ -115,7 +123,8 @@ ChimeEvent = Annotated[
     | DlqEntry
     | ReplayCommand
     | RunNowCommand
-    | BackfillCommand,
+    | BackfillCommand
+    | RunFinishedCommand,
     Field(discriminator="type"),
 ]
 
@@ -133,6 +142,7 @@ EVENT_TYPES: tuple[type[Envelope], ...] = (
     ReplayCommand,
     RunNowCommand,
     BackfillCommand,
+    RunFinishedCommand,
 )
 
 _ADAPTER: TypeAdapter[ChimeEvent] = TypeAdapter(ChimeEvent)

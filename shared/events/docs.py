@@ -33,6 +33,7 @@ TOPIC_OF: dict[str, TopicSpec] = {
     "dev.chime.run.attempt_failed.v1": RUNS_RESULTS,
     "dev.chime.command.run_now.v1": PLANNER_COMMANDS,
     "dev.chime.command.backfill.v1": PLANNER_COMMANDS,
+    "dev.chime.command.run_finished.v1": PLANNER_COMMANDS,
     "dev.chime.run.dead_lettered.v1": RUNS_RESULTS,
     "dev.chime.run.skipped.v1": RUNS_RESULTS,
     "dev.chime.dlq.entry.v1": RUNS_DLQ,

@@ -1,7 +1,7 @@
-"""A light read of a run result: which run, whether it is over, and what triggered it.
+"""A light read of a run result: which run, and what triggered it.
 
-The planner and the DLQ service see every record on ``chime.runs.results`` but act on few of them; this
-parse skips building the full event for the rest.
+The DLQ service sees every record on ``chime.runs.results`` but acts only on replayed successes; this parse
+skips building the full event for the rest.
 """
 
 from __future__ import annotations
@@ -10,14 +10,10 @@ import uuid
 
 from pydantic import BaseModel, ConfigDict
 
-from shared.events.catalog import RunAttemptFailed, RunDeadLettered, RunSucceeded
-from shared.events.runs import RunStatus, Trigger
+from shared.events.catalog import RunSucceeded
+from shared.events.runs import Trigger
 
-_OUTCOME_TYPES = frozenset(
-    cls.model_fields["type"].default for cls in (RunSucceeded, RunAttemptFailed, RunDeadLettered)
-)
 _SUCCEEDED = RunSucceeded.model_fields["type"].default
-_FINISHED = frozenset(s.value for s in (RunStatus.SUCCEEDED, RunStatus.DEAD_LETTERED, RunStatus.FAILED))
 
 
 class _ProbeData(BaseModel):
@@ -29,15 +25,12 @@ class _ProbeData(BaseModel):
 
 
 class ResultProbe(BaseModel):
-    """Reads ``type``, ``data.run_id`` and ``data.status`` of any record on ``chime.runs.results``."""
+    """Reads ``type``, ``data.run_id``, ``data.status`` and ``data.trigger`` of any record on ``chime.runs.results``."""
 
     model_config = ConfigDict(extra="ignore")
 
     type: str
     data: _ProbeData
-
-    def finishes_run(self) -> bool:
-        return self.type in _OUTCOME_TYPES and self.data.run_id is not None and self.data.status in _FINISHED
 
     def is_replay_success(self) -> bool:
         return self.type == _SUCCEEDED and self.data.trigger == Trigger.REPLAY.value

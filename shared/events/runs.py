@@ -71,6 +71,11 @@ class RunDueData(_Data):
         default=None, description="max_event_age_seconds counts from here (a replay's or backfill's request)."
     )
     history: list[AttemptRecord] = Field(default_factory=list, description="Earlier attempts of this run.")
+    report_finish: bool = Field(
+        default=False,
+        description="The planner holds the schedule back until this run ends (overlap skip or buffer_one): the"
+        " executor reports its end on chime.planner.commands.",
+    )
 
     @property
     def age_origin(self) -> datetime:
@@ -89,6 +94,15 @@ class RunCancelledData(_Data):
     tenant_id: str
     nominal_time: Instant
     reason: str
+
+
+class RunFinishedData(_Data):
+    """A planned run that held its schedule back (overlap skip or buffer_one) has ended, for good."""
+
+    run_id: uuid.UUID
+    schedule_id: uuid.UUID
+    tenant_id: str
+    status: RunStatus
 
 
 class RunOutcomeData(_Data):

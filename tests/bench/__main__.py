@@ -66,7 +66,7 @@ async def baseline(sink: RecordingSink, schedules: int, interval: int, seconds: 
 
 
 _STAGE_METRICS = {
-    "planner": ("chime_planner_publish_late_seconds", "chime_planner_tick_stage_seconds"),
+    "planner": ("chime_planner_publish_late_seconds", "chime_planner_publish_ack_seconds"),
     "executor": (
         "chime_executor_received_late_seconds",
         "chime_executor_call_lag_seconds",

@@ -40,3 +40,31 @@ async def test_a_failing_holder_releases_the_key() -> None:
     assert len(locks) == 0
     async with locks.hold(b"k"):
         assert len(locks) == 1
+
+
+async def test_try_claim_never_waits_and_a_held_key_is_refused() -> None:
+    locks = KeyLocks()
+    assert locks.try_claim(b"k")
+    assert not locks.try_claim(b"k")
+    waiter = asyncio.create_task(locks.claim(b"k"))
+    await asyncio.sleep(0)
+    assert not waiter.done(), "an agent waits while the fire loop holds the key"
+    locks.release(b"k")
+    await asyncio.wait_for(waiter, 1)
+    assert not locks.try_claim(b"k"), "the claim was handed to the waiting agent"
+    locks.release(b"k")
+    assert len(locks) == 0 and locks.try_claim(b"k")
+
+
+async def test_a_cancelled_waiter_gives_up_its_place() -> None:
+    locks = KeyLocks()
+    assert locks.try_claim(b"k")
+    first = asyncio.create_task(locks.claim(b"k"))
+    second = asyncio.create_task(locks.claim(b"k"))
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    locks.release(b"k")
+    await asyncio.wait_for(second, 1)
+    locks.release(b"k")
+    assert len(locks) == 0

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from services.executor.offsets import OffsetTracker
-from services.planner.entries import Tick, advance, apply_delete, apply_upsert, tick_is_current
+from services.planner.entries import Cursor, advance, apply_delete, apply_upsert, cursor_of, fire_is_current, join
 from shared.events.schedule import DeliverySpec, ScheduleState, ScheduleStatus
 from shared.runid import planned_run_id
 from shared.webhook_signing import sign, verify
@@ -97,8 +97,8 @@ def test_delete_leaves_a_marker_that_stops_fires_and_stale_upserts() -> None:
     again, _ = apply_upsert(deleted, state(version=1), now=T0)
     assert again is deleted
     assert entry is not None and entry.next_nominal is not None
-    tick = Tick(schedule_id=entry.schedule.id, version=1, nominal=entry.next_nominal)
-    assert tick_is_current(entry, tick) and not tick_is_current(deleted, tick)
+    assert fire_is_current(entry, 1, entry.next_nominal)
+    assert not fire_is_current(deleted, 1, entry.next_nominal) and not fire_is_current(entry, 2, entry.next_nominal)
 
 
 def test_offsets_commit_below_the_lowest_unfinished_record() -> None:
@@ -206,20 +206,75 @@ def test_every_run_announced_inside_the_window_is_cancelled() -> None:
     assert resumed is not None and resumed.next_nominal == first.nominal
 
 
-def test_the_result_probe_reads_only_finished_runs() -> None:
-    from shared.events import RunAttemptFailed, RunSkipped, RunSucceeded, encode_event
+def test_a_stored_cursor_and_definition_join_back_into_the_entry() -> None:
+    entry, _ = apply_upsert(None, state(), now=T0)
+    assert entry is not None and entry.next_fire() is not None
+    fired = advance(entry, entry.next_fire())  # type: ignore[arg-type]
+    stored = Cursor.model_validate_json(cursor_of(fired).model_dump_json())
+    assert join(fired.schedule, stored) == fired
+
+
+def test_a_cursor_older_than_its_definition_is_planned_again() -> None:
+    entry, _ = apply_upsert(None, state(), now=T0)
+    assert entry is not None and entry.next_fire() is not None
+    fired = advance(entry, entry.next_fire())  # type: ignore[arg-type]
+    # The definition moved to version 2 (every 60 s from T0+15 s) but the crash lost the cursor written after it.
+    newer = state(version=2, interval=60, updated=T0 + timedelta(seconds=15))
+    joined = join(newer, cursor_of(fired))
+    assert joined.version == 2 and joined.run_count == 1
+    assert joined.next_nominal == T0 + timedelta(seconds=60)
+    # No cursor at all: planned from the change, as a first upsert is.
+    fresh = join(newer, None)
+    assert fresh.run_count == 0 and fresh.next_nominal == T0 + timedelta(seconds=60)
+    gone = join(state(version=3, status="deleted"), cursor_of(fired))
+    assert gone.next_fire() is None
+
+
+def test_overlap_skip_reports_the_fire_it_drops_and_asks_for_the_run_end() -> None:
+    from services.planner.firing import finish, fire
+
+    busy = state().model_copy(update={"overlap_policy": "skip"})
+    entry, _ = apply_upsert(None, busy, now=T0)
+    assert entry is not None and entry.next_fire() is not None
+    first = fire(entry, T0 + timedelta(seconds=10))
+    assert len(first.due) == 1 and first.due[0].report_finish and not first.skipped
+    assert first.after.open_run == first.due[0].run_id
+    second = fire(first.after, T0 + timedelta(seconds=20))
+    assert not second.due and len(second.skipped) == 1
+    assert second.skipped[0].first_nominal == T0 + timedelta(seconds=20)
+    ended = finish(second.after, first.due[0].run_id, T0 + timedelta(seconds=21))
+    assert ended.after.open_run is None and not ended.due
+    # A schedule that allows overlaps never asks the executor to report back.
+    plain, _ = apply_upsert(None, state(), now=T0)
+    assert plain is not None and not fire(plain, T0 + timedelta(seconds=10)).due[0].report_finish
+
+
+def test_buffer_one_runs_the_held_fire_when_the_open_run_ends() -> None:
+    from services.planner.firing import finish, fire
+
+    entry, _ = apply_upsert(None, state().model_copy(update={"overlap_policy": "buffer_one"}), now=T0)
+    assert entry is not None
+    first = fire(entry, T0 + timedelta(seconds=10))
+    held = fire(first.after, T0 + timedelta(seconds=20))
+    assert not held.due and not held.skipped and held.after.buffered is not None
+    ended = finish(held.after, first.due[0].run_id, T0 + timedelta(seconds=25))
+    assert [r.nominal_time for r in ended.due] == [T0 + timedelta(seconds=20)]
+    assert ended.due[0].planned_time == T0 + timedelta(seconds=25)
+    assert ended.after.open_run == ended.due[0].run_id and ended.after.buffered is None
+
+
+def test_the_result_probe_spots_replayed_successes() -> None:
+    from shared.events import RunAttemptFailed, RunSucceeded, encode_event
     from shared.events.probe import ResultProbe
-    from shared.events.runs import RunOutcomeData, RunSkippedData, RunStatus, SkipReason, Trigger
+    from shared.events.runs import RunOutcomeData, RunStatus, Trigger
 
-    run_id = uuid.uuid4()
-
-    def outcome(status: RunStatus) -> RunOutcomeData:
+    def outcome(status: RunStatus, trigger: Trigger) -> RunOutcomeData:
         return RunOutcomeData(
-            run_id=run_id,
+            run_id=uuid.uuid4(),
             schedule_id=uuid.uuid4(),
             tenant_id="t",
             nominal_time=T0,
-            trigger=Trigger.SCHEDULE,
+            trigger=trigger,
             attempt=1,
             status=status,
             worker="w",
@@ -231,21 +286,9 @@ def test_the_result_probe_reads_only_finished_runs() -> None:
     def probe(event: object) -> ResultProbe:
         return ResultProbe.model_validate_json(encode_event(event))  # type: ignore[arg-type]
 
-    done = probe(RunSucceeded(subject="s", tenant="t", time=T0, data=outcome(RunStatus.SUCCEEDED)))
-    assert done.finishes_run() and done.data.run_id == run_id
-    dead = probe(RunAttemptFailed(subject="s", tenant="t", time=T0, data=outcome(RunStatus.DEAD_LETTERED)))
-    assert dead.finishes_run()
-    retrying = probe(RunAttemptFailed(subject="s", tenant="t", time=T0, data=outcome(RunStatus.RETRYING)))
-    assert not retrying.finishes_run()
-    skipped = RunSkippedData(
-        schedule_id=uuid.uuid4(), tenant_id="t", reason=SkipReason.OVERLAP, count=1, first_nominal=T0, last_nominal=T0
-    )
-    assert not probe(RunSkipped(subject="s", tenant="t", time=T0, data=skipped)).finishes_run()
-
-
-def test_a_tick_batch_reads_batches_and_single_ticks() -> None:
-    from services.planner.entries import TickBatch
-
-    ticks = [Tick(schedule_id=uuid.uuid4(), version=v, nominal=T0 + timedelta(seconds=v)) for v in (1, 2)]
-    assert TickBatch.parse(TickBatch(ticks=ticks).model_dump_json().encode()).ticks == ticks
-    assert TickBatch.parse(ticks[0].model_dump_json().encode()).ticks == ticks[:1]
+    replayed = RunSucceeded(subject="s", tenant="t", time=T0, data=outcome(RunStatus.SUCCEEDED, Trigger.REPLAY))
+    assert probe(replayed).is_replay_success()
+    planned = RunSucceeded(subject="s", tenant="t", time=T0, data=outcome(RunStatus.SUCCEEDED, Trigger.SCHEDULE))
+    assert not probe(planned).is_replay_success()
+    failed = RunAttemptFailed(subject="s", tenant="t", time=T0, data=outcome(RunStatus.RETRYING, Trigger.REPLAY))
+    assert not probe(failed).is_replay_success()

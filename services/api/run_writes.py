@@ -1,0 +1,98 @@
+"""The recorder's set-based writes: one fixed statement per kind of change, fed with arrays.
+
+Each statement is the same text whatever the batch size (``unnest`` over array parameters), so asyncpg prepares
+it once per connection and SQLAlchemy compiles nothing per batch. Multi-row ``VALUES`` built per batch were
+half of the recorder's CPU at 500 events/s, spent compiling a new statement for every batch size.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.api.run_batch import RANK, RunBatch
+from shared.events.runs import Trigger
+
+_INSERT_RUNS = """
+INSERT INTO runs (id, schedule_id, tenant_id, scheduled_for, planned_for, status, trigger)
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[])
+ON CONFLICT DO NOTHING
+RETURNING schedule_id, trigger, scheduled_for
+"""
+
+_COUNT_RUNS = """
+UPDATE schedules AS s
+SET run_count = s.run_count + v.n, last_run_at = greatest(coalesce(s.last_run_at, v.last), v.last)
+FROM unnest($1::uuid[], $2::int[], $3::timestamptz[]) AS v(sid, n, last)
+WHERE s.id = v.sid
+"""
+
+_RANK_SQL = "CASE r.status " + " ".join(f"WHEN '{s.value}' THEN {n}" for s, n in RANK.items()) + " ELSE 0 END"
+
+_MOVE_STATUSES = f"""
+UPDATE runs AS r
+SET status = v.status, updated_at = now(), finished_at = v.fin
+FROM unnest($1::uuid[], $2::text[], $3::int[], $4::timestamptz[]) AS v(rid, status, rank, fin)
+WHERE r.id = v.rid AND {_RANK_SQL} < v.rank
+"""  # noqa: S608 - the only interpolation is the fixed status-to-rank table
+
+_UPSERT_ATTEMPTS = """
+INSERT INTO run_attempts
+  (run_id, attempt, worker, started_at, finished_at, http_status, duration_ms, error, response_excerpt)
+SELECT * FROM unnest(
+  $1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int[], $7::int[], $8::text[], $9::text[]
+)
+ON CONFLICT (run_id, attempt) DO UPDATE SET
+  worker = excluded.worker, started_at = excluded.started_at, finished_at = excluded.finished_at,
+  http_status = excluded.http_status, duration_ms = excluded.duration_ms, error = excluded.error,
+  response_excerpt = excluded.response_excerpt
+"""
+
+_RUN_COLUMNS = ("id", "schedule_id", "tenant_id", "scheduled_for", "planned_for", "status", "trigger")
+_ATTEMPT_COLUMNS = (
+    "run_id",
+    "attempt",
+    "worker",
+    "started_at",
+    "finished_at",
+    "http_status",
+    "duration_ms",
+    "error",
+    "response_excerpt",
+)
+
+
+def _columns(rows: list[dict[str, Any]], names: tuple[str, ...]) -> list[list[Any]]:
+    return [[row[name] for row in rows] for name in names]
+
+
+async def write_batch(conn: AsyncConnection, batch: RunBatch) -> None:
+    """Apply ``batch`` inside the connection's transaction."""
+    raw = await conn.get_raw_connection()
+    pg: Any = raw.driver_connection  # asyncpg.Connection, inside the transaction SQLAlchemy began
+    if batch.runs:
+        created = await pg.fetch(_INSERT_RUNS, *_columns(list(batch.runs.values()), _RUN_COLUMNS))
+        counts: dict[uuid.UUID, tuple[int, datetime]] = {}
+        for row in created:
+            if row["trigger"] == Trigger.SCHEDULE.value:
+                n, last = counts.get(row["schedule_id"], (0, row["scheduled_for"]))
+                counts[row["schedule_id"]] = (n + 1, max(last, row["scheduled_for"]))
+        if counts:
+            ordered = sorted(counts.items())  # a fixed lock order across concurrent recorders
+            await pg.execute(
+                _COUNT_RUNS, [sid for sid, _ in ordered], [n for _, (n, _) in ordered], [t for _, (_, t) in ordered]
+            )
+    if batch.statuses:
+        moves = list(batch.statuses.items())
+        await pg.execute(
+            _MOVE_STATUSES,
+            [rid for rid, _ in moves],
+            [c.status.value for _, c in moves],
+            [c.rank for _, c in moves],
+            [c.finished_at for _, c in moves],
+        )
+    if batch.attempts:
+        await pg.execute(_UPSERT_ATTEMPTS, *_columns(list(batch.attempts.values()), _ATTEMPT_COLUMNS))

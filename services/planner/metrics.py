@@ -1,0 +1,38 @@
+"""The planner's Prometheus metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass
+class PlannerMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.fired = Counter("chime_planner_runs_due_total", "run.due events published", ["trigger"], registry=r)
+        self.stale = Counter(
+            "chime_planner_stale_fires_total",
+            "Heap items dropped as stale (the schedule changed meanwhile)",
+            registry=r,
+        )
+        self.cancelled = Counter("chime_planner_runs_cancelled_total", "Announced runs cancelled", registry=r)
+        self.undecodable = Counter("chime_planner_undecodable_total", "Records set aside", ["topic"], registry=r)
+        self.heap_size = Gauge("chime_planner_heap_entries", "Entries in the fire heaps", registry=r)
+        self.lateness = Histogram(
+            "chime_planner_publish_late_seconds",
+            "How long after its planned time a run.due was published (0 when announced ahead, as it should be)",
+            buckets=(0, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
+            registry=r,
+        )
+        self.publish_ack = Histogram(
+            "chime_planner_publish_ack_seconds",
+            "From handing a batch of records to the producer until the broker acknowledged all of them",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self.skipped = Counter("chime_planner_skipped_total", "Planned fires not run", ["reason"], registry=r)
+        self.recovered = Gauge("chime_planner_recovered", "1 once table recovery completed", registry=r)
