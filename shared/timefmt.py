@@ -7,18 +7,20 @@ from datetime import UTC, datetime
 
 def truncate_ms(value: datetime) -> datetime:
     """Drop sub-millisecond digits; nominal times are identities and must round-trip exactly."""
-    return value.replace(microsecond=value.microsecond - value.microsecond % 1000)
+    extra = value.microsecond % 1000
+    return value.replace(microsecond=value.microsecond - extra) if extra else value
 
 
 def to_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("naive datetime: an offset is required")
-    return truncate_ms(value.astimezone(UTC))
+    # Every instant on the hot paths is already UTC: skip the conversion (and its new object) for them.
+    return truncate_ms(value if value.tzinfo is UTC else value.astimezone(UTC))
 
 
 def format_utc(value: datetime) -> str:
     """``2026-12-01T09:00:00.000Z``."""
-    return to_utc(value).strftime("%Y-%m-%dT%H:%M:%S.") + f"{to_utc(value).microsecond // 1000:03d}Z"
+    return to_utc(value).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def format_local(value: datetime) -> str:

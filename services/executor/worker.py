@@ -11,6 +11,7 @@ import asyncio
 import logging
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import timedelta
 
 import aiohttp
@@ -78,7 +79,20 @@ class ExecutorMetrics:
         )
         self.in_flight = Gauge("chime_executor_in_flight", "Runs held or being called", registry=r)
         self.cancelled = Counter("chime_executor_cancelled_total", "Held runs cancelled", registry=r)
+        self.repeats_dropped = Counter(
+            "chime_executor_repeats_dropped_total",
+            "Runs announced again while the first announcement was held",
+            registry=r,
+        )
         self.undecodable = Counter("chime_executor_undecodable_total", "Records set aside", registry=r)
+
+
+@dataclass(slots=True)
+class _Held:
+    attempt: int
+    tp: TopicPartition
+    offset: int
+    handle: asyncio.TimerHandle
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -111,8 +125,8 @@ class Executor:
         self._trackers: dict[TopicPartition, OffsetTracker] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = defaultdict(set)
-        self._held: dict[uuid.UUID, asyncio.Event] = {}
-        self._holding: set[asyncio.Task[None]] = set()
+        # Runs waiting for their planned time, by run id: a cancel finds them here.
+        self._held: dict[uuid.UUID, _Held] = {}
         self._global = asyncio.Semaphore(settings.executor_concurrency)
         self._tenant_limit = max(1, int(settings.executor_concurrency * settings.executor_tenant_share))
         self._tenants: dict[str, asyncio.Semaphore] = {}
@@ -167,7 +181,13 @@ class Executor:
             await self._client.close()
 
     async def _drain(self) -> None:
-        """Stop taking work, let in-flight calls finish within the grace period, then commit."""
+        """Stop taking work, let in-flight calls finish within the grace period, then commit.
+
+        Runs still held for their time are left uncommitted: the partition's next owner calls them.
+        """
+        for held in self._held.values():
+            held.handle.cancel()
+        self._held.clear()
         tasks = [t for ts in self._tasks.values() for t in ts]
         if tasks:
             log.info("draining %d in-flight runs", len(tasks))
@@ -210,32 +230,66 @@ class Executor:
             )
             return True
         if isinstance(event, RunCancelled):
-            held = self._held.get(event.data.run_id)
-            if held is not None:
-                held.set()
+            self._cancel(event.data.run_id)
             return True
         if not isinstance(event, RunDue):
             return True
-        if tp.topic in self._retry_topic_names and not self._due_soon(tp, record.offset, event.data):
+        due = event.data
+        if tp.topic in self._retry_topic_names and not self._due_soon(tp, record.offset, due):
             return False
-        self.metrics.received_late.observe(max(0.0, (utcnow() - event.data.planned_time).total_seconds()))
+        held = self._held.get(due.run_id)
+        if held is not None and held.attempt == due.attempt:
+            # The same run announced twice (a planner re-fired it after a crash): one call is enough.
+            self.metrics.repeats_dropped.inc()
+            return True
+        self.metrics.received_late.observe(max(0.0, (utcnow() - due.planned_time).total_seconds()))
         tracker = self._trackers.setdefault(tp, OffsetTracker())
         tracker.started(record.offset)
-        cancel = self._held.setdefault(event.data.run_id, asyncio.Event())
-        task = asyncio.create_task(self._handle(tp, record.offset, record.key or b"", event.data, cancel))
-        self._tasks[tp].add(task)
         self.metrics.in_flight.inc()
+        due_at = max(due.planned_time, due.not_before) if due.not_before else due.planned_time
+        delay = (due_at - utcnow()).total_seconds()
+        key = record.key or b""
+        if delay <= 0:
+            self._start(tp, record.offset, key, due)
+            return True
+        # A timer, not a task, holds the run until its time: thousands of held runs cost a heap entry each.
+        handle = asyncio.get_running_loop().call_later(delay, self._release, tp, record.offset, key, due)
+        self._held[due.run_id] = _Held(due.attempt, tp, record.offset, handle)
+        return True
+
+    def _release(self, tp: TopicPartition, offset: int, key: bytes, due: RunDueData) -> None:
+        held = self._held.get(due.run_id)
+        if held is not None and held.offset == offset and held.tp == tp:
+            del self._held[due.run_id]
+        self._start(tp, offset, key, due)
+
+    def _cancel(self, run_id: uuid.UUID) -> None:
+        """A run announced ahead of its time was withdrawn (pause, delete or edit): never call it."""
+        held = self._held.pop(run_id, None)
+        if held is None:
+            return  # already called, or never seen by this executor
+        held.handle.cancel()
+        self.metrics.cancelled.inc()
+        self.metrics.in_flight.dec()
+        tracker = self._trackers.get(held.tp)
+        if tracker is not None:
+            tracker.finished(held.offset)
+
+    def _start(self, tp: TopicPartition, offset: int, key: bytes, due: RunDueData) -> None:
+        task = asyncio.create_task(self._deliver(key, due))
+        self._tasks[tp].add(task)
+        tracker = self._trackers.get(tp)
 
         def _done(t: asyncio.Task[None]) -> None:
             self._tasks[tp].discard(t)
             self.metrics.in_flight.dec()
             if not t.cancelled():
-                tracker.finished(record.offset)
+                if tracker is not None:
+                    tracker.finished(offset)
                 if t.exception() is not None:
                     log.error("run handler failed", exc_info=t.exception())
 
         task.add_done_callback(_done)
-        return True
 
     def _due_soon(self, tp: TopicPartition, offset: int, due: RunDueData) -> bool:
         """A retry tier holds a record until its not_before by pausing the partition, not by holding memory."""
@@ -253,29 +307,6 @@ class Executor:
     def _resume(self, tp: TopicPartition) -> None:
         if self._consumer is not None and tp in self._consumer.assignment():
             self._consumer.resume(tp)
-
-    async def _handle(
-        self, tp: TopicPartition, offset: int, key: bytes, due: RunDueData, cancelled: asyncio.Event
-    ) -> None:
-        current = asyncio.current_task()
-        try:
-            due_at = max(due.planned_time, due.not_before) if due.not_before else due.planned_time
-            delay = (due_at - utcnow()).total_seconds()
-            if delay > 0 and current is not None:
-                self._holding.add(current)
-                try:
-                    await asyncio.wait_for(cancelled.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
-                finally:
-                    self._holding.discard(current)
-            if cancelled.is_set():
-                self.metrics.cancelled.inc()
-                return
-            await self._deliver(key, due)
-        finally:
-            if self._held.get(due.run_id) is cancelled:
-                del self._held[due.run_id]
 
     async def _deliver(self, key: bytes, due: RunDueData) -> None:
         age = utcnow() - due.age_origin
@@ -388,11 +419,15 @@ class Executor:
 
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
         await self._commit()
+        gone = set(revoked)
+        for run_id, held in list(self._held.items()):
+            if held.tp in gone:
+                # Held runs are left to the partition's next owner; calls already under way finish.
+                held.handle.cancel()
+                del self._held[run_id]
+                self.metrics.in_flight.dec()
         for tp in revoked:
-            for task in self._tasks.pop(tp, set()):
-                # Calls already under way finish; held runs are left to the partition's next owner.
-                if task in self._holding:
-                    task.cancel()
+            self._tasks.pop(tp, None)
             self._trackers.pop(tp, None)
             self._committed.pop(tp, None)
 

@@ -72,6 +72,8 @@ _IDLE_SLEEP_S = 0.05
 _BATCH_WINDOW = timedelta(milliseconds=20)
 # A turn whose publish failed (broker down) puts its fires back and waits this long before the next try.
 _RETRY_PAUSE_S = 0.5
+# How long a stopping planner waits for the fire loop's last turn to be acknowledged.
+_STOP_WAIT_S = 10.0
 # How long a command waits for its schedule to reach the planner before it is dropped as unknown.
 _COMMAND_WAIT_S = 10.0
 # Commands wait for their schedule concurrently, so one waiting run-now does not hold up the rest.
@@ -98,6 +100,8 @@ class Planner:
         self.heaps = PartitionHeaps()
         self.recovered = False
         self._wake = asyncio.Event()
+        self._stopping = False
+        self._fire_loop_done = asyncio.Event()
         self._keys = KeyLocks()
         # Parsed entries of the partitions this planner owns; the tables are their durable copy.
         self._entries: dict[int, dict[bytes, PlanEntry]] = {}
@@ -218,8 +222,23 @@ class Planner:
 
     # -- the fire loop --------------------------------------------------------------------------------------
 
+    async def stop_firing(self) -> None:
+        """Finish the turn under way (its cursors are written while the tables are still open), then stop."""
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(self._fire_loop_done.wait(), _STOP_WAIT_S)
+        except TimeoutError:
+            log.warning("the fire loop did not stop within %.0f s", _STOP_WAIT_S)
+
     async def _fire_loop(self) -> None:
-        while True:
+        try:
+            await self._fire_until_stopped()
+        finally:
+            self._fire_loop_done.set()
+
+    async def _fire_until_stopped(self) -> None:
+        while not self._stopping:
             claimed = self._take_due()
             if claimed:
                 await self._fire(claimed)

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import faust
 
 from services.planner.app import Planner
 from shared.opsserver import OpsServer
 from shared.settings import Settings
+
+
+class _Worker(faust.Worker):
+    """Stops the fire loop before Faust stops anything else, so the last fires' cursors reach the tables."""
+
+    def __init__(self, planner: Planner, **kwargs: Any) -> None:
+        super().__init__(planner.app, **kwargs)
+        self._planner = planner
+
+    async def on_stop(self) -> None:
+        await self._planner.stop_firing()
+        await super().on_stop()
 
 
 def main(settings: Settings) -> None:
@@ -22,5 +35,5 @@ def main(settings: Settings) -> None:
             await asyncio.Event().wait()
 
     planner.app.task(serve_ops)
-    worker = faust.Worker(planner.app, loglevel=settings.log_level.lower(), redirect_stdouts=False)
+    worker = _Worker(planner, loglevel=settings.log_level.lower(), redirect_stdouts=False)
     worker.execute_from_commandline()
