@@ -59,6 +59,7 @@ from shared.events import (
 from shared.events.runs import RunCancelledData, RunDueData, Trigger
 from shared.events.schedule import ScheduleState
 from shared.identity import instance_id
+from shared.kafka import BATCH_LINGER_MS
 from shared.schedule import FireTime
 from shared.settings import Settings
 from shared.timefmt import utcnow
@@ -133,9 +134,9 @@ class Planner:
             broker_request_timeout=max(30.0, settings.consumer_session_timeout_ms / 1000 + 5),
             broker_commit_interval=0.5,
             producer_acks=-1,
-            # Runs are announced ahead of time (look-ahead), so a few ms of batching costs no lag and saves
-            # a socket write per record.
-            producer_linger=0.005,
+            # Runs are announced ahead of time (look-ahead), so batching costs no lag and saves a produce
+            # request per handful of records.
+            producer_linger=BATCH_LINGER_MS / 1000,
             stream_wait_empty=False,
             processing_guarantee="at_least_once",
         )
@@ -170,23 +171,26 @@ class Planner:
         """The parsed entry of a schedule in a partition this planner owns."""
         return self._entries.get(key_partition(key, self._partitions), {}).get(key)
 
-    def _store(self, key: bytes, entry: PlanEntry, *, definition: bool = False) -> None:
-        """Keep ``entry`` in memory, write it through to the tables, and plan its next fire."""
-        partition = key_partition(key, self._partitions)
-        owned = self._entries.get(partition)
-        if owned is None:
-            return  # the partition moved to another planner meanwhile; its new owner re-fires at worst
-        owned[key] = entry
-        if definition:
-            self.definitions[key] = entry.schedule.model_dump_json().encode()
-        self.cursors[key] = cursor_of(entry).model_dump_json().encode()
-        waiting = self._awaiting.get(key)
-        if waiting is not None:
-            waiting.set()
-        nxt = entry.next_fire()
-        if nxt is not None:
-            self.heaps.push(partition, nxt.planned - self._lookahead, key, entry.version, nxt.nominal)
-            self._wake.set()
+    async def _store(self, changed: Iterable[tuple[bytes, PlanEntry]], *, definition: bool = False) -> None:
+        """Keep entries in memory, write them through to the tables, and plan their next fires."""
+        rows: list[tuple[bytes, bytes]] = []
+        for key, entry in changed:
+            partition = key_partition(key, self._partitions)
+            owned = self._entries.get(partition)
+            if owned is None:
+                continue  # the partition moved to another planner meanwhile; its new owner re-fires at worst
+            owned[key] = entry
+            if definition:
+                self.definitions[key] = entry.schedule.model_dump_json().encode()
+            rows.append((key, cursor_of(entry).model_dump_json().encode()))
+            waiting = self._awaiting.get(key)
+            if waiting is not None:
+                waiting.set()
+            nxt = entry.next_fire()
+            if nxt is not None:
+                self.heaps.push(partition, nxt.planned - self._lookahead, key, entry.version, nxt.nominal)
+                self._wake.set()
+        await self.cursors.write_many(rows)
 
     # -- publishing -----------------------------------------------------------------------------------------
 
@@ -228,6 +232,7 @@ class Planner:
         self._wake.set()
         try:
             await asyncio.wait_for(self._fire_loop_done.wait(), _STOP_WAIT_S)
+            await asyncio.wait_for(self.cursors.flush(), _STOP_WAIT_S)
         except TimeoutError:
             log.warning("the fire loop did not stop within %.0f s", _STOP_WAIT_S)
 
@@ -277,10 +282,13 @@ class Planner:
                 self._keys.release(c.item.key)
             await asyncio.sleep(_RETRY_PAUSE_S)
             return
-        for c in claimed:
-            self._count(c.firing)
-            self._store(c.item.key, c.firing.after)
-            self._keys.release(c.item.key)
+        try:
+            for c in claimed:
+                self._count(c.firing)
+            await self._store((c.item.key, c.firing.after) for c in claimed)
+        finally:
+            for c in claimed:
+                self._keys.release(c.item.key)
 
     # -- agents ---------------------------------------------------------------------------------------------
 
@@ -321,7 +329,7 @@ class Planner:
                 new = new.model_copy(update={"open_run": None, "open_nominal": None})
         await self._publish(records)
         self.metrics.cancelled.inc(len(records))
-        self._store(key, new, definition=True)
+        await self._store([(key, new)], definition=True)
 
     async def _commands_agent(self, stream: Any) -> None:
         async for event in stream.events():
@@ -340,7 +348,7 @@ class Planner:
         firing = finish(entry, run_id, utcnow())
         await self._publish(self._records(key, firing))
         self._count(firing)
-        self._store(key, firing.after)
+        await self._store([(key, firing.after)])
 
     async def _on_command(self, key: bytes, command: RunNowCommand | BackfillCommand) -> None:
         version = command.data.schedule_version if isinstance(command, RunNowCommand) else 1

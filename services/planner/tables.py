@@ -5,16 +5,27 @@ fire loop) is refused. ``use_partitioner=True`` makes the changelog record take 
 faust-streaming 0.15's RocksDB store still asks for the current event when it picks the local database
 (``faust/stores/rocksdb.py``, ``Store._set``). This store picks the key's partition the same way the producer
 does (murmur2, as for ``chime.schedules``), so the changelog and the local database agree.
+
+``write_many`` writes a batch of rows the way Faust's ``table[key] = value`` does (local store, changelog record,
+persisted changelog offset) without its per-key machinery: a future, a buffered send and a callback for each
+row, and an offset write per acknowledged record. That machinery was three quarters of the planner's cost per
+fire.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 import faust
 from aiokafka.partitioner import murmur2
 from faust.stores.rocksdb import Store as RocksDBStore
+from faust.types import TP
 from yarl import URL
+
+log = logging.getLogger(__name__)
 
 
 def key_partition(key: bytes, partitions: int) -> int:
@@ -35,6 +46,41 @@ class PartitionerTable(faust.Table[bytes, bytes]):
 
     def __init__(self, app: faust.App, **kwargs: Any) -> None:
         super().__init__(app, use_partitioner=True, **kwargs)
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def write_many(self, rows: Iterable[tuple[bytes, bytes]]) -> None:
+        """Write rows to the local store now and to the changelog in one go; acknowledgements are awaited in the
+        background (``flush``). A row the changelog loses is older state after a restart: a repeated fire, never
+        a lost one, since a fire's ``run.due`` is acknowledged before its cursor is written."""
+        store = self.data
+        topic = self.changelog_topic.get_topic_name()
+        partitions = self.partitions or self.app.conf.topic_partitions
+        sent: list[tuple[int, Awaitable[Any]]] = []
+        for key, value in rows:
+            store[key] = value
+            partition = key_partition(key, partitions)
+            sent.append((partition, await self.app.producer.send(topic, key, value, partition, None, None)))
+        if sent:
+            task = asyncio.create_task(self._persist_offsets(topic, sent))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _persist_offsets(self, topic: str, sent: list[tuple[int, Awaitable[Any]]]) -> None:
+        try:
+            acked = await asyncio.gather(*(fut for _, fut in sent))
+        except Exception:  # noqa: BLE001 - see write_many: a lost cursor write repeats a fire
+            log.exception("writing %d cursors to the changelog failed", len(sent))
+            return
+        highest: dict[int, int] = {}
+        for (partition, _), meta in zip(sent, acked, strict=True):
+            highest[partition] = max(highest.get(partition, -1), meta.offset)
+        for partition, offset in highest.items():
+            self.data.set_persisted_offset(TP(topic, partition), offset)
+
+    async def flush(self) -> None:
+        """Wait for every changelog write handed over so far."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
 
     def _new_store_by_url(self, url: str | URL) -> Any:
         if URL(str(url)).scheme != "rocksdb":

@@ -95,16 +95,16 @@ async def _stage_metrics(stack: Stack) -> StageSample:
     return out
 
 
-def _cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
-    """User plus system CPU time of each process so far (Linux /proc)."""
-    out: dict[str, float] = {}
+def _cpu_seconds(pids: dict[str, int]) -> dict[str, tuple[float, float]]:
+    """User and system CPU time of each process so far (Linux /proc)."""
+    out: dict[str, tuple[float, float]] = {}
     tick = os.sysconf("SC_CLK_TCK")
     for name, pid in pids.items():
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        out[name] = (int(fields[11]) + int(fields[12])) / tick
+        out[name] = (int(fields[11]) / tick, int(fields[12]) / tick)
     return out
 
 
@@ -180,7 +180,8 @@ async def chime(
             print(f"chime: {len(seen)} of {expected} expected fires delivered in the window")
             _print_stage_means(stages_before, stages_after)
             busy = ", ".join(
-                f"{name} {(cpu_after[name] - cpu_before[name]) / seconds * 100:.0f}%"
+                f"{name} {(sum(cpu_after[name]) - sum(cpu_before[name])) / seconds * 100:.0f}%"
+                f" (sys {(cpu_after[name][1] - cpu_before[name][1]) / seconds * 100:.0f}%)"
                 for name in sorted(cpu_after)
                 if name in cpu_before
             )
