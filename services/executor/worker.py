@@ -244,7 +244,9 @@ class Executor:
             self.metrics.repeats_dropped.inc()
             return True
         self.metrics.received_late.observe(max(0.0, (utcnow() - due.planned_time).total_seconds()))
-        tracker = self._trackers.setdefault(tp, OffsetTracker())
+        tracker = self._trackers.get(tp)
+        if tracker is None:
+            tracker = self._trackers[tp] = OffsetTracker()
         tracker.started(record.offset)
         self.metrics.in_flight.inc()
         due_at = max(due.planned_time, due.not_before) if due.not_before else due.planned_time
@@ -391,9 +393,8 @@ class Executor:
 
     async def _publish(self, topic: str, key: bytes, kind: type[Envelope], due: RunDueData, data: BaseModel) -> None:
         assert self._producer is not None  # noqa: S101 - set in run()
-        event = kind.model_validate(
-            {"subject": str(due.schedule_id), "tenant": due.tenant_id, "time": utcnow(), "data": data}
-        )
+        # The subclasses default ``type`` and declare ``data``; the base class knows neither.
+        event = kind(subject=str(due.schedule_id), tenant=due.tenant_id, time=utcnow(), data=data)  # type: ignore[call-arg]
         headers = [("tenant", due.tenant_id.encode()), ("content-type", CONTENT_TYPE.encode())]
         await self._producer.send_and_wait(topic, encode_event(event), key=key, headers=headers)
 
