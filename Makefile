@@ -38,7 +38,7 @@ test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 bench: install
-	$(CHIME) stack exec -- $(PY) -m tests.bench $(BENCH_ARGS)
+	$(CHIME) stack exec -- $(PY) -m bench $(BENCH_ARGS)
 
 kafka: install
 	$(CHIME) stack up --kafka-only

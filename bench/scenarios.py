@@ -1,0 +1,326 @@
+"""Each scenario once against Chime (the whole stack as real processes) and once against the peer.
+
+Chime gets a fresh stack per scenario (its own topics and database), so one scenario's schedules never load the
+next. The sink is this process's; the peer runs in a process of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer
+
+from bench.stats import broker_pid, cpu_seconds, cpu_share, lag_summary
+from services.api.migrate import migrate
+from shared.settings import Settings, load_settings
+from shared.topics import RUNS_DUE, create_topics, topic_name
+from tests.e2e.stack import Arrival, RecordingSink, Stack, grid
+from tests.integration.helpers import auth, create_database, schedule_body
+
+CHIME_PROCESSES = ("api", "recorder", "planner", "executor", "dlq", "kafka")
+# A tenant's planned fires are capped (CHIME_MAX_FIRES_PER_SECOND_PER_TENANT, 1,000/s by default) and so are its
+# requests (CHIME_RATE_LIMIT_PER_SECOND, 100/s): load is spread over tenants as a real installation's would be.
+_FIRES_PER_TENANT = 500.0
+_CREATE_CONCURRENCY = 32
+
+
+@dataclass
+class Env:
+    kafka: str
+    database: str
+
+    async def settings(self) -> Settings:
+        settings = load_settings(
+            _env_file=None,
+            kafka_bootstrap=self.kafka,
+            database_url=await create_database(self.database),
+            topic_prefix=f"b{uuid.uuid4().hex[:8]}.chime.",
+            allow_private_targets=True,
+        )
+        await migrate(settings)
+        await create_topics(settings)
+        return settings
+
+
+@asynccontextmanager
+async def chime_stack(env: Env) -> AsyncIterator[tuple[Settings, Stack]]:
+    settings = await env.settings()
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = Stack(settings, Path(tmp))
+        await stack.start_all()
+        try:
+            yield settings, stack
+        finally:
+            stack.stop_all()
+
+
+def _tenants(count: int) -> list[str]:
+    run = uuid.uuid4().hex[:6]
+    return [f"bench-{run}-{i}" for i in range(count)]
+
+
+async def create_schedules(
+    settings: Settings, stack: Stack, bodies: list[dict[str, Any]], tenants: list[str]
+) -> dict[str, datetime]:
+    """Create schedules through the API; returns id → anchor (start_at, or creation time)."""
+    headers = {t: auth(settings, t) for t in tenants}
+    slots = asyncio.Semaphore(_CREATE_CONCURRENCY)
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as api:
+
+        async def create(i: int, body: dict[str, Any]) -> tuple[str, datetime]:
+            async with slots:
+                for _ in range(20):
+                    response = await api.post("/api/schedules", json=body, headers=headers[tenants[i % len(tenants)]])
+                    if response.status_code != 429:
+                        break
+                    await asyncio.sleep(0.2)
+                response.raise_for_status()
+                created = response.json()
+                anchor = created.get("start_at") or created["created_at"]
+                return created["id"], datetime.fromisoformat(anchor)
+
+        return dict(await asyncio.gather(*(create(i, b) for i, b in enumerate(bodies))))
+
+
+@dataclass
+class Window:
+    start: datetime
+    end: datetime
+    cpu: dict[str, float]
+
+
+async def measure_window(seconds: float, pids: dict[str, int]) -> Window:
+    start = datetime.now(UTC)
+    before = cpu_seconds(pids)
+    await asyncio.sleep(seconds)
+    after = cpu_seconds(pids)
+    return Window(start, datetime.now(UTC), cpu_share(before, after, seconds))
+
+
+async def wait_for_arrivals(sink: RecordingSink, count: Callable[[], int], expected: int, timeout: float) -> None:
+    """Late deliveries still count (their lag shows it): wait for them a while."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and count() < expected:
+        await asyncio.sleep(0.5)
+
+
+def deliveries(arrivals: list[Arrival], expected: int) -> dict[str, Any]:
+    seen: set[tuple[str, datetime]] = set()
+    repeats = 0
+    for a in arrivals:
+        key = (a.schedule_id, a.nominal)
+        repeats += key in seen
+        seen.add(key)
+    lags = [(a.received - a.nominal).total_seconds() * 1000 for a in arrivals]
+    return {
+        "expected": expected,
+        "delivered": len(seen),
+        "missed": max(0, expected - len(seen)),
+        "repeats": repeats,
+        "lag": lag_summary(lags),
+    }
+
+
+def cpu_per_fire(cpu: dict[str, float], rate: float) -> float | None:
+    """Milliseconds of CPU per delivered fire across every Chime process and the broker."""
+    if rate <= 0:
+        return None
+    busy = sum(share for name, share in cpu.items() if name in CHIME_PROCESSES) / 100
+    return round(busy / rate * 1000, 3)
+
+
+# -- steady rate and burst ---------------------------------------------------------------------------------
+
+
+async def chime_interval(
+    env: Env, sink: RecordingSink, schedules: int, interval: int, window_s: float, *, burst: bool
+) -> dict[str, Any]:
+    """``schedules`` interval schedules every ``interval`` s: spread evenly (steady) or all on one anchor (burst)."""
+    async with chime_stack(env) as (settings, stack):
+        rate = schedules / interval
+        tenants = _tenants(max(1, math.ceil(rate / _FIRES_PER_TENANT)))
+        url = f"{sink.url}/hook"
+        if burst:
+            anchor = datetime.now(UTC).replace(microsecond=0)
+            bodies = [
+                schedule_body(interval_seconds=interval, start_at=anchor.isoformat(), payload={"url": url})
+                for _ in range(schedules)
+            ]
+        else:
+            bodies = [schedule_body(interval_seconds=interval, payload={"url": url}) for _ in range(schedules)]
+        started = time.monotonic()
+        anchors = await create_schedules(settings, stack, bodies, tenants)
+        create_rate = schedules / (time.monotonic() - started)
+        ids = set(anchors)
+        # Measure only once every schedule has fired (warm-up).
+        await asyncio.sleep(interval + 2)
+        pids = {name: proc.pid for name, proc in stack.procs.items()} | broker_pid() | {"bench+sink": os.getpid()}
+        window = await measure_window(window_s, pids)
+        expected = sum(
+            len(grid(window.start, window.end - timedelta(milliseconds=1), interval, a)) for a in anchors.values()
+        )
+
+        def in_window() -> list[Arrival]:
+            return [a for a in sink.arrivals if a.schedule_id in ids and window.start <= a.nominal < window.end]
+
+        await wait_for_arrivals(sink, lambda: len(in_window()), expected, max(10.0, 2.0 * interval))
+        arrivals = in_window()
+        out = deliveries(arrivals, expected) | {"cpu_percent": window.cpu, "api_creates_per_s": round(create_rate, 1)}
+        out["rate_per_s"] = round(out["delivered"] / window_s, 1)
+        out["cpu_ms_per_fire"] = cpu_per_fire(window.cpu, out["rate_per_s"])
+        if burst:
+            out["burst"] = burst_figures(arrivals)
+        return out
+
+
+def burst_figures(arrivals: list[Arrival]) -> dict[str, Any]:
+    """For each instant everything was due at: how long after it the last call arrived."""
+    by_instant: dict[datetime, list[Arrival]] = {}
+    for a in arrivals:
+        by_instant.setdefault(a.nominal, []).append(a)
+    spans = sorted((max(x.received for x in group) - instant).total_seconds() for instant, group in by_instant.items())
+    return {
+        "instants": len(spans),
+        "last_delivery_s": round(spans[len(spans) // 2], 3) if spans else None,
+        "worst_last_delivery_s": round(spans[-1], 3) if spans else None,
+    }
+
+
+async def peer_interval(
+    sink: RecordingSink, schedules: int, interval: int, window_s: float, *, burst: bool
+) -> dict[str, Any]:
+    anchor = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3)
+    warmup = interval + 2
+    command = [
+        sys.executable,
+        "-m",
+        "bench.peer",
+        "--url",
+        f"{sink.url}/hook",
+        "--schedules",
+        str(schedules),
+        "--interval",
+        str(interval),
+        "--anchor",
+        anchor.isoformat(),
+        "--seconds",
+        str(warmup + window_s + 1),
+        *([] if burst else ["--spread"]),
+    ]
+    proc = subprocess.Popen(command)
+    try:
+        await asyncio.sleep(max(0.0, (anchor - datetime.now(UTC)).total_seconds()) + warmup)
+        window = await measure_window(window_s, {"apscheduler": proc.pid, "bench+sink": os.getpid()})
+    finally:
+        await asyncio.to_thread(proc.wait, 60)
+    per_job = timedelta(seconds=interval / schedules)
+    expected = sum(
+        len(
+            grid(
+                window.start,
+                window.end - timedelta(milliseconds=1),
+                interval,
+                anchor + (i * per_job if not burst else timedelta(0)),
+            )
+        )
+        for i in range(schedules)
+    )
+    arrivals = [
+        a for a in sink.arrivals if a.schedule_id.startswith("peer-") and window.start <= a.nominal < window.end
+    ]
+    sink.arrivals[:] = [a for a in sink.arrivals if not a.schedule_id.startswith("peer-")]
+    out = deliveries(arrivals, expected) | {"cpu_percent": window.cpu}
+    out["rate_per_s"] = round(out["delivered"] / window_s, 1)
+    share = window.cpu.get("apscheduler", 0.0) / 100
+    out["cpu_ms_per_fire"] = round(share / out["rate_per_s"] * 1000, 3) if out["rate_per_s"] else None
+    if burst:
+        out["burst"] = burst_figures(arrivals)
+    return out
+
+
+# -- the API ---------------------------------------------------------------------------------------------------
+
+
+async def chime_api(env: Env, rate: float, seconds: float, propagation_samples: int) -> dict[str, Any]:
+    """Creates paced at ``rate`` per second (open loop), then how long a change takes to reach the planner."""
+    async with chime_stack(env) as (settings, stack):
+        tenants = _tenants(max(1, math.ceil(rate / 50)))
+        headers = {t: auth(settings, t) for t in tenants}
+        latencies: list[float] = []
+        failures = 0
+        async with httpx.AsyncClient(
+            base_url=stack.api_url, timeout=30, limits=httpx.Limits(max_connections=256)
+        ) as api:
+
+            async def create(i: int) -> None:
+                nonlocal failures
+                body = schedule_body(interval_seconds=3600, payload={"url": "http://127.0.0.1:9/hook"})
+                t0 = time.perf_counter()
+                response = await api.post("/api/schedules", json=body, headers=headers[tenants[i % len(tenants)]])
+                latencies.append((time.perf_counter() - t0) * 1000)
+                failures += response.status_code != 201
+
+            total = int(rate * seconds)
+            start = time.perf_counter()
+            tasks = []
+            for i in range(total):
+                await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+                tasks.append(asyncio.create_task(create(i)))
+            await asyncio.gather(*tasks)
+            achieved = total / (time.perf_counter() - start)
+            propagation = await _propagation(settings, api, headers[tenants[0]], propagation_samples)
+        return {
+            "requests": total,
+            "failed": failures,
+            "achieved_per_s": round(achieved, 1),
+            "create_latency": lag_summary(latencies),
+            "propagation": lag_summary(propagation),
+        }
+
+
+async def _propagation(
+    settings: Settings, api: httpx.AsyncClient, headers: dict[str, str], samples: int
+) -> list[float]:
+    """API 2xx of a run-now until the planner acted on it (its run.due record's timestamp).
+
+    A run-now travels the same way as a schedule change (outbox, relay, ``chime.planner.*``, the planner's
+    agent), and its ``run.due`` is the planner's visible proof that it holds the change.
+    """
+    body = schedule_body(interval_seconds=3600, payload={"url": "http://127.0.0.1:9/hook"})
+    schedule = (await api.post("/api/schedules", json=body, headers=headers)).json()["id"]
+    consumer = AIOKafkaConsumer(
+        topic_name(settings, RUNS_DUE), bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="latest"
+    )
+    await consumer.start()
+    try:
+        await consumer.seek_to_end()
+        answered: dict[str, float] = {}
+        for _ in range(samples):
+            response = await api.post(f"/api/schedules/{schedule}/run-now", headers=headers)
+            answered[response.json()["id"]] = time.time() * 1000
+            await asyncio.sleep(0.05)
+        seen: dict[str, float] = {}
+        deadline = time.monotonic() + 15
+        while len(seen) < len(answered) and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for record in (r for rs in batch.values() for r in rs):
+                for run_id in answered:
+                    if run_id.encode() in (record.value or b""):
+                        seen[run_id] = record.timestamp - answered[run_id]
+        return list(seen.values())
+    finally:
+        await consumer.stop()

@@ -1,0 +1,58 @@
+"""Figures from raw samples: percentiles, and CPU time per process from /proc."""
+
+from __future__ import annotations
+
+import os
+import statistics
+from pathlib import Path
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def lag_summary(lags_ms: list[float]) -> dict[str, float]:
+    if not lags_ms:
+        return {"count": 0}
+    return {
+        "count": len(lags_ms),
+        "p50_ms": round(statistics.median(lags_ms), 2),
+        "p99_ms": round(percentile(lags_ms, 0.99), 2),
+        "max_ms": round(max(lags_ms), 2),
+    }
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, tuple[float, float]]:
+    """User and system CPU seconds of each process so far (Linux /proc)."""
+    out: dict[str, tuple[float, float]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for name, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = (int(fields[11]) / tick, int(fields[12]) / tick)
+    return out
+
+
+def broker_pid() -> dict[str, int]:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"kafka.Kafka" in (entry / "cmdline").read_bytes():
+                    return {"kafka": int(entry.name)}
+            except OSError:
+                continue
+    return {}
+
+
+def cpu_share(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]], seconds: float
+) -> dict[str, float]:
+    """Each process's CPU over the window, in percent of one core."""
+    return {
+        name: round((sum(after[name]) - sum(before[name])) / seconds * 100, 1)
+        for name in sorted(after)
+        if name in before
+    }

@@ -1,1 +1,0 @@
-"""Benchmarks (`make bench`): bounded in time, loopback only, figures printed at the end."""
