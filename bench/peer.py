@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -45,6 +46,8 @@ async def run(url: str, schedules: int, interval: float, anchor: datetime, sprea
         try:
             await asyncio.sleep(max(0.0, (anchor - datetime.now(UTC)).total_seconds()) + seconds)
         finally:
+            # Calls cut short by the shutdown are not the peer's failures: keep them out of the report.
+            logging.getLogger("apscheduler.executors").setLevel(logging.CRITICAL)
             scheduler.shutdown(wait=False)
             await asyncio.sleep(1)  # calls still under way finish before the session closes
 
