@@ -2,9 +2,9 @@
 
 Faust builds its consumer with ``fetch_max_wait_ms=1500`` and no setting to change it. aiokafka keeps one fetch
 in flight per broker, and a fetch that happens to cover only idle partitions (the commands topic, say) is held
-by the broker for that whole wait, while the ticks that arrive meanwhile cannot be fetched. The planner saw a
-mean of 1.35 s between a tick's send and its arrival at 300 fires/s. Chime's own consumers wait
-``FETCH_MAX_WAIT_MS`` and ask for ``FETCH_MIN_BYTES``; the planner's consumer now does too.
+by the broker for that whole wait, while the records that arrive meanwhile on other partitions (a schedule
+change, a run-now) cannot be fetched. Chime's own consumers wait ``FETCH_MAX_WAIT_MS`` and ask for
+``FETCH_MIN_BYTES``; the planner's consumer does too.
 """
 
 from __future__ import annotations
