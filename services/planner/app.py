@@ -71,10 +71,15 @@ _IDLE_SLEEP_S = 0.05
 # Fires this close to their announce time go out with the current turn: the executor holds every run until
 # its planned time anyway, and fuller produce batches cost less per record.
 _BATCH_WINDOW = timedelta(milliseconds=20)
+# A due fire whose schedule an agent is changing is looked at again this much later.
+_CLAIM_RETRY = timedelta(milliseconds=5)
 # A turn whose publish failed (broker down) puts its fires back and waits this long before the next try.
 _RETRY_PAUSE_S = 0.5
 # How long a stopping planner waits for the fire loop's last turn to be acknowledged.
 _STOP_WAIT_S = 10.0
+# A planner that owns no partition rejoins its group after this long, then backs off to the maximum.
+_REJOIN_FIRST_S = 3.0
+_REJOIN_MAX_S = 60.0
 # How long a command waits for its schedule to reach the planner before it is dropped as unknown.
 _COMMAND_WAIT_S = 10.0
 # Commands wait for their schedule concurrently, so one waiting run-now does not hold up the rest.
@@ -155,6 +160,7 @@ class Planner:
         self.app.agent(self.schedules_topic, name="schedules")(self._schedules_agent)
         self.app.agent(self.commands_topic, name="commands", concurrency=_COMMAND_CONCURRENCY)(self._commands_agent)
         self.app.task(self._fire_loop)
+        self.app.task(self._hold_partitions)
 
     def _source(self, spec: Any) -> Any:
         return self.app.topic(
@@ -172,13 +178,19 @@ class Planner:
         return self._entries.get(key_partition(key, self._partitions), {}).get(key)
 
     async def _store(self, changed: Iterable[tuple[bytes, PlanEntry]], *, definition: bool = False) -> None:
-        """Keep entries in memory, write them through to the tables, and plan their next fires."""
+        """Keep entries in memory, write them through to the tables, and plan their next fires.
+
+        A schedule change (``definition``) is always kept: Faust hands the agent a record only for a partition this
+        planner owns, and it may do so a moment before the recovery callback has rebuilt that partition's entries
+        (which then include this change, read back from the tables). A fire's cursor is dropped when its partition
+        moved to another planner meanwhile: the new owner repeats that fire at worst.
+        """
         rows: list[tuple[bytes, bytes]] = []
         for key, entry in changed:
             partition = key_partition(key, self._partitions)
-            owned = self._entries.get(partition)
+            owned = self._entries.setdefault(partition, {}) if definition else self._entries.get(partition)
             if owned is None:
-                continue  # the partition moved to another planner meanwhile; its new owner re-fires at worst
+                continue
             owned[key] = entry
             if definition:
                 self.definitions[key] = entry.schedule.model_dump_json().encode()
@@ -266,8 +278,9 @@ class Planner:
                 self.metrics.stale.inc()
                 continue
             if not self._keys.try_claim(item.key):
-                # An agent is changing this schedule; it plans the next fire again when it is done.
-                self.metrics.stale.inc()
+                # An agent is changing this schedule right now: look again shortly. If the change moved the fire,
+                # the item is stale by then and dropped above.
+                self.heaps.push(partition, now + _CLAIM_RETRY, item.key, item.version, item.nominal)
                 continue
             claimed.append(_Claimed(partition, item, fire(entry, now)))
         return claimed
@@ -422,6 +435,30 @@ class Planner:
 
     def _active_partitions(self) -> set[int]:
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self._schedules_name}
+
+    def holds_partitions(self) -> bool:
+        """Whether this planner owns partitions of ``chime.schedules`` and has rebuilt their entries (readiness)."""
+        active = self._active_partitions()
+        return self.recovered and bool(active) and active <= self._entries.keys()
+
+    async def _hold_partitions(self) -> None:
+        """Rejoin the group when this planner ends up owning nothing.
+
+        The group leader assigns only the topics its metadata already lists. Right after the planner's own topics
+        are created (and on a broker with many topics, where metadata is slow), that list can miss
+        ``chime.schedules``: the assignment comes out empty, nothing triggers another rebalance, and the planner
+        fires nothing. A member with no partition refreshes its metadata and rejoins, backing off to once a
+        minute (a group with more planners than partitions leaves some idle by design).
+        """
+        wait = _REJOIN_FIRST_S
+        while not self._stopping:
+            await asyncio.sleep(wait)
+            if not self.recovered or self._active_partitions():
+                wait = _REJOIN_FIRST_S
+                continue
+            log.warning("the planner owns no partition of %s; rejoining its group", self._schedules_name)
+            self.app.rejoin_group()
+            wait = min(wait * 2, _REJOIN_MAX_S)
 
     async def _on_recovered(self) -> None:
         """Rebuild entries and heaps from the tables once recovery is complete (not merely on assignment)."""

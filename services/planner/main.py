@@ -28,7 +28,8 @@ def main(settings: Settings) -> None:
     planner = Planner(settings)
 
     async def health() -> tuple[bool, dict[str, object]]:
-        return planner.recovered, {"recovered": planner.recovered, "heap_entries": len(planner.heaps)}
+        ready = planner.holds_partitions()
+        return ready, {"recovered": planner.recovered, "owns_partitions": ready, "heap_entries": len(planner.heaps)}
 
     async def serve_ops() -> None:
         async with OpsServer(settings.ops_host, settings.planner_port, planner.metrics.registry, health):

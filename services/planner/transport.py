@@ -21,6 +21,16 @@ from shared.settings import Settings
 
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
+    def rejoin(self) -> None:
+        """Refresh the cluster metadata and rejoin the group; safe to call from any thread."""
+
+        async def _rejoin() -> None:
+            consumer = self._ensure_consumer()
+            await consumer._client.force_metadata_update()
+            consumer._coordinator.request_rejoin()
+
+        asyncio.run_coroutine_threadsafe(_rejoin(), self.thread_loop)
+
     def _create_consumer(self, loop: asyncio.AbstractEventLoop) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_consumer(loop)
         # Read by AIOKafkaConsumer.start() when it builds its fetcher; the constructor argument is what Faust
@@ -40,10 +50,14 @@ class _Transport(driver.Transport):
 
 
 class PlannerApp(faust.App):
-    """A Faust app whose consumer uses Chime's fetch wait."""
+    """A Faust app whose consumer uses Chime's fetch wait and can be asked to rejoin its group."""
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
+
+    def rejoin_group(self) -> None:
+        consumer: Any = self.consumer  # the driver's Consumer, built by _Transport above
+        consumer._thread.rejoin()
 
 
 def credentials(settings: Settings) -> Any:
