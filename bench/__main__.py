@@ -28,23 +28,16 @@ RESULTS = Path(__file__).parent / "results"
 RAMP_P99_MS = 50.0
 
 
-async def steady(env: Env, sink: RecordingSink, schedules: int, interval: int, window: float) -> dict[str, Any]:
+async def interval_scenario(
+    env: Env, sink: RecordingSink, schedules: int, interval: int, window: float, *, burst: bool
+) -> dict[str, Any]:
+    """Steady (anchors spread over the interval) or burst (one anchor), Chime then the peer."""
     return {
         "schedules": schedules,
         "interval_s": interval,
         "window_s": window,
-        "chime": await chime_interval(env, sink, schedules, interval, window, burst=False),
-        "apscheduler": await peer_interval(sink, schedules, interval, window, burst=False),
-    }
-
-
-async def burst(env: Env, sink: RecordingSink, schedules: int, interval: int, window: float) -> dict[str, Any]:
-    return {
-        "schedules": schedules,
-        "interval_s": interval,
-        "window_s": window,
-        "chime": await chime_interval(env, sink, schedules, interval, window, burst=True),
-        "apscheduler": await peer_interval(sink, schedules, interval, window, burst=True),
+        "chime": await chime_interval(env, sink, schedules, interval, window, burst=burst),
+        "apscheduler": await peer_interval(sink, schedules, interval, window, burst=burst),
     }
 
 
@@ -183,9 +176,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 schedules, interval, window = args.schedules, args.interval, args.seconds
                 burst_n, api_rate, api_s, samples = args.burst, args.api_rate, 10.0, 100
             if "steady" in wanted:
-                results["steady"] = await steady(env, sink, schedules, interval, window)
+                results["steady"] = await interval_scenario(env, sink, schedules, interval, window, burst=False)
             if "burst" in wanted:
-                results["burst"] = await burst(env, sink, burst_n, interval, min(window, 30.0))
+                results["burst"] = await interval_scenario(env, sink, burst_n, interval, min(window, 30.0), burst=True)
             if "api" in wanted:
                 results["api"] = await chime_api(env, api_rate, api_s, samples)
             if "ramp" in wanted:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events.schedule import MisfirePolicy, OverlapPolicy, ScheduleState, ScheduleStatus, plan_spec
 from shared.runid import planned_run_id
@@ -43,12 +44,11 @@ class Announced(BaseModel):
     planned: Instant
 
 
-class PlanEntry(BaseModel):
-    """One schedule's planner state, stored as JSON in the changelog-backed table."""
+class _Progress(BaseModel):
+    """What moves as a schedule fires; shared by the in-memory entry and the stored cursor."""
 
     model_config = ConfigDict(frozen=True)
 
-    schedule: ScheduleState
     next_nominal: Instant | None = None
     next_planned: Instant | None = None
     run_count: int = 0
@@ -61,13 +61,14 @@ class PlanEntry(BaseModel):
     open_nominal: Instant | None = None
     buffered: FireTime | None = None
 
-    @field_validator("announced", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: object) -> object:
-        # Entries written before several announced runs were tracked held one or none.
-        if value is None:
-            return []
-        return [value] if isinstance(value, dict) else value
+    def progress(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _Progress.model_fields}
+
+
+class PlanEntry(_Progress):
+    """One schedule's planner state: its definition and its progress."""
+
+    schedule: ScheduleState
 
     @property
     def version(self) -> int:
@@ -79,38 +80,18 @@ class PlanEntry(BaseModel):
         return FireTime(nominal=self.next_nominal, planned=self.next_planned)
 
 
-class Cursor(BaseModel):
+class Cursor(_Progress):
     """What changes as a schedule fires: a ``PlanEntry`` without its definition.
 
     The planner stores it apart from the schedule's definition, so a fire writes a few hundred bytes instead
     of re-serializing the whole schedule. ``version`` is the definition version it was planned for.
     """
 
-    model_config = ConfigDict(frozen=True)
-
     version: int
-    next_nominal: Instant | None = None
-    next_planned: Instant | None = None
-    run_count: int = 0
-    last_nominal: Instant | None = None
-    announced: list[Announced] = Field(default_factory=list)
-    open_run: uuid.UUID | None = None
-    open_nominal: Instant | None = None
-    buffered: FireTime | None = None
 
 
 def cursor_of(entry: PlanEntry) -> Cursor:
-    return Cursor(
-        version=entry.version,
-        next_nominal=entry.next_nominal,
-        next_planned=entry.next_planned,
-        run_count=entry.run_count,
-        last_nominal=entry.last_nominal,
-        announced=entry.announced,
-        open_run=entry.open_run,
-        open_nominal=entry.open_nominal,
-        buffered=entry.buffered,
-    )
+    return Cursor.model_construct(version=entry.version, **entry.progress())
 
 
 def join(state: ScheduleState, cursor: Cursor | None) -> PlanEntry:
@@ -123,8 +104,7 @@ def join(state: ScheduleState, cursor: Cursor | None) -> PlanEntry:
         fresh, _ = apply_upsert(None, state, state.updated_at)
         assert fresh is not None  # noqa: S101 - apply_upsert always plans a new entry
         return fresh
-    fields = cursor.model_dump(exclude={"version"})
-    entry = PlanEntry.model_construct(schedule=state, **{k: getattr(cursor, k) for k in fields})
+    entry = PlanEntry.model_construct(schedule=state, **cursor.progress())
     if cursor.version >= state.version:
         return entry
     if state.status is ScheduleStatus.DELETED:
