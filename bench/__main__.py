@@ -14,7 +14,6 @@ figure (``make test`` runs it), not how fast anything is.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from datetime import UTC, datetime
@@ -22,14 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.scenarios import Env, chime_api, chime_interval, peer_interval
-from tests.e2e.stack import RecordingSink
+from bench.sink import BenchSink
+from shared import eventloop
 
 RESULTS = Path(__file__).parent / "results"
 RAMP_P99_MS = 50.0
 
 
 async def interval_scenario(
-    env: Env, sink: RecordingSink, schedules: int, interval: int, window: float, *, burst: bool
+    env: Env, sink: BenchSink, schedules: int, interval: int, window: float, *, burst: bool
 ) -> dict[str, Any]:
     """Steady (anchors spread over the interval) or burst (one anchor), Chime then the peer."""
     return {
@@ -41,7 +41,7 @@ async def interval_scenario(
     }
 
 
-async def ramp(env: Env, sink: RecordingSink, start: int, step: int, stop: int, window: float) -> dict[str, Any]:
+async def ramp(env: Env, sink: BenchSink, start: int, step: int, stop: int, window: float) -> dict[str, Any]:
     steps = []
     best = 0.0
     for schedules in range(start, stop + 1, step):
@@ -165,7 +165,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     stack_env = up()
     try:
         env = Env(stack_env.env["CHIME_KAFKA_BOOTSTRAP"], stack_env.env["CHIME_DATABASE_URL"])
-        sink = RecordingSink()
+        sink = BenchSink()
         await sink.start()
         results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "smoke": args.smoke}
         try:
@@ -203,7 +203,7 @@ def main() -> None:
     parser.add_argument("--ramp-stop", type=int, default=50_000)
     parser.add_argument("--smoke", action="store_true", help="toy sizes: check that every figure comes out")
     args = parser.parse_args()
-    results = asyncio.run(run(args))
+    results = eventloop.run(run(args))
     lines = table(results) + [""] + cpu_lines(results)
     print("\n".join(lines))  # noqa: T201 - the report is the output
     RESULTS.mkdir(exist_ok=True)

@@ -7,6 +7,7 @@ next. The sink is this process's; the peer runs in a process of its own.
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import os
 import subprocess
@@ -24,11 +25,12 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer
 
-from bench.stats import broker_pid, cpu_seconds, cpu_share, lag_summary
+from bench.sink import Arrival, BenchSink
+from bench.stats import broker_pid, cpu_seconds, cpu_share, lag_summary, lag_timeline
 from services.api.migrate import migrate
 from shared.settings import Settings, load_settings
 from shared.topics import RUNS_DUE, create_topics, topic_name
-from tests.e2e.stack import Arrival, RecordingSink, Stack, grid
+from tests.e2e.stack import Stack, grid
 from tests.integration.helpers import auth, create_database, schedule_body
 
 CHIME_PROCESSES = ("api", "recorder", "planner", "executor", "dlq", "kafka")
@@ -111,7 +113,7 @@ async def measure_window(seconds: float, pids: dict[str, int]) -> Window:
     return Window(start, datetime.now(UTC), cpu_share(before, after, seconds))
 
 
-async def wait_for_arrivals(sink: RecordingSink, count: Callable[[], int], expected: int, timeout: float) -> None:
+async def wait_for_arrivals(sink: BenchSink, count: Callable[[], int], expected: int, timeout: float) -> None:
     """Late deliveries still count (their lag shows it): wait for them a while."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and count() < expected:
@@ -132,6 +134,7 @@ def deliveries(arrivals: list[Arrival], expected: int) -> dict[str, Any]:
         "missed": max(0, expected - len(seen)),
         "repeats": repeats,
         "lag": lag_summary(lags),
+        "lag_by_second": lag_timeline([(a.nominal.timestamp(), lag) for a, lag in zip(arrivals, lags, strict=True)]),
     }
 
 
@@ -143,11 +146,22 @@ def cpu_per_fire(cpu: dict[str, float], rate: float) -> float | None:
     return round(busy / rate * 1000, 3)
 
 
+def settle_heap() -> None:
+    """Before a window: what the set-up left alive is never scanned again, so no long collection pauses the sink."""
+    gc.collect()
+    gc.freeze()
+
+
+def say(message: str) -> None:
+    """Progress on stderr, so a long run is never silent; the report itself goes to stdout."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)  # noqa: T201
+
+
 # -- steady rate and burst ---------------------------------------------------------------------------------
 
 
 async def chime_interval(
-    env: Env, sink: RecordingSink, schedules: int, interval: int, window_s: float, *, burst: bool
+    env: Env, sink: BenchSink, schedules: int, interval: int, window_s: float, *, burst: bool
 ) -> dict[str, Any]:
     """``schedules`` interval schedules every ``interval`` s: spread evenly (steady) or all on one anchor (burst)."""
     async with chime_stack(env) as (settings, stack):
@@ -163,13 +177,19 @@ async def chime_interval(
         else:
             bodies = [schedule_body(interval_seconds=interval, payload={"url": url}) for _ in range(schedules)]
         started = time.monotonic()
+        kind = "burst" if burst else "steady"
+        say(f"chime {kind}: creating {schedules:,} schedules every {interval} s")
         anchors = await create_schedules(settings, stack, bodies, tenants)
         create_rate = schedules / (time.monotonic() - started)
         ids = set(anchors)
         # Measure only once every schedule has fired (warm-up).
+        say(f"chime {kind}: created at {create_rate:.0f}/s; warming up for {interval + 2} s")
         await asyncio.sleep(interval + 2)
         pids = {name: proc.pid for name, proc in stack.procs.items()} | broker_pid() | {"bench+sink": os.getpid()}
+        settle_heap()
+        say(f"chime {kind}: measuring for {window_s:g} s")
         window = await measure_window(window_s, pids)
+        say(f"chime {kind}: window closed; waiting for late deliveries")
         expected = sum(
             len(grid(window.start, window.end - timedelta(milliseconds=1), interval, a)) for a in anchors.values()
         )
@@ -184,6 +204,7 @@ async def chime_interval(
         out["cpu_ms_per_fire"] = cpu_per_fire(window.cpu, out["rate_per_s"])
         if burst:
             out["burst"] = burst_figures(arrivals)
+        sink.arrivals[:] = [a for a in sink.arrivals if a.schedule_id not in ids]
         return out
 
 
@@ -201,7 +222,7 @@ def burst_figures(arrivals: list[Arrival]) -> dict[str, Any]:
 
 
 async def peer_interval(
-    sink: RecordingSink, schedules: int, interval: int, window_s: float, *, burst: bool
+    sink: BenchSink, schedules: int, interval: int, window_s: float, *, burst: bool
 ) -> dict[str, Any]:
     anchor = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3)
     warmup = interval + 2
@@ -223,7 +244,10 @@ async def peer_interval(
     ]
     proc = subprocess.Popen(command)
     try:
+        say(f"apscheduler: {schedules:,} jobs every {interval} s; warming up")
         await asyncio.sleep(max(0.0, (anchor - datetime.now(UTC)).total_seconds()) + warmup)
+        settle_heap()
+        say(f"apscheduler: measuring for {window_s:g} s")
         window = await measure_window(window_s, {"apscheduler": proc.pid, "bench+sink": os.getpid()})
     finally:
         await asyncio.to_thread(proc.wait, 60)

@@ -23,6 +23,15 @@ def lag_summary(lags_ms: list[float]) -> dict[str, float]:
     }
 
 
+def lag_timeline(samples: list[tuple[float, float]]) -> list[dict[str, float]]:
+    """Lag per second of nominal time, from (nominal epoch seconds, lag ms) pairs: where the tail comes from."""
+    by_second: dict[int, list[float]] = {}
+    for nominal, lag_ms in samples:
+        by_second.setdefault(int(nominal), []).append(lag_ms)
+    start = min(by_second, default=0)
+    return [{"second": second - start, **lag_summary(lags)} for second, lags in sorted(by_second.items())]
+
+
 def cpu_seconds(pids: dict[str, int]) -> dict[str, tuple[float, float]]:
     """User and system CPU seconds of each process so far (Linux /proc)."""
     out: dict[str, tuple[float, float]] = {}

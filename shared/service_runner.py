@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.engine import create_engine
+from shared.gcpause import GcPauses, freeze_startup_heap
 from shared.opsserver import OpsServer
 from shared.settings import Settings
 
@@ -33,8 +34,19 @@ async def serve(service: ConsumingService, host: str, port: int) -> None:
     async def health() -> tuple[bool, dict[str, object]]:
         return service.consuming, {"consuming": service.consuming}
 
-    async with OpsServer(host, port, service.registry, health):
-        await service.run()
+    GcPauses(service.registry).install()
+
+    async def freeze_once_consuming() -> None:
+        while not service.consuming:  # noqa: ASYNC110 - the service exposes a flag, not an event
+            await asyncio.sleep(0.5)
+        freeze_startup_heap()
+
+    freezer = asyncio.create_task(freeze_once_consuming())
+    try:
+        async with OpsServer(host, port, service.registry, health):
+            await service.run()
+    finally:
+        freezer.cancel()
 
 
 async def serve_with_database(

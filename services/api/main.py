@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import Iterator
 
 import uvicorn
 
 from services.api.app import create_app
+from shared.gcpause import GcPauses, freeze_startup_heap
 from shared.settings import Settings
 
 
@@ -28,13 +30,20 @@ class _Server(uvicorn.Server):
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        freeze_startup_heap()
+
 
 def main(settings: Settings) -> None:
+    app = create_app(settings)
+    GcPauses(app.state.metrics.registry).install()
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.api_host,
         port=settings.api_port,
         log_config=None,
+        loop="uvloop",
         access_log=False,
         timeout_graceful_shutdown=10,
         # Longer than common load balancers' idle timeout (60 s), so the proxy never reuses a connection the

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.api.run_batch import RunBatch
 from services.api.run_writes import write_batch
+from shared import eventloop
 from shared.db.tables import runs, schedules
 from shared.errors import EventDecodeError
 from shared.events import (
@@ -248,4 +249,4 @@ class Recorder:
 
 
 def main(settings: Settings) -> None:
-    asyncio.run(serve_with_database(settings, Recorder, settings.recorder_port))
+    eventloop.run(serve_with_database(settings, Recorder, settings.recorder_port))

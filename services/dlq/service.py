@@ -21,6 +21,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from shared import eventloop
 from shared.db.tables import dlq_entries
 from shared.errors import EventDecodeError
 from shared.events import CONTENT_TYPE, DlqEntry, ReplayCommand, RunDue, RunSucceeded, decode_event, encode_event
@@ -199,7 +200,7 @@ class DlqService:
 
 
 def main(settings: Settings) -> None:
-    asyncio.run(serve_with_database(settings, DlqService, settings.dlq_port))
+    eventloop.run(serve_with_database(settings, DlqService, settings.dlq_port))
 
 
 def _replay_success(raw: bytes) -> bool:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from services.executor.worker import Executor
+from shared import eventloop
 from shared.identity import instance_id
 from shared.service_runner import serve
 from shared.settings import Settings
@@ -12,4 +11,4 @@ from shared.settings import Settings
 
 def main(settings: Settings) -> None:
     executor = Executor(settings, instance_id(settings, "executor"))
-    asyncio.run(serve(executor, settings.ops_host, settings.executor_port))
+    eventloop.run(serve(executor, settings.ops_host, settings.executor_port))

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -105,6 +105,8 @@ class Planner:
         self.metrics = PlannerMetrics()
         self.heaps = PartitionHeaps()
         self.recovered = False
+        # Called each time entries are rebuilt (the process entry point freezes the heap there).
+        self.after_recovery: Callable[[], None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
         self._fire_loop_done = asyncio.Event()
@@ -486,6 +488,8 @@ class Planner:
         self._entries = entries
         self.recovered = True
         self.metrics.recovered.set(1)
+        if self.after_recovery is not None:
+            self.after_recovery()
         self._wake.set()
         log.info("entries rebuilt", extra={"partitions": sorted(active), "entries": len(self.heaps)})
 

@@ -8,6 +8,8 @@ from typing import Any
 import faust
 
 from services.planner.app import Planner
+from shared import eventloop
+from shared.gcpause import GcPauses, freeze_startup_heap
 from shared.opsserver import OpsServer
 from shared.settings import Settings
 
@@ -25,7 +27,12 @@ class _Worker(faust.Worker):
 
 
 def main(settings: Settings) -> None:
+    # Before Faust builds its loops: the worker's and the consumer thread's.
+    eventloop.install()
     planner = Planner(settings)
+    GcPauses(planner.metrics.registry).install()
+    # The entries rebuilt on recovery live as long as their partitions: no collection needs to walk them.
+    planner.after_recovery = freeze_startup_heap
 
     async def health() -> tuple[bool, dict[str, object]]:
         ready = planner.holds_partitions()

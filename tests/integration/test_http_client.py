@@ -1,0 +1,226 @@
+"""The executor's HTTP client against real sockets on loopback: reuse, framing, limits, and the SSRF guard."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+
+from services.executor.httpclient import HttpClient, HttpError, InvalidRequest
+from services.executor.resolver import BlockedTarget, GuardedResolver
+
+Answer = Callable[["_Server", bytes], bytes | None]
+
+
+class _Server:
+    def __init__(self) -> None:
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.port = 0
+
+
+@asynccontextmanager
+async def _serve(
+    answer: Callable[[_Server, bytes], bytes | None], *, keep_alive: bool = True
+) -> AsyncIterator[_Server]:
+    """A raw HTTP/1.1 server: each request (head and Content-Length body) gets ``answer``'s bytes."""
+    state = _Server()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        state.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                request = head + await reader.readexactly(length)
+                state.requests.append(request)
+                reply = answer(state, request)
+                if reply is None:
+                    break
+                writer.write(reply)
+                await writer.drain()
+                if not keep_alive:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    state.port = server.sockets[0].getsockname()[1]
+    try:
+        yield state
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def _ok(body: bytes = b"ok", extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+def _client(*, allow_private: bool = True, excerpt_limit: int = 4096, **resolver: object) -> HttpClient:
+    return HttpClient(
+        GuardedResolver(allow_private=allow_private, **resolver),  # type: ignore[arg-type]
+        excerpt_limit=excerpt_limit,
+        user_agent="Chime/test",
+    )
+
+
+async def test_requests_reuse_one_connection_and_carry_headers_and_body() -> None:
+    async with _serve(lambda s, r: _ok(b"fine")) as server:
+        client = _client()
+        url = f"http://127.0.0.1:{server.port}/hook?x=1"
+        for n in range(3):
+            response = await client.request("POST", url, {"webhook-id": f"id-{n}"}, b'{"n":1}', deadline_s=5)
+            assert (response.status, response.excerpt) == (200, b"fine")
+        await client.close()
+    assert server.connections == 1
+    first = server.requests[0]
+    assert first.startswith(b"POST /hook?x=1 HTTP/1.1\r\n")
+    assert f"Host: 127.0.0.1:{server.port}\r\n".encode() in first
+    assert b"webhook-id: id-0\r\n" in first and b"User-Agent: Chime/test\r\n" in first
+    assert b"Content-Length: 7\r\n" in first and first.endswith(b'{"n":1}')
+
+
+async def test_get_sends_no_body_and_no_length() -> None:
+    async with _serve(lambda s, r: _ok()) as server:
+        client = _client()
+        await client.request("GET", f"http://127.0.0.1:{server.port}/", {}, b"", deadline_s=5)
+        await client.close()
+    assert b"Content-Length" not in server.requests[0]
+
+
+async def test_status_retry_after_and_excerpt_limit() -> None:
+    body = b"x" * 10_000
+    reply = b"HTTP/1.1 503 Busy\r\nRetry-After: 7\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    async with _serve(lambda s, r: reply) as server:
+        client = _client(excerpt_limit=100)
+        response = await client.request("POST", f"http://127.0.0.1:{server.port}/", {}, b"", deadline_s=5)
+        # The whole body was read, so the connection stays usable.
+        assert client.idle_count() == 1
+        await client.close()
+    assert (response.status, response.retry_after, response.excerpt) == (503, "7", b"x" * 100)
+
+
+async def test_chunked_and_close_delimited_responses() -> None:
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    async with _serve(lambda s, r: chunked) as server:
+        client = _client()
+        response = await client.request("POST", f"http://127.0.0.1:{server.port}/", {}, b"", deadline_s=5)
+        assert response.excerpt == b"abcde"
+        await client.close()
+    until_close = b"HTTP/1.1 202 Accepted\r\nConnection: close\r\n\r\nbye"
+    async with _serve(lambda s, r: until_close, keep_alive=False) as server:
+        client = _client()
+        response = await client.request("POST", f"http://127.0.0.1:{server.port}/", {}, b"", deadline_s=5)
+        assert (response.status, response.excerpt) == (202, b"bye")
+        assert client.idle_count() == 0
+        await client.close()
+
+
+async def test_interim_response_is_skipped() -> None:
+    reply = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + _ok(b"final")
+    async with _serve(lambda s, r: reply) as server:
+        client = _client()
+        response = await client.request("POST", f"http://127.0.0.1:{server.port}/", {}, b"", deadline_s=5)
+        await client.close()
+    assert (response.status, response.excerpt) == (200, b"final")
+
+
+async def test_idle_connection_closed_by_the_server_is_replaced_once() -> None:
+    async with _serve(lambda s, r: _ok(), keep_alive=False) as server:
+        # The server answers without "Connection: close" but closes anyway, as a server does at its idle timeout.
+        client = _client()
+        url = f"http://127.0.0.1:{server.port}/"
+        await client.request("POST", url, {}, b"", deadline_s=5)
+        await asyncio.sleep(0.05)
+        response = await client.request("POST", url, {}, b"", deadline_s=5)
+        await client.close()
+    assert response.status == 200
+    assert server.connections == 2
+
+
+async def test_server_that_never_answers_times_out() -> None:
+    async with _serve(lambda s, r: b"") as server:
+        client = _client()
+        with pytest.raises(TimeoutError):
+            await client.request("POST", f"http://127.0.0.1:{server.port}/", {}, b"", deadline_s=0.3)
+        assert client.idle_count() == 0
+        await client.close()
+
+
+async def test_server_that_hangs_up_without_answering_is_an_error() -> None:
+    async with _serve(lambda s, r: None) as server:
+        client = _client()
+        with pytest.raises(HttpError):
+            await client.request("POST", f"http://127.0.0.1:{server.port}/", {}, b"", deadline_s=5)
+        await client.close()
+
+
+async def test_refused_connection_is_an_error() -> None:
+    async with _serve(lambda s, r: _ok()) as server:
+        port = server.port
+    client = _client()
+    with pytest.raises(HttpError, match="cannot connect"):
+        await client.request("POST", f"http://127.0.0.1:{port}/", {}, b"", deadline_s=5)
+    await client.close()
+
+
+async def test_unsendable_url_is_refused() -> None:
+    client = _client()
+    with pytest.raises(InvalidRequest):
+        await client.request("POST", "ftp://example.com/", {}, b"", deadline_s=5)
+    await client.close()
+
+
+async def test_literal_private_target_is_refused_without_a_connection() -> None:
+    async with _serve(lambda s, r: _ok()) as server:
+        client = _client(allow_private=False)
+        with pytest.raises(BlockedTarget):
+            await client.request("POST", f"http://127.0.0.1:{server.port}/", {}, b"", deadline_s=5)
+        await client.close()
+    assert server.connections == 0
+
+
+async def test_rebinding_answer_is_refused_at_connect_time() -> None:
+    """A name that resolves to a public address for the check and to loopback for the call never connects."""
+    answers = iter([["93.184.215.14"], ["127.0.0.1"]])
+
+    async def rebinding_dns(host: str) -> list[str]:
+        assert host == "rebind.example"
+        return next(answers)
+
+    async with _serve(lambda s, r: _ok()) as server:
+        resolver = GuardedResolver(allow_private=False, ttl_seconds=0, lookup=rebinding_dns)
+        assert await resolver.resolve("rebind.example") == ["93.184.215.14"]
+        client = HttpClient(resolver, excerpt_limit=4096, user_agent="Chime/test")
+        with pytest.raises(BlockedTarget, match="127.0.0.1"):
+            await client.request("POST", f"http://rebind.example:{server.port}/", {}, b"", deadline_s=5)
+        await client.close()
+    assert server.connections == 0
+
+
+async def test_resolver_filters_blocked_addresses_from_a_mixed_answer() -> None:
+    async def mixed(host: str) -> list[str]:
+        return ["10.0.0.5", "93.184.215.14", "::ffff:127.0.0.1", "93.184.215.14"]
+
+    resolver = GuardedResolver(allow_private=False, lookup=mixed)
+    assert await resolver.resolve("mixed.example") == ["93.184.215.14"]
+
+
+async def test_reused_connection_dropped_before_answering_is_retried_on_a_fresh_one() -> None:
+    # The second request arrives on a connection the server has decided to drop: it hangs up unanswered.
+    async with _serve(lambda s, r: None if len(s.requests) == 2 else _ok()) as server:
+        client = _client()
+        url = f"http://127.0.0.1:{server.port}/"
+        await client.request("POST", url, {}, b"", deadline_s=5)
+        response = await client.request("POST", url, {}, b"", deadline_s=5)
+        await client.close()
+    assert response.status == 200
+    assert (server.connections, len(server.requests)) == (2, 3)
