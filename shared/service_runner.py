@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.engine import create_engine
-from shared.gcpause import GcPauses, freeze_startup_heap
+from shared.gcpause import GcPauses, freeze_startup_heap, tune_collector
 from shared.opsserver import OpsServer
 from shared.settings import Settings
 
@@ -35,6 +35,7 @@ async def serve(service: ConsumingService, host: str, port: int) -> None:
         return service.consuming, {"consuming": service.consuming}
 
     GcPauses(service.registry).install()
+    tune_collector()
 
     async def freeze_once_consuming() -> None:
         while not service.consuming:  # noqa: ASYNC110 - the service exposes a flag, not an event

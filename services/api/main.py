@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from services.api.app import create_app
-from shared.gcpause import GcPauses, freeze_startup_heap
+from shared.gcpause import GcPauses, freeze_startup_heap, tune_collector
 from shared.settings import Settings
 
 
@@ -38,6 +38,7 @@ class _Server(uvicorn.Server):
 def main(settings: Settings) -> None:
     app = create_app(settings)
     GcPauses(app.state.metrics.registry).install()
+    tune_collector()
     config = uvicorn.Config(
         app,
         host=settings.api_host,

@@ -12,7 +12,7 @@ import logging
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -31,7 +31,6 @@ from shared.events import (
     DlqEntry,
     Envelope,
     RunAttemptFailed,
-    RunCancelled,
     RunDeadLettered,
     RunDue,
     RunFinishedCommand,
@@ -39,6 +38,7 @@ from shared.events import (
     decode_event,
     encode_event,
 )
+from shared.events.probe import probe_run
 from shared.events.runs import DlqEntryData, RunDueData, RunFinishedData, RunOutcomeData, RunStatus
 from shared.kafka import AHEAD_FETCH, BATCH_LINGER_MS, build_group_consumer, build_producer
 from shared.publisher import BatchPublisher
@@ -227,50 +227,56 @@ class Executor:
 
     def _dispatch(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> bool:
         """Start handling ``record``; False when its partition must wait (a retry not due yet)."""
+        raw = record.value or b""
         try:
-            event = decode_event(record.value or b"")
+            probe = probe_run(raw)
         except EventDecodeError:
-            self.metrics.undecodable.inc()
-            log.error(
-                "undecodable record set aside",
-                extra={"partition": record.partition, "offset": record.offset, "raw": (record.value or b"")[:2048]},
-            )
+            self._set_aside(tp, record.offset, raw)
             return True
-        if isinstance(event, RunCancelled):
-            self._cancel(event.data.run_id)
+        if probe.is_cancel:
+            self._cancel(probe.data.run_id)
             return True
-        if not isinstance(event, RunDue):
+        head = probe.data
+        planned = head.planned_time
+        if not probe.is_due or planned is None:
             return True
-        due = event.data
-        if tp.topic in self._retry_topic_names and not self._due_soon(tp, record.offset, due):
+        if tp.topic in self._retry_topic_names and not self._due_soon(tp, record.offset, head.not_before):
             return False
-        held = self._held.get(due.run_id)
-        if held is not None and held.attempt == due.attempt:
+        held = self._held.get(head.run_id)
+        if held is not None and held.attempt == head.attempt:
             # The same run announced twice (a planner re-fired it after a crash): one call is enough.
             self.metrics.repeats_dropped.inc()
             return True
-        self.metrics.received_late.observe(max(0.0, (utcnow() - due.planned_time).total_seconds()))
+        now = utcnow()
+        self.metrics.received_late.observe(max(0.0, (now - planned).total_seconds()))
         tracker = self._trackers.get(tp)
         if tracker is None:
             tracker = self._trackers[tp] = OffsetTracker()
         tracker.started(record.offset)
         self.metrics.in_flight.inc()
-        due_at = max(due.planned_time, due.not_before) if due.not_before else due.planned_time
-        delay = (due_at - utcnow()).total_seconds()
+        due_at = max(planned, head.not_before) if head.not_before else planned
+        delay = (due_at - now).total_seconds()
         key = record.key or b""
         if delay <= 0:
-            self._start(tp, record.offset, key, due)
+            self._start(tp, record.offset, key, raw)
             return True
-        # A timer, not a task, holds the run until its time: thousands of held runs cost a heap entry each.
-        handle = asyncio.get_running_loop().call_later(delay, self._release, tp, record.offset, key, due)
-        self._held[due.run_id] = _Held(due.attempt, tp, record.offset, handle)
+        # A timer, not a task, holds the run until its time, and it holds the record's bytes, not the parsed event:
+        # thousands of held runs cost a heap entry each and add nothing for the garbage collector to walk.
+        handle = asyncio.get_running_loop().call_later(delay, self._release, tp, record.offset, key, raw, head.run_id)
+        self._held[head.run_id] = _Held(head.attempt, tp, record.offset, handle)
         return True
 
-    def _release(self, tp: TopicPartition, offset: int, key: bytes, due: RunDueData) -> None:
-        held = self._held.get(due.run_id)
+    def _set_aside(self, tp: TopicPartition, offset: int, raw: bytes) -> None:
+        self.metrics.undecodable.inc()
+        log.error(
+            "undecodable record set aside", extra={"partition": tp.partition, "offset": offset, "raw": raw[:2048]}
+        )
+
+    def _release(self, tp: TopicPartition, offset: int, key: bytes, raw: bytes, run_id: uuid.UUID) -> None:
+        held = self._held.get(run_id)
         if held is not None and held.offset == offset and held.tp == tp:
-            del self._held[due.run_id]
-        self._start(tp, offset, key, due)
+            del self._held[run_id]
+        self._start(tp, offset, key, raw)
 
     def _cancel(self, run_id: uuid.UUID) -> None:
         """A run announced ahead of its time was withdrawn (pause, delete or edit): never call it."""
@@ -284,8 +290,8 @@ class Executor:
         if tracker is not None:
             tracker.finished(held.offset)
 
-    def _start(self, tp: TopicPartition, offset: int, key: bytes, due: RunDueData) -> None:
-        task = asyncio.create_task(self._deliver(key, due))
+    def _start(self, tp: TopicPartition, offset: int, key: bytes, raw: bytes) -> None:
+        task = asyncio.create_task(self._deliver_record(tp, offset, key, raw))
         self._tasks[tp].add(task)
         tracker = self._trackers.get(tp)
 
@@ -300,12 +306,12 @@ class Executor:
 
         task.add_done_callback(_done)
 
-    def _due_soon(self, tp: TopicPartition, offset: int, due: RunDueData) -> bool:
+    def _due_soon(self, tp: TopicPartition, offset: int, not_before: datetime | None) -> bool:
         """A retry tier holds a record until its not_before by pausing the partition, not by holding memory."""
         assert self._consumer is not None  # noqa: S101 - set in run()
-        if due.not_before is None:
+        if not_before is None:
             return True
-        wait = (due.not_before - utcnow()).total_seconds()
+        wait = (not_before - utcnow()).total_seconds()
         if wait <= _RETRY_HOLD_S:
             return True
         self._consumer.seek(tp, offset)
@@ -316,6 +322,15 @@ class Executor:
     def _resume(self, tp: TopicPartition) -> None:
         if self._consumer is not None and tp in self._consumer.assignment():
             self._consumer.resume(tp)
+
+    async def _deliver_record(self, tp: TopicPartition, offset: int, key: bytes, raw: bytes) -> None:
+        try:
+            event = decode_event(raw)
+        except EventDecodeError:
+            self._set_aside(tp, offset, raw)
+            return
+        if isinstance(event, RunDue):
+            await self._deliver(key, event.data)
 
     async def _deliver(self, key: bytes, due: RunDueData) -> None:
         age = utcnow() - due.age_origin

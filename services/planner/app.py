@@ -179,7 +179,7 @@ class Planner:
         """The parsed entry of a schedule in a partition this planner owns."""
         return self._entries.get(key_partition(key, self._partitions), {}).get(key)
 
-    async def _store(self, changed: Iterable[tuple[bytes, PlanEntry]], *, definition: bool = False) -> None:
+    async def _store(self, changed: Iterable[tuple[int, bytes, PlanEntry]], *, definition: bool = False) -> None:
         """Keep entries in memory, write them through to the tables, and plan their next fires.
 
         A schedule change (``definition``) is always kept: Faust hands the agent a record only for a partition this
@@ -187,16 +187,15 @@ class Planner:
         (which then include this change, read back from the tables). A fire's cursor is dropped when its partition
         moved to another planner meanwhile: the new owner repeats that fire at worst.
         """
-        rows: list[tuple[bytes, bytes]] = []
-        for key, entry in changed:
-            partition = key_partition(key, self._partitions)
+        rows: list[tuple[int, bytes, bytes]] = []
+        for partition, key, entry in changed:
             owned = self._entries.setdefault(partition, {}) if definition else self._entries.get(partition)
             if owned is None:
                 continue
             owned[key] = entry
             if definition:
                 self.definitions[key] = entry.schedule.model_dump_json().encode()
-            rows.append((key, cursor_of(entry).model_dump_json().encode()))
+            rows.append((partition, key, cursor_of(entry).model_dump_json().encode()))
             waiting = self._awaiting.get(key)
             if waiting is not None:
                 waiting.set()
@@ -300,7 +299,7 @@ class Planner:
         try:
             for c in claimed:
                 self._count(c.firing)
-            await self._store((c.item.key, c.firing.after) for c in claimed)
+            await self._store((c.partition, c.item.key, c.firing.after) for c in claimed)
         finally:
             for c in claimed:
                 self._keys.release(c.item.key)
@@ -344,7 +343,7 @@ class Planner:
                 new = new.model_copy(update={"open_run": None, "open_nominal": None})
         await self._publish(records)
         self.metrics.cancelled.inc(len(records))
-        await self._store([(key, new)], definition=True)
+        await self._store([(key_partition(key, self._partitions), key, new)], definition=True)
 
     async def _commands_agent(self, stream: Any) -> None:
         async for event in stream.events():
@@ -363,7 +362,7 @@ class Planner:
         firing = finish(entry, run_id, utcnow())
         await self._publish(self._records(key, firing))
         self._count(firing)
-        await self._store([(key, firing.after)])
+        await self._store([(key_partition(key, self._partitions), key, firing.after)])
 
     async def _on_command(self, key: bytes, command: RunNowCommand | BackfillCommand) -> None:
         version = command.data.schedule_version if isinstance(command, RunNowCommand) else 1

@@ -9,7 +9,7 @@ import faust
 
 from services.planner.app import Planner
 from shared import eventloop
-from shared.gcpause import GcPauses, freeze_startup_heap
+from shared.gcpause import GcPauses, freeze_startup_heap, tune_collector
 from shared.opsserver import OpsServer
 from shared.settings import Settings
 
@@ -31,6 +31,7 @@ def main(settings: Settings) -> None:
     eventloop.install()
     planner = Planner(settings)
     GcPauses(planner.metrics.registry).install()
+    tune_collector()
     # The entries rebuilt on recovery live as long as their partitions: no collection needs to walk them.
     planner.after_recovery = freeze_startup_heap
 

@@ -23,6 +23,7 @@ import faust
 from aiokafka.partitioner import murmur2
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
+from rocksdict import WriteBatch
 from yarl import URL
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,18 @@ class _KeyPartitionedRocksDB(RocksDBStore):
         self._key_index[key] = partition
         self._db_for_partition(partition).put(key, value)
 
+    def put_many(self, rows: Iterable[tuple[int, bytes, bytes]]) -> None:
+        """One RocksDB write per partition for a batch of rows whose partitions the caller knows."""
+        batches: dict[int, WriteBatch] = {}
+        for partition, key, value in rows:
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = WriteBatch(raw_mode=True)
+            batch.put(key, value)
+            self._key_index[key] = partition
+        for partition, batch in batches.items():
+            self._db_for_partition(partition).write(batch)
+
 
 class PartitionerTable(faust.Table[bytes, bytes]):
     """A table written from outside stream iteration (``use_partitioner=True``), on any store."""
@@ -48,17 +61,20 @@ class PartitionerTable(faust.Table[bytes, bytes]):
         super().__init__(app, use_partitioner=True, **kwargs)
         self._pending: set[asyncio.Task[None]] = set()
 
-    async def write_many(self, rows: Iterable[tuple[bytes, bytes]]) -> None:
-        """Write rows to the local store now and to the changelog in one go; acknowledgements are awaited in the
-        background (``flush``). A row the changelog loses is older state after a restart: a repeated fire, never
-        a lost one, since a fire's ``run.due`` is acknowledged before its cursor is written."""
+    async def write_many(self, rows: list[tuple[int, bytes, bytes]]) -> None:
+        """Write (partition, key, value) rows to the local store now and to the changelog in one go;
+        acknowledgements are awaited in the background (``flush``). A row the changelog loses is older state after
+        a restart: a repeated fire, never a lost one, since a fire's ``run.due`` is acknowledged before its cursor
+        is written. The partition is the key's (``key_partition``); callers know it already."""
         store = self.data
+        if isinstance(store, _KeyPartitionedRocksDB):
+            store.put_many(rows)
+        else:
+            for _, key, value in rows:
+                store[key] = value
         topic = self.changelog_topic.get_topic_name()
-        partitions = self.partitions or self.app.conf.topic_partitions
         sent: list[tuple[int, Awaitable[Any]]] = []
-        for key, value in rows:
-            store[key] = value
-            partition = key_partition(key, partitions)
+        for partition, key, value in rows:
             sent.append((partition, await self.app.producer.send(topic, key, value, partition, None, None)))
         if sent:
             task = asyncio.create_task(self._persist_offsets(topic, sent))

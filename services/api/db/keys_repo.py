@@ -35,18 +35,28 @@ class SigningKeyRepository:
         self._box = SecretBox(settings.master_key.get_secret_value())
         self._grace = timedelta(seconds=settings.key_rotation_grace_seconds)
         self._on_commit = on_commit
+        # Tenants seen with a signing key. Keys are only ever added (rotation keeps the old ones signing for the
+        # grace period beside a new one without expiry), so a tenant that had one keeps one.
+        self._keyed: set[str] = set()
+
+    async def ensure_key(self, tenant: str) -> None:
+        """Make sure the tenant has a key that signs; after the first time, without asking the database."""
+        if tenant not in self._keyed:
+            await self.active(tenant)
 
     async def active(self, tenant: str) -> list[SigningKey]:
         """The tenant's keys that still sign; the first call creates the first key."""
         keys = await self._read(tenant)
+        if not keys:
+            async with self._engine.begin() as conn:
+                await self._lock_tenant(conn, tenant)
+                if not await self._active_rows(conn, tenant):
+                    await self._add_key(conn, tenant)
+            self._on_commit()
+            keys = await self._read(tenant)
         if keys:
-            return keys
-        async with self._engine.begin() as conn:
-            await self._lock_tenant(conn, tenant)
-            if not await self._active_rows(conn, tenant):
-                await self._add_key(conn, tenant)
-        self._on_commit()
-        return await self._read(tenant)
+            self._keyed.add(tenant)
+        return keys
 
     async def rotate(self, tenant: str) -> list[SigningKey]:
         """Add a new key; the current ones keep signing beside it for the rotation grace period."""

@@ -156,12 +156,17 @@ class ScheduleRepository:
                 if earlier is not None:
                     row = (await conn.execute(select(schedules).where(schedules.c.id == earlier))).one()
                     return _record(row), True
-            await conn.execute(pg_insert(tenants).values(id=tenant).on_conflict_do_nothing())
+            # One statement creates the tenant's row or claims a slot in it, and locks the row either way: creates
+            # for one tenant are serialized from here on, so the fire-rate sum below cannot race another create.
             claimed = (
                 await conn.execute(
-                    update(tenants)
-                    .where(tenants.c.id == tenant, tenants.c.schedule_count < self._settings.max_schedules_per_tenant)
-                    .values(schedule_count=tenants.c.schedule_count + 1)
+                    pg_insert(tenants)
+                    .values(id=tenant, schedule_count=1)
+                    .on_conflict_do_update(
+                        index_elements=[tenants.c.id],
+                        set_={"schedule_count": tenants.c.schedule_count + 1},
+                        where=tenants.c.schedule_count < self._settings.max_schedules_per_tenant,
+                    )
                     .returning(tenants.c.id)
                 )
             ).first()

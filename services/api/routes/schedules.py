@@ -67,7 +67,7 @@ async def create_schedule(
     now = utcnow()
     await check_definition(body, settings=deps.settings, schedule_id=uuid.uuid4(), created_at=now, now=now)
     # Every fire is signed, so a tenant's first key exists before its first schedule can fire.
-    await deps.keys.active(principal.tenant)
+    await deps.keys.ensure_key(principal.tenant)
     record, _ = await deps.schedules.create(
         principal.tenant, body, idempotency_key=idempotency_key, request_hash=_request_hash(body)
     )
