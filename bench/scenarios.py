@@ -147,7 +147,8 @@ def cpu_per_fire(cpu: dict[str, float], rate: float) -> float | None:
 
 
 def settle_heap() -> None:
-    """Before a window: what the set-up left alive is never scanned again, so no long collection pauses the sink."""
+    """Before a warm-up: what the set-up left alive is never scanned again, so no long collection pauses the sink
+    during the window. The collection itself pauses the sink, so it must not run inside a window."""
     gc.collect()
     gc.freeze()
 
@@ -182,11 +183,14 @@ async def chime_interval(
         anchors = await create_schedules(settings, stack, bodies, tenants)
         create_rate = schedules / (time.monotonic() - started)
         ids = set(anchors)
-        # Measure only once every schedule has fired (warm-up).
-        say(f"chime {kind}: created at {create_rate:.0f}/s; warming up for {interval + 2} s")
-        await asyncio.sleep(interval + 2)
-        pids = {name: proc.pid for name, proc in stack.procs.items()} | broker_pid() | {"bench+sink": os.getpid()}
+        # Measure only once every schedule has fired twice and the set-up's after-effects (the recorder catching
+        # up, Postgres analysing the new rows) have passed: two intervals of warm-up.
+        warmup = 2 * interval + 2
+        say(f"chime {kind}: created at {create_rate:.0f}/s; warming up for {warmup} s")
+        # The bench's own collection runs now, not during the window: it pauses the sink.
         settle_heap()
+        await asyncio.sleep(warmup)
+        pids = {name: proc.pid for name, proc in stack.procs.items()} | broker_pid() | {"bench+sink": os.getpid()}
         say(f"chime {kind}: measuring for {window_s:g} s")
         window = await measure_window(window_s, pids)
         say(f"chime {kind}: window closed; waiting for late deliveries")
@@ -225,7 +229,7 @@ async def peer_interval(
     sink: BenchSink, schedules: int, interval: int, window_s: float, *, burst: bool
 ) -> dict[str, Any]:
     anchor = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3)
-    warmup = interval + 2
+    warmup = 2 * interval + 2
     command = [
         sys.executable,
         "-m",
@@ -245,8 +249,8 @@ async def peer_interval(
     proc = subprocess.Popen(command)
     try:
         say(f"apscheduler: {schedules:,} jobs every {interval} s; warming up")
-        await asyncio.sleep(max(0.0, (anchor - datetime.now(UTC)).total_seconds()) + warmup)
         settle_heap()
+        await asyncio.sleep(max(0.0, (anchor - datetime.now(UTC)).total_seconds()) + warmup)
         say(f"apscheduler: measuring for {window_s:g} s")
         window = await measure_window(window_s, {"apscheduler": proc.pid, "bench+sink": os.getpid()})
     finally:

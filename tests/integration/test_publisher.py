@@ -1,0 +1,70 @@
+"""The batch publisher against the real broker: every record lands, each caller learns of its own ack."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from aiokafka import AIOKafkaProducer
+
+from shared.kafka import build_producer
+from shared.publisher import BatchPublisher
+from shared.settings import Settings
+from shared.topics import RUNS_RESULTS, topic_name
+from tests.integration.helpers import read_records
+
+
+async def _started(settings: Settings) -> AIOKafkaProducer:
+    producer = build_producer(settings)
+    await producer.start()
+    return producer
+
+
+async def test_records_from_many_tasks_all_land_and_are_acknowledged(settings: Settings) -> None:
+    topic = topic_name(settings, RUNS_RESULTS)
+    producer = await _started(settings)
+    publisher = BatchPublisher(producer, 0.02)
+    publisher.start()
+    keys = [str(uuid.uuid4()) for _ in range(200)]
+    try:
+        acks = [publisher.publish(topic, f"value-{k}".encode(), k.encode(), [("tenant", b"acme")]) for k in keys]
+        await asyncio.wait_for(asyncio.gather(*acks), 10)
+    finally:
+        await publisher.stop()
+        await producer.stop()
+    records = await read_records(settings, topic, keys=keys, count=len(keys))
+    assert sorted(r.key for r in records if r.key) == sorted(k.encode() for k in keys)
+    assert all(r.value == b"value-" + (r.key or b"") for r in records)
+    assert all(dict(r.headers).get("tenant") == b"acme" for r in records)
+
+
+async def test_stop_hands_over_what_is_pending(settings: Settings) -> None:
+    topic = topic_name(settings, RUNS_RESULTS)
+    producer = await _started(settings)
+    publisher = BatchPublisher(producer, 5.0)
+    publisher.start()
+    key = str(uuid.uuid4())
+    ack = publisher.publish(topic, b"last", key.encode(), [])
+    # The round would wait 5 s; stopping sends at once, and the producer's stop flushes it.
+    await publisher.stop()
+    await producer.stop()
+    await asyncio.wait_for(ack, 5)
+    records = await read_records(settings, topic, keys=[key], count=1)
+    assert [r.value for r in records] == [b"last"]
+
+
+async def test_a_record_the_producer_refuses_fails_only_its_caller(settings: Settings) -> None:
+    topic = topic_name(settings, RUNS_RESULTS)
+    producer = await _started(settings)
+    publisher = BatchPublisher(producer, 0.01)
+    publisher.start()
+    key = str(uuid.uuid4())
+    try:
+        too_big = publisher.publish(topic, b"x" * (2 * 1024 * 1024), key.encode(), [])
+        fine = publisher.publish(topic, b"fine", key.encode(), [])
+        results = await asyncio.wait_for(asyncio.gather(too_big, fine, return_exceptions=True), 10)
+    finally:
+        await publisher.stop()
+        await producer.stop()
+    assert isinstance(results[0], Exception)
+    assert results[1] is None

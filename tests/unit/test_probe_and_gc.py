@@ -1,0 +1,88 @@
+"""The executor's light read of run records, and the collector-pause metric."""
+
+from __future__ import annotations
+
+import gc
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from shared.errors import EventDecodeError
+from shared.events import RunCancelled, RunDue, RunSucceeded, encode_event
+from shared.events.probe import probe_run
+from shared.events.runs import RunCancelledData, RunDueData
+from shared.events.schedule import DeliverySpec, RetryPolicy
+from shared.gcpause import GcPauses
+
+_NOMINAL = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def _due(**changes: object) -> RunDueData:
+    fields: dict[str, object] = {
+        "run_id": uuid.uuid4(),
+        "schedule_id": uuid.uuid4(),
+        "tenant_id": "acme",
+        "schedule_version": 1,
+        "nominal_time": _NOMINAL,
+        "planned_time": _NOMINAL + timedelta(milliseconds=250),
+        "delivery": DeliverySpec(url="https://example.com/hook", headers={"x-a": "b"}, body={"k": [1, 2]}),
+        "retry_policy": RetryPolicy(),
+    }
+    fields.update(changes)
+    return RunDueData.model_validate(fields)
+
+
+def test_probe_reads_what_holding_a_run_needs() -> None:
+    data = _due(attempt=3, not_before=_NOMINAL + timedelta(seconds=30))
+    probe = probe_run(encode_event(RunDue(subject="s", tenant="acme", time=_NOMINAL, data=data)))
+    assert probe.is_due and not probe.is_cancel
+    assert probe.data.run_id == data.run_id
+    assert probe.data.attempt == 3
+    assert probe.data.planned_time == data.planned_time
+    assert probe.data.not_before == data.not_before
+
+
+def test_probe_recognises_a_cancel() -> None:
+    run_id = uuid.uuid4()
+    data = RunCancelledData(
+        run_id=run_id, schedule_id=uuid.uuid4(), tenant_id="acme", nominal_time=_NOMINAL, reason="paused"
+    )
+    probe = probe_run(encode_event(RunCancelled(subject="s", tenant="acme", time=_NOMINAL, data=data)))
+    assert probe.is_cancel and not probe.is_due
+    assert probe.data.run_id == run_id
+    assert probe.data.planned_time is None
+
+
+def test_probe_passes_over_other_run_events() -> None:
+    raw = encode_event(RunDue(subject="s", tenant="acme", time=_NOMINAL, data=_due()))
+    other = raw.replace(
+        RunDue.model_fields["type"].default.encode(), RunSucceeded.model_fields["type"].default.encode()
+    )
+    probe = probe_run(other)
+    assert not probe.is_due and not probe.is_cancel
+
+
+@pytest.mark.parametrize("raw", [b"", b"not json", b'{"type": "x"}', b'{"type": "x", "data": {"run_id": "nope"}}'])
+def test_probe_refuses_what_is_not_a_run_event(raw: bytes) -> None:
+    with pytest.raises(EventDecodeError):
+        probe_run(raw)
+
+
+def test_gc_pauses_are_counted_by_generation() -> None:
+    registry = CollectorRegistry()
+    pauses = GcPauses(registry)
+    pauses.install()
+    try:
+        gc.collect(0)
+        gc.collect(2)
+    finally:
+        pauses.uninstall()
+    for generation in ("0", "2"):
+        count = registry.get_sample_value("chime_gc_pause_seconds_count", {"generation": generation})
+        assert count is not None and count >= 1
+    before = registry.get_sample_value("chime_gc_pause_seconds_count", {"generation": "2"})
+    gc.collect()
+    # Uninstalled: collections are no longer observed.
+    assert registry.get_sample_value("chime_gc_pause_seconds_count", {"generation": "2"}) == before
