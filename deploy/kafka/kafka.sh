@@ -52,7 +52,7 @@ start() {
       --standalone -t "$(cat "$state/cluster.id")" -c "$state/server.properties" --ignore-formatted >&2
   fi
   # setsid: the broker outlives this script and is stopped explicitly with `kafka.sh stop`.
-  setsid "$java" -Xms512m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+  setsid "$java" -Xms512m -Xmx1g -XX:+UseParallelGC -XX:ParallelGCThreads=2 -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$here/log4j2.properties" -cp "$lib/*" kafka.Kafka "$state/server.properties" \
     > "$state/kafka.log" 2>&1 < /dev/null &
   echo $! > "$state/kafka.pid"
