@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from services.executor.httpclient import HttpClient, HttpError, InvalidRequest
 from services.executor.resolver import BlockedTarget, GuardedResolver
@@ -224,3 +231,84 @@ async def test_reused_connection_dropped_before_answering_is_retried_on_a_fresh_
         await client.close()
     assert response.status == 200
     assert (server.connections, len(server.requests)) == (2, 3)
+
+
+def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+@asynccontextmanager
+async def _tls_server(cert: Path, key: Path) -> AsyncIterator[int]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(_ok(b"secure"))
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _localhost(host: str) -> list[str]:
+    return ["127.0.0.1"]
+
+
+async def test_https_checks_the_certificate_against_the_host_name(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path, "localhost")
+    trusted = ssl.create_default_context(cafile=str(cert))
+    async with _tls_server(cert, key) as port:
+        client = HttpClient(
+            GuardedResolver(allow_private=True, lookup=_localhost),
+            excerpt_limit=4096,
+            user_agent="Chime/test",
+            ssl_context=trusted,
+        )
+        response = await client.request("POST", f"https://localhost:{port}/hook", {}, b"{}", deadline_s=5)
+        await client.close()
+    assert (response.status, response.excerpt) == (200, b"secure")
+
+
+async def test_https_refuses_a_certificate_for_another_name(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path, "other.example")
+    trusted = ssl.create_default_context(cafile=str(cert))
+    async with _tls_server(cert, key) as port:
+        client = HttpClient(
+            GuardedResolver(allow_private=True, lookup=_localhost),
+            excerpt_limit=4096,
+            user_agent="Chime/test",
+            ssl_context=trusted,
+        )
+        with pytest.raises(HttpError, match="cannot connect"):
+            await client.request("POST", f"https://localhost:{port}/hook", {}, b"{}", deadline_s=5)
+        await client.close()
