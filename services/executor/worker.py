@@ -264,7 +264,7 @@ class Executor:
         delay = (due_at - now).total_seconds()
         key = record.key or b""
         if delay <= 0:
-            self._start(tp, record.offset, key, raw)
+            self._prepare(tp, record.offset, key, raw, head.run_id, due_at)
             return True
         # A timer, not a task, holds the run until its time, and it holds the record's bytes, not the parsed event:
         # thousands of held runs cost a heap entry each and add nothing for the garbage collector to walk. Shortly
@@ -289,16 +289,17 @@ class Executor:
             event = None
         held = self._held.get(run_id)
         # A later announcement of the same run (another attempt) may have taken the slot; this one still runs.
-        mine = held is not None and held.offset == offset and held.tp == tp
+        if held is not None and (held.offset != offset or held.tp != tp):
+            held = None
         if not isinstance(event, RunDue):
-            if mine:
+            if held is not None:
                 del self._held[run_id]
             self._set_aside(tp, offset, raw)
             self._finish(tp, offset)
             return
         delay = max(0.0, (due_at - utcnow()).total_seconds())
         handle = asyncio.get_running_loop().call_later(delay, self._release, tp, offset, key, event.data)
-        if held is not None and mine:
+        if held is not None:
             held.handle = handle
 
     def _set_aside(self, tp: TopicPartition, offset: int, raw: bytes) -> None:
@@ -329,9 +330,8 @@ class Executor:
         if tracker is not None:
             tracker.finished(offset)
 
-    def _start(self, tp: TopicPartition, offset: int, key: bytes, run: bytes | RunDueData) -> None:
-        work = self._deliver_record(tp, offset, key, run) if isinstance(run, bytes) else self._deliver(key, run)
-        task = asyncio.create_task(work)
+    def _start(self, tp: TopicPartition, offset: int, key: bytes, due: RunDueData) -> None:
+        task = asyncio.create_task(self._deliver(key, due))
         self._tasks[tp].add(task)
         tracker = self._trackers.get(tp)
 
@@ -362,15 +362,6 @@ class Executor:
     def _resume(self, tp: TopicPartition) -> None:
         if self._consumer is not None and tp in self._consumer.assignment():
             self._consumer.resume(tp)
-
-    async def _deliver_record(self, tp: TopicPartition, offset: int, key: bytes, raw: bytes) -> None:
-        try:
-            event = decode_event(raw)
-        except EventDecodeError:
-            self._set_aside(tp, offset, raw)
-            return
-        if isinstance(event, RunDue):
-            await self._deliver(key, event.data)
 
     async def _deliver(self, key: bytes, due: RunDueData) -> None:
         age = utcnow() - due.age_origin

@@ -284,16 +284,20 @@ async def _localhost(host: str) -> list[str]:
     return ["127.0.0.1"]
 
 
+def _trusting(cert: Path) -> HttpClient:
+    """A client that resolves every name to 127.0.0.1 and trusts only ``cert``."""
+    return HttpClient(
+        GuardedResolver(allow_private=True, lookup=_localhost),
+        excerpt_limit=4096,
+        user_agent="Chime/test",
+        ssl_context=ssl.create_default_context(cafile=str(cert)),
+    )
+
+
 async def test_https_checks_the_certificate_against_the_host_name(tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path, "localhost")
-    trusted = ssl.create_default_context(cafile=str(cert))
     async with _tls_server(cert, key) as port:
-        client = HttpClient(
-            GuardedResolver(allow_private=True, lookup=_localhost),
-            excerpt_limit=4096,
-            user_agent="Chime/test",
-            ssl_context=trusted,
-        )
+        client = _trusting(cert)
         response = await client.request("POST", f"https://localhost:{port}/hook", {}, b"{}", deadline_s=5)
         await client.close()
     assert (response.status, response.excerpt) == (200, b"secure")
@@ -301,14 +305,8 @@ async def test_https_checks_the_certificate_against_the_host_name(tmp_path: Path
 
 async def test_https_refuses_a_certificate_for_another_name(tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path, "other.example")
-    trusted = ssl.create_default_context(cafile=str(cert))
     async with _tls_server(cert, key) as port:
-        client = HttpClient(
-            GuardedResolver(allow_private=True, lookup=_localhost),
-            excerpt_limit=4096,
-            user_agent="Chime/test",
-            ssl_context=trusted,
-        )
+        client = _trusting(cert)
         with pytest.raises(HttpError, match="cannot connect"):
             await client.request("POST", f"https://localhost:{port}/hook", {}, b"{}", deadline_s=5)
         await client.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaProducer
 
@@ -20,18 +22,24 @@ async def _started(settings: Settings) -> AIOKafkaProducer:
     return producer
 
 
-async def test_records_from_many_tasks_all_land_and_are_acknowledged(settings: Settings) -> None:
-    topic = topic_name(settings, RUNS_RESULTS)
+@asynccontextmanager
+async def _publishing(settings: Settings, interval_s: float) -> AsyncIterator[BatchPublisher]:
     producer = await _started(settings)
-    publisher = BatchPublisher(producer, 0.02)
+    publisher = BatchPublisher(producer, interval_s)
     publisher.start()
-    keys = [str(uuid.uuid4()) for _ in range(200)]
     try:
-        acks = [publisher.publish(topic, f"value-{k}".encode(), k.encode(), [("tenant", b"acme")]) for k in keys]
-        await asyncio.wait_for(asyncio.gather(*acks), 10)
+        yield publisher
     finally:
         await publisher.stop()
         await producer.stop()
+
+
+async def test_records_from_many_tasks_all_land_and_are_acknowledged(settings: Settings) -> None:
+    topic = topic_name(settings, RUNS_RESULTS)
+    keys = [str(uuid.uuid4()) for _ in range(200)]
+    async with _publishing(settings, 0.02) as publisher:
+        acks = [publisher.publish(topic, f"value-{k}".encode(), k.encode(), [("tenant", b"acme")]) for k in keys]
+        await asyncio.wait_for(asyncio.gather(*acks), 10)
     records = await read_records(settings, topic, keys=keys, count=len(keys))
     assert sorted(r.key for r in records if r.key) == sorted(k.encode() for k in keys)
     assert all(r.value == b"value-" + (r.key or b"") for r in records)
@@ -55,16 +63,10 @@ async def test_stop_hands_over_what_is_pending(settings: Settings) -> None:
 
 async def test_a_record_the_producer_refuses_fails_only_its_caller(settings: Settings) -> None:
     topic = topic_name(settings, RUNS_RESULTS)
-    producer = await _started(settings)
-    publisher = BatchPublisher(producer, 0.01)
-    publisher.start()
     key = str(uuid.uuid4())
-    try:
+    async with _publishing(settings, 0.01) as publisher:
         too_big = publisher.publish(topic, b"x" * (2 * 1024 * 1024), key.encode(), [])
         fine = publisher.publish(topic, b"fine", key.encode(), [])
         results = await asyncio.wait_for(asyncio.gather(too_big, fine, return_exceptions=True), 10)
-    finally:
-        await publisher.stop()
-        await producer.stop()
     assert isinstance(results[0], Exception)
     assert results[1] is None
