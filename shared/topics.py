@@ -82,3 +82,21 @@ async def create_topics(settings: Settings) -> list[str]:
                 created.append(name)
         log.info("created topics %s", created)
         return created
+
+
+async def delete_topics(settings: Settings) -> list[str]:
+    """Delete every topic under the installation's prefix, Faust's changelogs included.
+
+    For throwaway installations (a test session, a benchmark): a broker keeps paying for every partition it
+    holds, so topics left behind by thousands of such runs slow down everything else on it.
+    """
+    from shared.kafka import admin_client
+
+    if not settings.topic_prefix:
+        raise ValueError("refusing to delete topics without a topic prefix")
+    async with admin_client(settings) as admin:
+        doomed = [name for name in await admin.list_topics() if name.startswith(settings.topic_prefix)]
+        if doomed:
+            await admin.delete_topics(doomed)
+    log.info("deleted %d topics under %s", len(doomed), settings.topic_prefix)
+    return doomed

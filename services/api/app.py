@@ -14,7 +14,7 @@ from services.api.db.keys_repo import SigningKeyRepository
 from services.api.db.runs_repo import RunRepository
 from services.api.db.schedules_repo import ScheduleRepository
 from services.api.deps import Services
-from services.api.metrics import ApiMetrics
+from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.outbox import OutboxRelay
 from services.api.ratelimit import RateLimiter
 from services.api.routes import dlq, health, runs, schedules, signing_keys
@@ -54,7 +54,7 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
     app.state.verifier = TokenVerifier(settings)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second)
     app.state.metrics = ApiMetrics()
-    app.middleware("http")(app.state.metrics.middleware)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     problems.install(app)
     app.include_router(schedules.router)
     app.include_router(runs.router)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -17,6 +18,11 @@ from shared.settings import Settings
 ALL_SCOPES = frozenset({"schedules:read", "schedules:write", "runs:read", "dlq:read", "dlq:write", "admin"})
 DEFAULT_SCOPES = ALL_SCOPES - {"admin"}
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+# Verified tokens are remembered this long at most (and never past their ``exp``): a client sends the same token
+# with every request, and checking its signature again costs more than the rest of a simple request. With a key
+# set (JWKS), it also bounds how long a token signed by a withdrawn key is still accepted.
+_VERIFIED_TTL_S = 60.0
+_VERIFIED_MAX = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +40,23 @@ class TokenVerifier:
         self._jwks: jwt.PyJWKClient | None = (
             jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True) if settings.jwt_jwks_url else None
         )
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     async def verify(self, token: str) -> Principal:
+        now = time.time()
+        known = self._verified.get(token)
+        if known is not None:
+            if now < known[1]:
+                return known[0]
+            del self._verified[token]
+        principal, expires = await self._verify(token)
+        self._verified[token] = (principal, min(expires, now + _VERIFIED_TTL_S))
+        if len(self._verified) > _VERIFIED_MAX:
+            self._verified.popitem(last=False)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float]:
+        """The token's principal and the time its ``exp`` claim ends it."""
         try:
             if self._jwks is not None:
                 signing_key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
@@ -61,7 +82,7 @@ class TokenVerifier:
             raise Unauthorized("token has no tenant claim", headers=_CHALLENGE)
         scope = claims.get("scope")
         scopes = frozenset(scope.split()) if isinstance(scope, str) else DEFAULT_SCOPES
-        return Principal(subject=str(claims["sub"]), tenant=tenant, scopes=scopes)
+        return Principal(subject=str(claims["sub"]), tenant=tenant, scopes=scopes), float(claims["exp"])
 
 
 def mint_token(

@@ -27,7 +27,8 @@ class Services:
     dlq: DlqRepository
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # Async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a hand-off on every request.
     services: Services = request.app.state.services
     return services
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db.tables import idempotency_keys, outbox
@@ -31,19 +31,33 @@ _RELAY_LOCK_KEY = 727466
 _PRUNE_EVERY_S = 600.0
 
 
+_INSERT = insert(outbox)
+_TRY_LOCK = select(func.pg_try_advisory_xact_lock(_RELAY_LOCK_KEY))
+_PENDING = (
+    select(outbox.c.id, outbox.c.topic_suffix, outbox.c.key, outbox.c.value, outbox.c.headers)
+    .where(outbox.c.published_at.is_(None))
+    .order_by(outbox.c.id)
+    .limit(bindparam("batch"))
+)
+_MARK_PUBLISHED = (
+    update(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True))).values(published_at=func.now())
+)
+
+
 async def enqueue(
     conn: AsyncConnection, event: Envelope, topic: TopicSpec, *, key: str, aggregate_id: str, version: int
 ) -> None:
     """Add ``event`` to the outbox inside the caller's transaction."""
     await conn.execute(
-        insert(outbox).values(
-            aggregate_id=aggregate_id,
-            version=version,
-            topic_suffix=topic.suffix,
-            key=key.encode(),
-            value=encode_event(event),
-            headers={"tenant": event.tenant, "content-type": CONTENT_TYPE},
-        )
+        _INSERT,
+        {
+            "aggregate_id": aggregate_id,
+            "version": version,
+            "topic_suffix": topic.suffix,
+            "key": key.encode(),
+            "value": encode_event(event),
+            "headers": {"tenant": event.tenant, "content-type": CONTENT_TYPE},
+        },
     )
 
 
@@ -147,17 +161,10 @@ class OutboxRelay:
     async def relay_once(self) -> int | None:
         """Publish one batch. Returns how many rows moved, or ``None`` when another relay holds the lock."""
         async with self._engine.begin() as conn:
-            got = (await conn.execute(select(func.pg_try_advisory_xact_lock(_RELAY_LOCK_KEY)))).scalar_one()
+            got = (await conn.execute(_TRY_LOCK)).scalar_one()
             if not got:
                 return None
-            rows = (
-                await conn.execute(
-                    select(outbox.c.id, outbox.c.topic_suffix, outbox.c.key, outbox.c.value, outbox.c.headers)
-                    .where(outbox.c.published_at.is_(None))
-                    .order_by(outbox.c.id)
-                    .limit(self._settings.outbox_batch_size)
-                )
-            ).all()
+            rows = (await conn.execute(_PENDING, {"batch": self._settings.outbox_batch_size})).all()
             if not rows:
                 return 0
             producer = await self._ensure_producer()
@@ -168,9 +175,7 @@ class OutboxRelay:
                 futures.append(await producer.send(topic, value=row.value, key=row.key, headers=headers))
             timeout = 2 * self._settings.kafka_request_timeout_ms / 1000
             await asyncio.wait_for(asyncio.gather(*futures), timeout=timeout)
-            await conn.execute(
-                update(outbox).where(outbox.c.id.in_([r.id for r in rows])).values(published_at=func.now())
-            )
+            await conn.execute(_MARK_PUBLISHED, {"ids": [r.id for r in rows]})
         self.published_total += len(rows)
         return len(rows)
 

@@ -11,13 +11,13 @@ import pytest
 
 from services.api.migrate import migrate
 from shared.settings import Settings, load_settings
-from shared.topics import create_topics
+from shared.topics import create_topics, delete_topics
 from tests.e2e.stack import RecordingSink, Stack
-from tests.integration.helpers import create_database
+from tests.integration.helpers import create_database, drop_database
 
 
 @pytest.fixture(scope="session")
-async def e2e_settings(stack_env: dict[str, str]) -> Settings:
+async def e2e_settings(stack_env: dict[str, str]) -> AsyncIterator[Settings]:
     settings = load_settings(
         _env_file=None,
         kafka_bootstrap=stack_env["CHIME_KAFKA_BOOTSTRAP"],
@@ -28,7 +28,9 @@ async def e2e_settings(stack_env: dict[str, str]) -> Settings:
     )
     await migrate(settings)
     await create_topics(settings)
-    return settings
+    yield settings
+    await delete_topics(settings)
+    await drop_database(settings.database_url)
 
 
 @pytest.fixture(scope="session")

@@ -12,12 +12,12 @@ from fastapi import FastAPI
 from services.api.app import create_app
 from services.api.migrate import migrate
 from shared.settings import Settings, load_settings
-from shared.topics import create_topics
-from tests.integration.helpers import create_database
+from shared.topics import create_topics, delete_topics
+from tests.integration.helpers import create_database, drop_database
 
 
 @pytest.fixture(scope="session")
-async def settings(stack_env: dict[str, str]) -> Settings:
+async def settings(stack_env: dict[str, str]) -> AsyncIterator[Settings]:
     url = await create_database(stack_env["CHIME_DATABASE_URL"])
     settings = load_settings(
         _env_file=None,
@@ -31,7 +31,9 @@ async def settings(stack_env: dict[str, str]) -> Settings:
     )
     await migrate(settings)
     await create_topics(settings)
-    return settings
+    yield settings
+    await delete_topics(settings)
+    await drop_database(settings.database_url)
 
 
 @pytest.fixture(scope="session")

@@ -43,6 +43,17 @@ async def create_database(server_url: str) -> str:
     return url.set(database=name).render_as_string(hide_password=False)
 
 
+async def drop_database(database_url: str) -> None:
+    """Drop a database made by ``create_database`` (connections still open to it are closed first)."""
+    url = make_url(database_url)
+    engine = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+    finally:
+        await engine.dispose()
+
+
 async def read_records(
     settings: Settings, topic: str, *, keys: Iterable[str], count: int, timeout: float = 30.0
 ) -> list[ConsumerRecord[bytes, bytes]]:

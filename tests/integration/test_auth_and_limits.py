@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -79,6 +80,20 @@ async def test_bad_tokens_get_401(client: httpx.AsyncClient, settings: Settings,
     assert response.status_code == 401, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_a_token_accepted_once_is_refused_after_its_exp(
+    client: httpx.AsyncClient, settings: Settings, tenant: str
+) -> None:
+    """Verified tokens are remembered between requests, but never past their ``exp``."""
+    token = _token({"sub": "u", "tenant": tenant, "exp": int(time.time()) + 2}, settings.jwt_secret.get_secret_value())
+    headers = {"Authorization": f"Bearer {token}"}
+    assert (await client.get("/api/schedules", headers=headers)).status_code == 200
+    assert (await client.get("/api/schedules", headers=headers)).status_code == 200
+    await asyncio.sleep(max(0.0, int(time.time()) + 3 - time.time()))
+    response = await client.get("/api/schedules", headers=headers)
+    assert response.status_code == 401, response.text
+    assert "expired" in response.json()["detail"]
 
 
 async def test_missing_scope_is_403_naming_it(client: httpx.AsyncClient, settings: Settings, tenant: str) -> None:

@@ -20,7 +20,7 @@ from services.devstack.kafka import LocalKafka
 from shared.events import decode_event
 from shared.settings import Settings
 from shared.topics import SCHEDULES, create_topics, topic_name
-from tests.integration.helpers import auth, create_database, read_records, schedule_body
+from tests.integration.helpers import auth, create_database, drop_database, read_records, schedule_body
 
 
 def free_port() -> int:
@@ -163,3 +163,4 @@ async def test_changes_made_while_kafka_is_down_arrive_in_order_once_it_is_back(
     assert versions == list(range(1, 22))
     names = [decode_event(r.value).data.name for r in records[1:]]  # type: ignore[union-attr]
     assert names == [f"while-down-{i}" for i in range(20)]
+    await drop_database(isolated.database_url)

@@ -308,6 +308,7 @@ async def test_operations_endpoints(client: httpx.AsyncClient, settings: Setting
     metrics = (await client.get("/metrics")).text
     assert 'chime_schedules{status="active"}' in metrics
     assert "chime_outbox_backlog" in metrics
-    assert "chime_http_requests_total" in metrics
+    # Requests are counted by route template (never by schedule id) and by the status actually sent.
+    assert 'chime_http_requests_total{method="POST",route="/api/schedules",status="201"}' in metrics
     spec = (await client.get("/openapi.json")).json()
     assert "/api/schedules/{schedule_id}/preview" in spec["paths"]
