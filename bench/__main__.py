@@ -156,6 +156,10 @@ def cpu_lines(results: dict[str, Any]) -> list[str]:
             for side in ("chime", "apscheduler"):
                 cpu = scenario[side]["cpu_percent"]
                 out.append(f"{name} {side} CPU (% of one core): " + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items()))
+    api = results.get("api")
+    if api:
+        per_create = api["cpu_ms_per_create"]
+        out.append("api CPU per create (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in per_create.items()))
     return out
 
 

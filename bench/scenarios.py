@@ -27,7 +27,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 
 from bench.sink import Arrival, BenchSink
-from bench.stats import broker_pid, cpu_seconds, cpu_share, lag_summary, lag_timeline
+from bench.stats import broker_pid, cpu_seconds, cpu_share, lag_summary, lag_timeline, postgres_cpu_seconds
 from services.api.migrate import migrate
 from services.executor.httpclient import HttpClient, HttpError
 from services.executor.resolver import GuardedResolver
@@ -295,6 +295,7 @@ async def chime_api(env: Env, rate: float, seconds: float, propagation_samples: 
         tenants = _tenants(max(1, math.ceil(rate / 50)))
         headers = {t: auth(settings, t) for t in tenants}
         latencies: list[float] = []
+        sent_at: list[float] = []
         failures = 0
         # The load comes from a lean HTTP client (the executor's): at hundreds of requests a second, httpx spends
         # more CPU per request than the API does, and the generator, not Chime, would set the rate.
@@ -312,8 +313,18 @@ async def chime_api(env: Env, rate: float, seconds: float, propagation_samples: 
             except (TimeoutError, HttpError):
                 failures += 1
             latencies.append((time.perf_counter() - t0) * 1000)
+            sent_at.append(t0)
 
+        # Warm-up, not measured: the API's database pool fills and every statement is prepared once.
+        warm = max(1, int(rate))
+        for i in range(0, warm, 10):
+            await asyncio.gather(*(create(n) for n in range(i, min(warm, i + 10))))
+        latencies.clear()
+        sent_at.clear()
+        failures = 0
         total = int(rate * seconds)
+        pids = {name: proc.pid for name, proc in stack.procs.items()} | broker_pid()
+        cpu_before, pg_before = cpu_seconds(pids), postgres_cpu_seconds()
         start = time.perf_counter()
         tasks = []
         try:
@@ -323,7 +334,10 @@ async def chime_api(env: Env, rate: float, seconds: float, propagation_samples: 
             await asyncio.gather(*tasks)
         finally:
             await client.close()
-        achieved = total / (time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        achieved = total / elapsed
+        cpu = cpu_share(cpu_before, cpu_seconds(pids), elapsed)
+        cpu["postgres"] = round((sum(postgres_cpu_seconds()) - sum(pg_before)) / elapsed * 100, 1)
         async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api:
             propagation = await _propagation(settings, api, headers[tenants[0]], propagation_samples)
         return {
@@ -331,6 +345,11 @@ async def chime_api(env: Env, rate: float, seconds: float, propagation_samples: 
             "failed": failures,
             "achieved_per_s": round(achieved, 1),
             "create_latency": lag_summary(latencies),
+            "create_latency_by_second": lag_timeline(
+                [(t - start, lat) for t, lat in zip(sent_at, latencies, strict=True)]
+            ),
+            "cpu_percent": cpu,
+            "cpu_ms_per_create": {name: round(share * 10 / achieved, 2) for name, share in cpu.items()},
             "propagation": lag_summary(propagation),
         }
 

@@ -56,6 +56,24 @@ def broker_pid() -> dict[str, int]:
     return {}
 
 
+def postgres_cpu_seconds() -> tuple[float, float]:
+    """User and system CPU seconds of every Postgres process alive now (the server and its backends)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    user = system = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user += int(fields[11]) / tick
+        system += int(fields[12]) / tick
+    return user, system
+
+
 def cpu_share(
     before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]], seconds: float
 ) -> dict[str, float]:

@@ -84,6 +84,10 @@ _REJOIN_MAX_S = 60.0
 _COMMAND_WAIT_S = 10.0
 # Commands wait for their schedule concurrently, so one waiting run-now does not hold up the rest.
 _COMMAND_CONCURRENCY = 16
+# Schedule changes are applied in batches: one claim, one publish and one table write per batch instead of per
+# change. A lone change waits at most this long for company, well inside the 100 ms a change has to arrive.
+_CHANGE_BATCH = 500
+_CHANGE_BATCH_WAIT_S = 0.005
 
 __all__ = ["Planner", "PlannerMetrics"]
 
@@ -153,8 +157,11 @@ class Planner:
         self.schedules_topic = self._source(SCHEDULES)
         self.commands_topic = self._source(PLANNER_COMMANDS)
         table_opts: dict[str, Any] = {"partitions": settings.partitions, "key_type": bytes, "value_type": bytes}
-        self.definitions = self.app.Table("schedule-definitions", **table_opts)
-        self.cursors = PartitionerTable(self.app, name="schedule-cursors", beacon=self.app.tables.beacon, **table_opts)
+        # Both tables are written in batches that span partitions, so each row goes to its key's partition.
+        beacon = self.app.tables.beacon
+        self.definitions = PartitionerTable(self.app, name="schedule-definitions", beacon=beacon, **table_opts)
+        self.cursors = PartitionerTable(self.app, name="schedule-cursors", beacon=beacon, **table_opts)
+        self.app.tables.add(self.definitions)
         self.app.tables.add(self.cursors)
         # Faust completes recovery for every table at once; one callback rebuilds the entries from both.
         self.definitions.on_recover(self._on_recovered)
@@ -188,13 +195,14 @@ class Planner:
         moved to another planner meanwhile: the new owner repeats that fire at worst.
         """
         rows: list[tuple[int, bytes, bytes]] = []
+        definitions: list[tuple[int, bytes, bytes]] = []
         for partition, key, entry in changed:
             owned = self._entries.setdefault(partition, {}) if definition else self._entries.get(partition)
             if owned is None:
                 continue
             owned[key] = entry
             if definition:
-                self.definitions[key] = entry.schedule.model_dump_json().encode()
+                definitions.append((partition, key, entry.schedule.model_dump_json().encode()))
             rows.append((partition, key, cursor_of(entry).model_dump_json().encode()))
             waiting = self._awaiting.get(key)
             if waiting is not None:
@@ -203,6 +211,8 @@ class Planner:
             if nxt is not None:
                 self.heaps.push(partition, nxt.planned - self._lookahead, key, entry.version, nxt.nominal)
                 self._wake.set()
+        if definitions:
+            await self.definitions.write_many(definitions)
         await self.cursors.write_many(rows)
 
     # -- publishing -----------------------------------------------------------------------------------------
@@ -307,43 +317,48 @@ class Planner:
     # -- agents ---------------------------------------------------------------------------------------------
 
     async def _schedules_agent(self, stream: Any) -> None:
-        async for event in stream.events():
-            decoded = self._decode("schedules", event)
-            if isinstance(decoded, ScheduleUpserted | ScheduleDeleted):
-                async with self._keys.hold(event.key):
-                    await self._on_schedule_change(event.key, decoded)
+        async for events in stream.take_events(_CHANGE_BATCH, within=_CHANGE_BATCH_WAIT_S):
+            changes: list[tuple[bytes, ScheduleUpserted | ScheduleDeleted]] = []
+            for event in events:
+                decoded = self._decode("schedules", event)
+                if isinstance(decoded, ScheduleUpserted | ScheduleDeleted):
+                    changes.append((event.key, decoded))
+            if changes:
+                async with self._keys.hold_many([key for key, _ in changes]):
+                    await self._on_schedule_changes(changes)
 
-    async def _on_schedule_change(self, key: bytes, decoded: ScheduleUpserted | ScheduleDeleted) -> None:
+    async def _on_schedule_changes(self, changes: list[tuple[bytes, ScheduleUpserted | ScheduleDeleted]]) -> None:
+        """Apply changes in the order they came (a key may change more than once), then publish and store."""
         now = utcnow()
-        entry = self.entry(key)
-        if isinstance(decoded, ScheduleUpserted):
-            new, cancels = apply_upsert(entry, decoded.data, now)
-        else:
-            new, cancels = apply_delete(entry, decoded.data.version, now)
-        if new is None or new is entry:
-            return
+        changed: dict[bytes, PlanEntry] = {}
         records: list[tuple[str, bytes, Envelope]] = []
-        for cancel in cancels:
-            data = RunCancelledData(
-                run_id=cancel.run_id,
-                schedule_id=new.schedule.id,
-                tenant_id=new.schedule.tenant_id,
-                nominal_time=cancel.nominal,
-                reason="schedule changed",
-            )
-            records.append(
-                (
-                    self._due_topic,
-                    key,
-                    RunCancelled(subject=str(data.schedule_id), tenant=data.tenant_id, time=now, data=data),
+        for key, decoded in changes:
+            entry = changed[key] if key in changed else self.entry(key)
+            if isinstance(decoded, ScheduleUpserted):
+                new, cancels = apply_upsert(entry, decoded.data, now)
+            else:
+                new, cancels = apply_delete(entry, decoded.data.version, now)
+            if new is None or new is entry:
+                continue
+            for cancel in cancels:
+                data = RunCancelledData(
+                    run_id=cancel.run_id,
+                    schedule_id=new.schedule.id,
+                    tenant_id=new.schedule.tenant_id,
+                    nominal_time=cancel.nominal,
+                    reason="schedule changed",
                 )
-            )
-            if new.open_run == cancel.run_id:
-                # A cancelled run never reports an outcome; it must not hold the schedule back.
-                new = new.model_copy(update={"open_run": None, "open_nominal": None})
+                event = RunCancelled(subject=str(data.schedule_id), tenant=data.tenant_id, time=now, data=data)
+                records.append((self._due_topic, key, event))
+                if new.open_run == cancel.run_id:
+                    # A cancelled run never reports an outcome; it must not hold the schedule back.
+                    new = new.model_copy(update={"open_run": None, "open_nominal": None})
+            changed[key] = new
         await self._publish(records)
         self.metrics.cancelled.inc(len(records))
-        await self._store([(key_partition(key, self._partitions), key, new)], definition=True)
+        await self._store(
+            [(key_partition(key, self._partitions), key, entry) for key, entry in changed.items()], definition=True
+        )
 
     async def _commands_agent(self, stream: Any) -> None:
         async for event in stream.events():

@@ -63,6 +63,19 @@ class KeyLocks:
         finally:
             self.release(key)
 
+    @asynccontextmanager
+    async def hold_many(self, keys: list[bytes]) -> AsyncIterator[None]:
+        """Hold several keys at once; claimed in sorted order, so two holders of overlapping sets never deadlock."""
+        held: list[bytes] = []
+        try:
+            for key in sorted(set(keys)):
+                await self.claim(key)
+                held.append(key)
+            yield
+        finally:
+            for key in held:
+                self.release(key)
+
     def __contains__(self, key: object) -> bool:
         return key in self._held
 
