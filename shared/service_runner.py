@@ -18,11 +18,14 @@ from shared.settings import Settings
 
 class ConsumingService(Protocol):
     registry: CollectorRegistry
-    consuming: bool
 
     async def run(self) -> None: ...
 
     def stop(self) -> None: ...
+
+    async def health(self) -> tuple[bool, dict[str, object]]:
+        """Readiness: whether the service is consuming and making progress, with details."""
+        ...
 
 
 async def serve(service: ConsumingService, host: str, port: int) -> None:
@@ -31,20 +34,17 @@ async def serve(service: ConsumingService, host: str, port: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, service.stop)
 
-    async def health() -> tuple[bool, dict[str, object]]:
-        return service.consuming, {"consuming": service.consuming}
-
     GcPauses(service.registry).install()
     tune_collector()
 
     async def freeze_once_consuming() -> None:
-        while not service.consuming:  # noqa: ASYNC110 - the service exposes a flag, not an event
+        while not (await service.health())[0]:  # noqa: ASYNC110 - readiness is a check, not an event
             await asyncio.sleep(0.5)
         freeze_startup_heap()
 
     freezer = asyncio.create_task(freeze_once_consuming())
     try:
-        async with OpsServer(host, port, service.registry, health):
+        async with OpsServer(host, port, service.registry, service.health):
             await service.run()
     finally:
         freezer.cancel()

@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     planner_data_dir: str = ".chime/planner"
     planner_lookahead_ms: int = Field(default=2_000, ge=0, le=10_000)
     consumer_session_timeout_ms: int = Field(default=6_000, ge=1_000)
+    # Readiness fails when a consumer has lag and has committed nothing for this long.
+    consumer_stall_seconds: float = Field(default=60.0, gt=0)
     consumer_heartbeat_interval_ms: int = Field(default=1_000, ge=100)
 
     executor_concurrency: int = Field(default=200, ge=1)

@@ -28,6 +28,8 @@ RUNS_DUE = TopicSpec("runs.due")
 RUNS_RESULTS = TopicSpec("runs.results")
 RUNS_DLQ = TopicSpec("runs.dlq")
 RETRY_TOPICS = tuple(TopicSpec(f"runs.retry.{tier}") for tier, _ in RETRY_TIERS)
+# Records a service could not handle, as they were, with their source and error in headers.
+QUARANTINE = TopicSpec("quarantine")
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     SCHEDULES,
@@ -38,6 +40,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     RUNS_RESULTS,
     RUNS_DLQ,
     *RETRY_TOPICS,
+    QUARANTINE,
 )
 
 

@@ -7,12 +7,13 @@ after the batch's transaction commits.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import time
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.api.run_batch import RunBatch
 from services.api.run_writes import write_batch
 from shared import eventloop
+from shared.consumer_runtime import ConsumerRuntime
 from shared.db.tables import runs, schedules
 from shared.errors import EventDecodeError
 from shared.events import (
@@ -35,7 +37,7 @@ from shared.events import (
 from shared.events.runs import RunStatus, Trigger
 from shared.events.schedule import ScheduleStatus
 from shared.identity import instance_id
-from shared.kafka import BULK_FETCH, build_group_consumer
+from shared.kafka import BULK_FETCH
 from shared.service_runner import serve_with_database
 from shared.settings import Settings
 from shared.timefmt import utcnow
@@ -54,42 +56,48 @@ class Recorder:
         self.registry = CollectorRegistry()
         self.recorded = Counter("chime_recorder_events_total", "Events recorded", ["type"], registry=self.registry)
         self.batch_seconds = Histogram("chime_recorder_batch_seconds", "Batch write time", registry=self.registry)
-        self._stopping = asyncio.Event()
-        self.consuming = False
+        self.runtime = ConsumerRuntime(
+            settings,
+            service="recorder",
+            group="recorder",
+            instance=instance_id(settings, "recorder"),
+            topics=[topic_name(settings, RUNS_DUE), topic_name(settings, RUNS_RESULTS)],
+            handler=self.handle,
+            registry=self.registry,
+            engine=engine,
+            max_records=1000,
+            max_poll_records=1000,
+            **BULK_FETCH,
+        )
+        self._next_prune = time.monotonic() + 30
 
     def stop(self) -> None:
-        self._stopping.set()
+        self.runtime.stop()
 
     async def run(self) -> None:
-        s = self.settings
-        consumer: AIOKafkaConsumer = build_group_consumer(
-            s,
-            "recorder",
-            instance_id(s, "recorder"),
-            topic_name(s, RUNS_DUE),
-            topic_name(s, RUNS_RESULTS),
-            **BULK_FETCH,
-            max_poll_records=1000,
-        )
-        await consumer.start()
-        self.consuming = True
-        loop = asyncio.get_running_loop()
-        next_prune = loop.time() + 30
-        try:
-            while not self._stopping.is_set():
-                if loop.time() >= next_prune:
-                    await self.prune()
-                    next_prune = loop.time() + _PRUNE_EVERY_S
-                batch = await consumer.getmany(timeout_ms=100, max_records=1000)
-                records = [r for rs in batch.values() for r in rs]
-                if not records:
-                    continue
-                with self.batch_seconds.time():
-                    await self.write([r.value or b"" for r in records])
-                await consumer.commit()
-        finally:
-            self.consuming = False
-            await consumer.stop()
+        await self.runtime.run(every_turn=self._prune_when_due)
+
+    async def health(self) -> tuple[bool, dict[str, object]]:
+        return await self.runtime.health()
+
+    async def _prune_when_due(self) -> None:
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + _PRUNE_EVERY_S
+            await self.prune()
+
+    async def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """Write a batch of records; undecodable ones are set aside in quarantine first."""
+        values: list[bytes] = []
+        for record in records:
+            raw = record.value or b""
+            try:
+                decode_event(raw)
+            except EventDecodeError as exc:
+                await self.runtime.set_aside(record, f"undecodable: {exc}")
+                continue
+            values.append(raw)
+        with self.batch_seconds.time():
+            await self.write(values)
 
     async def prune(self) -> int:
         """Delete runs (and their attempts) older than ``CHIME_RUN_RETENTION_DAYS``, a bounded batch at a time."""

@@ -12,23 +12,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import eventloop
+from shared.consumer_runtime import ConsumerRuntime
 from shared.db.tables import dlq_entries
 from shared.errors import EventDecodeError
-from shared.events import CONTENT_TYPE, DlqEntry, ReplayCommand, RunDue, RunSucceeded, decode_event, encode_event
+from shared.events import (
+    CONTENT_TYPE,
+    DlqEntry,
+    Envelope,
+    ReplayCommand,
+    RunDue,
+    RunSucceeded,
+    decode_event,
+    encode_event,
+)
 from shared.events.probe import ResultProbe
 from shared.events.runs import RunDueData, Trigger
 from shared.identity import instance_id
-from shared.kafka import BULK_FETCH, build_group_consumer, build_producer
+from shared.kafka import BULK_FETCH
 from shared.runid import new_entity_id
 from shared.service_runner import serve_with_database
 from shared.settings import Settings
@@ -61,48 +72,49 @@ class DlqService:
         self.replayed = Counter("chime_dlq_replays_total", "Replays published", registry=self.registry)
         self.resolved = Counter("chime_dlq_resolved_total", "Replayed runs that succeeded", registry=self.registry)
         self._pacer = _Pacer(settings.dlq_replay_per_second)
-        self._stopping = asyncio.Event()
-        self.consuming = False
+        self._results = topic_name(settings, RUNS_RESULTS)
+        self.runtime = ConsumerRuntime(
+            settings,
+            service="dlq",
+            group="dlq",
+            instance=instance_id(settings, "dlq"),
+            topics=[topic_name(settings, RUNS_DLQ), topic_name(settings, DLQ_COMMANDS), self._results],
+            handler=self.handle_records,
+            registry=self.registry,
+            engine=engine,
+            max_records=200,
+            max_poll_records=200,
+            **BULK_FETCH,
+        )
+        self._next_prune = time.monotonic() + 30
 
     def stop(self) -> None:
-        self._stopping.set()
+        self.runtime.stop()
 
     async def run(self) -> None:
-        s = self.settings
-        producer = build_producer(s)
-        await producer.start()
-        consumer = build_group_consumer(
-            s,
-            "dlq",
-            instance_id(s, "dlq"),
-            topic_name(s, RUNS_DLQ),
-            topic_name(s, DLQ_COMMANDS),
-            topic_name(s, RUNS_RESULTS),
-            **BULK_FETCH,
-            max_poll_records=200,
-        )
-        try:
-            await consumer.start()
-            self.consuming = True
-            loop = asyncio.get_running_loop()
-            next_prune = loop.time() + 30
-            while not self._stopping.is_set():
-                if loop.time() >= next_prune:
-                    await self.prune()
-                    next_prune = loop.time() + 600
-                batch = await consumer.getmany(timeout_ms=100, max_records=200)
-                results = topic_name(s, RUNS_RESULTS)
-                for tp, records in batch.items():
-                    for record in records:
-                        if tp.topic == results and not _replay_success(record.value or b""):
-                            continue  # only a replayed run's success changes a dead letter
-                        await self.handle(producer, record.value or b"")
-                if batch:
-                    await consumer.commit()
-        finally:
-            self.consuming = False
-            await consumer.stop()
-            await producer.stop()
+        await self.runtime.run(every_turn=self._prune_when_due)
+
+    async def health(self) -> tuple[bool, dict[str, object]]:
+        return await self.runtime.health()
+
+    async def _prune_when_due(self) -> None:
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + 600
+            await self.prune()
+
+    async def handle_records(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        producer = self.runtime.producer
+        assert producer is not None  # noqa: S101 - the runtime starts it before any record arrives
+        for record in records:
+            raw = record.value or b""
+            if record.topic == self._results and not _replay_success(raw):
+                continue  # only a replayed run's success changes a dead letter
+            try:
+                event = decode_event(raw)
+            except EventDecodeError as exc:
+                await self.runtime.set_aside(record, f"undecodable: {exc}")
+                continue
+            await self.handle(producer, event)
 
     async def prune(self) -> int:
         """Delete entries past ``CHIME_RUN_RETENTION_DAYS`` (never one whose replay is under way)."""
@@ -113,12 +125,7 @@ class DlqService:
             )
         return int(done.rowcount)
 
-    async def handle(self, producer: AIOKafkaProducer, raw: bytes) -> None:
-        try:
-            event = decode_event(raw)
-        except EventDecodeError:
-            log.error("undecodable record set aside", extra={"raw": raw[:2048]})
-            return
+    async def handle(self, producer: AIOKafkaProducer, event: Envelope) -> None:
         if isinstance(event, DlqEntry):
             async with self.engine.begin() as conn:
                 await self._store(conn, event)

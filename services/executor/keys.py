@@ -8,6 +8,7 @@ from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from shared.consumer_runtime import DependencyMissing
 from shared.crypto import SecretBox, SecretDecryptError
 from shared.errors import EventDecodeError
 from shared.events import SigningKeysUpdated, decode_event
@@ -52,11 +53,11 @@ class KeyStore:
         """``producer`` only looks up the topic's partitions (its metadata lookup is public API)."""
         topic = topic_name(self._settings, SIGNING_KEYS)
         consumer = build_consumer(self._settings, auto_offset_reset="earliest")
-        await consumer.start()
         try:
+            await consumer.start()
             partitions = await asyncio.wait_for(producer.partitions_for(topic), timeout=30)
             if not partitions:
-                raise RuntimeError(f"topic {topic} does not exist; run `chime topics create`")
+                raise DependencyMissing(f"topic {topic} does not exist yet; `chime topics create` makes it")
             tps = [TopicPartition(topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)

@@ -26,6 +26,7 @@ from services.executor.httpclient import HttpClient
 from services.executor.keys import KeyStore
 from services.executor.offsets import OffsetTracker
 from shared.backoff import Dead, Retry, decide, tier_for
+from shared.consumer_runtime import Backoff, Stopping, is_transient, started
 from shared.errors import EventDecodeError
 from shared.events import (
     CONTENT_TYPE,
@@ -144,33 +145,14 @@ class Executor:
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        s = self.settings
-        self._client = build_client(allow_private=s.allow_private_targets)
-        self._producer = build_producer(s)
         try:
-            await self._producer.start()
-            # Outcomes and retries are not on the webhook's clock: one produce request per round instead of one
-            # per handful of records, which was a third of the executor's CPU at 700 calls/s.
-            self._publisher = BatchPublisher(self._producer, BATCH_LINGER_MS / 1000)
-            self._publisher.start()
-            await self.keys.start(self._producer)
-            try:
-                await asyncio.wait_for(self.keys.caught_up.wait(), timeout=30)
-            except TimeoutError:
-                log.warning("signing keys not caught up after 30 s; continuing")
+            await self._start_clients()
+        except Stopping:
+            await self._shutdown()
+            return
         except BaseException:
             await self._shutdown()
             raise
-        self._consumer = build_group_consumer(
-            s,
-            "executor",
-            self.worker_id,
-            rebalance_timeout_ms=max(10_000, s.consumer_session_timeout_ms),
-            max_poll_records=500,
-            **AHEAD_FETCH,
-        )
-        self._consumer.subscribe([self._due_topic, *self._retry_topic_names], listener=_Rebalance(self))
-        await self._consumer.start()
         self.consuming = True
         try:
             await self._loop()
@@ -179,8 +161,49 @@ class Executor:
             await self._drain()
             await self._shutdown()
 
+    async def _start_clients(self) -> None:
+        """Start the clients, waiting (with backoff) for a broker that is not there yet."""
+        s = self.settings
+        self._client = build_client(allow_private=s.allow_private_targets)
+        self._producer = await started(lambda: build_producer(s), "producer", self._stopping)
+        # Outcomes and retries are not on the webhook's clock: one produce request per round instead of one
+        # per handful of records, which was a third of the executor's CPU at 700 calls/s.
+        self._publisher = BatchPublisher(self._producer, BATCH_LINGER_MS / 1000)
+        self._publisher.start()
+        backoff = Backoff(self._stopping)
+        while True:
+            try:
+                await self.keys.start(self._producer)
+                break
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("waiting for Kafka (signing keys): %s: %s", type(exc).__name__, exc)
+            await backoff.wait()
+        try:
+            await asyncio.wait_for(self.keys.caught_up.wait(), timeout=30)
+        except TimeoutError:
+            log.warning("signing keys not caught up after 30 s; continuing")
+
+        def consumer() -> AIOKafkaConsumer:
+            built = build_group_consumer(
+                s,
+                "executor",
+                self.worker_id,
+                rebalance_timeout_ms=max(10_000, s.consumer_session_timeout_ms),
+                max_poll_records=500,
+                **AHEAD_FETCH,
+            )
+            built.subscribe([self._due_topic, *self._retry_topic_names], listener=_Rebalance(self))
+            return built
+
+        self._consumer = await started(consumer, "consumer", self._stopping)
+
     def stop(self) -> None:
         self._stopping.set()
+
+    async def health(self) -> tuple[bool, dict[str, object]]:
+        return self.consuming, {"consuming": self.consuming}
 
     async def _shutdown(self) -> None:
         if self._consumer is not None:

@@ -30,10 +30,10 @@ def schedule_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-async def create_database(server_url: str) -> str:
-    """A fresh, empty database on the test server; returns its URL."""
+async def create_database(server_url: str, name: str | None = None) -> str:
+    """A fresh, empty database on the test server (``name``, or a new one); returns its URL."""
     url = make_url(server_url)
-    name = f"chime_test_{uuid.uuid4().hex[:10]}"
+    name = name or f"chime_test_{uuid.uuid4().hex[:10]}"
     engine = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         async with engine.connect() as conn:

@@ -1,0 +1,90 @@
+"""The consumer runtime against the real broker and database: poison records are set aside, the rest handled."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta
+
+import httpx
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import select
+
+from services.api.recorder import Recorder
+from shared.db.engine import create_engine
+from shared.db.tables import runs
+from shared.runid import planned_run_id
+from shared.settings import Settings
+from shared.topics import QUARANTINE, RUNS_DUE, topic_name
+from tests.integration.helpers import auth, read_records, schedule_body
+from tests.integration.test_recorder import _due
+
+
+async def _wait_for(predicate: object, timeout: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if await predicate():  # type: ignore[operator]
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+async def test_a_poison_record_is_quarantined_and_the_records_after_it_are_handled(
+    settings: Settings, client: httpx.AsyncClient, tenant: str
+) -> None:
+    created = await client.post("/api/schedules", json=schedule_body(), headers=auth(settings, tenant))
+    assert created.status_code == 201, created.text
+    schedule = {**created.json(), "tenant": tenant}
+    t0 = datetime.fromisoformat(created.json()["created_at"]).replace(microsecond=0) + timedelta(minutes=1)
+    before, after = t0, t0 + timedelta(minutes=1)
+    # Decodable, but the database refuses it (a tenant id longer than its column): a record at fault, not an outage.
+    stranger = {**schedule, "tenant": "t" * 300}
+    key = str(schedule["id"]).encode()
+    refused = _due(stranger, t0 + timedelta(minutes=2))
+    poison_key = f"poison-{uuid.uuid4().hex[:8]}".encode()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        topic = topic_name(settings, RUNS_DUE)
+        for value, k in [
+            (_due(schedule, before), key),
+            (refused, poison_key),
+            (b"{not an event", poison_key),
+            (_due(schedule, after), key),
+        ]:
+            await producer.send_and_wait(topic, value, key=k, partition=0)
+    finally:
+        await producer.stop()
+
+    engine = create_engine(settings)
+    recorder = Recorder(settings.model_copy(update={"instance_id": f"rec-{uuid.uuid4().hex[:6]}"}), engine)
+    running = asyncio.create_task(recorder.run())
+    try:
+        wanted = {planned_run_id(uuid.UUID(str(schedule["id"])), t) for t in (before, after)}
+
+        async def both_recorded() -> bool:
+            async with engine.connect() as conn:
+                found = (await conn.execute(select(runs.c.id).where(runs.c.id.in_(wanted)))).scalars().all()
+            return set(found) == wanted
+
+        assert await _wait_for(both_recorded, 60), "the records around the poison were not recorded"
+        quarantined = await read_records(
+            settings, topic_name(settings, QUARANTINE), keys=[poison_key.decode()], count=2
+        )
+        assert len(quarantined) == 2
+        errors = sorted(dict(r.headers)["chime-quarantine-error"].decode() for r in quarantined)
+        assert "value too long" in errors[0], errors
+        assert errors[1].startswith("undecodable"), errors
+        for record in quarantined:
+            headers = dict(record.headers)
+            assert headers["chime-quarantine-topic"] == topic.encode()
+            assert headers["chime-quarantine-service"] == b"recorder"
+        assert {r.value for r in quarantined} == {refused, b"{not an event"}
+        counted = recorder.registry.get_sample_value("chime_quarantined_records_total", {"topic": topic})
+        assert counted == 2
+        ready, details = await recorder.health()
+        assert ready, details
+    finally:
+        recorder.stop()
+        await asyncio.wait_for(running, 30)
+        await engine.dispose()
