@@ -7,7 +7,7 @@ CHIME := $(VENV)/bin/chime
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-unit lint format bench kafka stop clean
+.PHONY: install run test test-unit lint format bench chaos kafka stop clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Chime needs Python 3.11"'
@@ -39,6 +39,10 @@ test-unit: install
 
 bench: install
 	$(CHIME) stack exec -- $(PY) -m bench $(BENCH_ARGS)
+
+# Faults under load (bounded, stops by itself); CHAOS_ARGS=--quick for the two-minute version.
+chaos: install
+	$(CHIME) stack exec -- $(PY) -m chaos $(CHAOS_ARGS)
 
 kafka: install
 	$(CHIME) stack up --kafka-only

@@ -1,0 +1,69 @@
+"""What must hold after a fault, checked from what the sink received. Pure: no clock, no I/O."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from bench.sink import Arrival
+
+# A delete or pause takes effect within this long of its acknowledgement.
+DELETE_GRACE = timedelta(seconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    scenario: str
+    expected: int
+    delivered: int
+    lost: int
+    duplicate_ids: int
+    repeats: int
+    after_delete: int
+    deliveries: int
+
+    @property
+    def passed(self) -> bool:
+        return self.lost == 0 and self.duplicate_ids == 0 and self.after_delete == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"passed": self.passed}
+
+
+def judge(
+    scenario: str,
+    arrivals: list[Arrival],
+    expected: dict[str, set[datetime]],
+    deleted: dict[str, datetime],
+) -> Verdict:
+    """``expected``: the nominal times each schedule had to deliver; ``deleted``: when each delete was acknowledged.
+
+    - lost: an expected (schedule, nominal time) that never reached the sink;
+    - duplicate ids: a (schedule, nominal time) delivered under more than one ``webhook-id``;
+    - repeats: deliveries of a ``webhook-id`` already delivered (allowed, they come from crashes; counted);
+    - after delete: a delivery whose nominal time is more than a second after its schedule's delete was
+      acknowledged.
+    """
+    ids_by_fire: dict[tuple[str, datetime], set[str]] = {}
+    per_id: Counter[str] = Counter()
+    after_delete = 0
+    for a in arrivals:
+        ids_by_fire.setdefault((a.schedule_id, a.nominal), set()).add(a.webhook_id)
+        per_id[a.webhook_id] += 1
+        acked = deleted.get(a.schedule_id)
+        if acked is not None and a.nominal > acked + DELETE_GRACE:
+            after_delete += 1
+    wanted = {(sid, nominal) for sid, nominals in expected.items() for nominal in nominals}
+    reached = wanted & ids_by_fire.keys()
+    return Verdict(
+        scenario=scenario,
+        expected=len(wanted),
+        delivered=len(reached),
+        lost=len(wanted - reached),
+        duplicate_ids=sum(1 for ids in ids_by_fire.values() if len(ids) > 1),
+        repeats=sum(n - 1 for n in per_id.values()),
+        after_delete=after_delete,
+        deliveries=len(arrivals),
+    )
