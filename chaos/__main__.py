@@ -1,9 +1,10 @@
 """`make chaos`: faults under load against the whole stack, each followed by a check that nothing was lost.
 
-Scenario (bounded in time, stops by itself):
-- kill each service: 2,000 interval schedules (2–5 s) and 200 one-offs over 8 tenants firing into a recording sink;
-  the api, recorder, planner, executor and dlq are SIGKILLed one after another and restarted; then a tenth of
-  the schedules are deleted.
+Scenarios (bounded in time, each stops by itself), each under the same load: 2,000 interval schedules (2–5 s)
+and 200 one-offs over 8 tenants firing into a recording sink, and a tenth of the schedules deleted at the end:
+- kill each service: the api, recorder, planner, executor and dlq are SIGKILLed one after another and restarted;
+- kill kafka, restart postgres: the local broker is SIGKILLed and started again, then Postgres is restarted
+  (only when both are the local ones; not in ``--quick``).
 
 Checked afterwards from the sink (``chaos/invariants.py``): every nominal time in the fault window reached the
 sink; no fire went out under two webhook-ids; nothing was delivered for a nominal time more than 1 s after its
@@ -24,7 +25,7 @@ from typing import Any
 from bench.scenarios import Env
 from bench.sink import BenchSink
 from chaos.invariants import Verdict
-from chaos.scenarios import Load, kill_each_service
+from chaos.scenarios import Load, kill_broker_and_database, kill_each_service
 from shared import eventloop
 
 RESULTS = Path(__file__).parent / "results"
@@ -40,11 +41,31 @@ async def run(quick: bool) -> list[Verdict]:
         await sink.start()
         try:
             load = Load.quick() if quick else Load.full()
-            return [await kill_each_service(env, sink, load)]
+            verdicts = [await kill_each_service(env, sink, load)]
+            # Killing the broker and the database would pull them from under anything else using them, so only
+            # the full run does it, and only to the local ones it can start again.
+            if not quick and _local_stack(env):
+                verdicts.append(await kill_broker_and_database(env, sink, load))
+            return verdicts
         finally:
             await sink.stop()
     finally:
         stack_env.down()
+
+
+def _local_stack(env: Env) -> bool:
+    """Whether Kafka and Postgres are the ones under ``.chime/`` (which this suite may kill and start again)."""
+    from services.devstack.kafka import LocalKafka
+    from services.devstack.postgres import is_running
+    from services.devstack.stack import PG_DIR
+
+    kafka = LocalKafka()
+    return (
+        env.kafka == kafka.bootstrap
+        and kafka.is_running()
+        and is_running(PG_DIR)
+        and str(PG_DIR.resolve()) in env.database
+    )
 
 
 def report(verdicts: list[Verdict]) -> list[str]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +18,9 @@ import httpx
 from bench.scenarios import Env, chime_stack, create_schedules
 from bench.sink import BenchSink
 from chaos.invariants import Verdict, judge
+from services.devstack.kafka import LocalKafka
+from services.devstack.postgres import start_postgres, stop_postgres
+from services.devstack.stack import PG_DIR
 from shared.settings import Settings
 from tests.e2e.stack import Stack, grid
 from tests.integration.helpers import auth, schedule_body
@@ -120,14 +125,49 @@ async def _delete_some(settings: Settings, stack: Stack, plan: _Plan, share: flo
 
 async def kill_each_service(env: Env, sink: BenchSink, load: Load) -> Verdict:
     """SIGKILL every service in turn under load, restart it, then delete some schedules: nothing may be lost."""
+    return await _under_load("kill each service", env, sink, load, _kill_each)
+
+
+async def kill_broker_and_database(env: Env, sink: BenchSink, load: Load) -> Verdict:
+    """SIGKILL the local Kafka broker and start it again, then restart Postgres, under load."""
+
+    async def faults(stack: Stack, load: Load) -> None:
+        kafka = LocalKafka()
+        pid = int((kafka.state_dir / "kafka.pid").read_text().strip())
+        say("kill -9 kafka")
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(load.down_s)
+        await asyncio.to_thread(kafka.start)
+        say("kafka is back")
+        await _all_healthy(stack)
+        await asyncio.sleep(load.between_s)
+        say("restart postgres")
+        await asyncio.to_thread(stop_postgres, PG_DIR)
+        await asyncio.sleep(load.down_s)
+        await asyncio.to_thread(start_postgres, PG_DIR)
+        say("postgres is back")
+        await _all_healthy(stack)
+        await asyncio.sleep(load.between_s)
+
+    return await _under_load("kill kafka, restart postgres", env, sink, load, faults)
+
+
+async def _all_healthy(stack: Stack) -> None:
+    for name in KILL_ORDER:
+        await stack.wait_healthy(name, timeout=180)
+
+
+async def _under_load(
+    scenario: str, env: Env, sink: BenchSink, load: Load, faults: Callable[[Stack, Load], Awaitable[None]]
+) -> Verdict:
     async with chime_stack(env) as (settings, stack):
-        say(f"kill-each: creating {load.intervals} interval schedules and {load.oneoffs} one-offs")
+        say(f"{scenario}: creating {load.intervals} interval schedules and {load.oneoffs} one-offs")
         plan = await _create(settings, stack, sink, load)
         await asyncio.sleep(2 * load.max_interval_s + 2)
         start = datetime.now(UTC)
-        await _kill_each(stack, load)
+        await faults(stack, load)
         end = datetime.now(UTC)
-        say("kill-each: deleting a tenth of the interval schedules")
+        say(f"{scenario}: deleting a tenth of the interval schedules")
         deleted = await _delete_some(settings, stack, plan, 0.1)
         expected = plan.expected(start, end)
         ids = set(plan.intervals) | set(plan.oneoffs)
@@ -141,7 +181,8 @@ async def kill_each_service(env: Env, sink: BenchSink, load: Load) -> Verdict:
             await asyncio.sleep(0.5)
         # Deliveries for deleted schedules keep being watched for a few seconds after the deletes.
         await asyncio.sleep(max(0.0, 5 - (datetime.now(UTC) - max(deleted.values())).total_seconds()))
-        arrivals = [a for a in sink.arrivals if a.schedule_id in ids]
-        verdict = judge("kill each service", [a for a in arrivals if a.nominal >= start], expected, deleted)
+        arrivals = [a for a in sink.arrivals if a.schedule_id in ids and a.nominal >= start]
+        verdict = judge(scenario, arrivals, expected, deleted)
         sink.arrivals[:] = [a for a in sink.arrivals if a.schedule_id not in ids]
+        say(f"{scenario}: {verdict.delivered:,} of {verdict.expected:,} delivered, {verdict.lost} lost")
         return verdict

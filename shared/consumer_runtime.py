@@ -22,7 +22,15 @@ from contextlib import AsyncExitStack
 from typing import Any, TypeAlias, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+)
 from asyncpg import exceptions as pg_errors
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import text
@@ -271,8 +279,26 @@ class ConsumerRuntime:
             if not records:
                 continue
             await self.handle(records)
-            await self.consumer.commit()
-            self._progress.committed(self.consumer)
+            await self._commit()
+
+    async def _commit(self) -> None:
+        """Commit what was handled. Lost to a rebalance, the records go to their partitions' new owner (perhaps
+        this one again) and are applied again, harmlessly; a broker that cannot be reached is waited for."""
+        assert self.consumer is not None  # noqa: S101 - set in run()
+        backoff = Backoff(self._stopping)
+        while True:
+            try:
+                await self.consumer.commit()
+                self._progress.committed(self.consumer)
+                return
+            except (CommitFailedError, IllegalStateError) as exc:
+                log.warning("commit lost to a rebalance; the batch will be handled again: %s", type(exc).__name__)
+                return
+            except Exception as exc:
+                if not (is_transient(exc) or isinstance(exc, KafkaError) and exc.retriable):
+                    raise
+                log.warning("commit waits for Kafka: %s: %s", type(exc).__name__, exc)
+            await backoff.wait()
 
     async def handle(self, records: Sequence[Record]) -> None:
         """Handle a batch; see the module docstring for what happens when that fails."""

