@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from shared.version import chime_version
+
 if TYPE_CHECKING:
     from shared.settings import Settings
 
@@ -142,6 +144,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chime", description="Chime: multi-tenant webhook scheduler on Kafka")
+    parser.add_argument("--version", action="version", version=f"chime {chime_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("api", help="serve the REST API").set_defaults(func=cmd_api)
     sub.add_parser("planner", help="run the planner (Faust worker)").set_defaults(func=cmd_planner)
@@ -172,10 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_replay)
     sub.add_parser("dev", help="run the whole local stack in the foreground").set_defaults(func=cmd_dev)
     stack = sub.add_parser("stack", help="local Kafka and Postgres: up, down, or exec a command with them")
-    stack.add_argument("action", choices=["up", "down", "exec"])
-    stack.add_argument("--kafka-only", action="store_true")
-    stack.add_argument("command", nargs=argparse.REMAINDER)
-    stack.set_defaults(func=cmd_stack)
+    actions = stack.add_subparsers(dest="action", required=True)
+    up = actions.add_parser("up", help="start (or reuse) the local broker and database; print their settings")
+    up.add_argument("--kafka-only", action="store_true", help="the broker alone")
+    up.set_defaults(func=cmd_stack)
+    actions.add_parser("down", help="stop the local broker and database").set_defaults(func=cmd_stack, kafka_only=False)
+    run = actions.add_parser(
+        "exec",
+        help="run a command with the stack up (stopped afterwards if this started it)",
+        usage="chime stack exec [-h] -- COMMAND [ARG ...]",
+    )
+    run.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    run.set_defaults(func=cmd_stack, kafka_only=False)
     return parser
 
 
