@@ -1,14 +1,17 @@
 """`make chaos`: faults under load against the whole stack, each followed by a check that nothing was lost.
 
 Scenarios (bounded in time, each stops by itself), each under the same load: 2,000 interval schedules (2–5 s)
-and 200 one-offs over 8 tenants firing into a recording sink, and a tenth of the schedules deleted at the end:
+and 200 one-offs over 8 tenants firing into a recording sink; at the end a tenth of the schedules is deleted
+and another tenth paused:
 - kill each service: the api, recorder, planner, executor and dlq are SIGKILLed one after another and restarted;
+- poison on every topic: an undecodable record on each topic a service reads; every reader must quarantine it
+  in ``chime.quarantine`` and stay healthy (not in ``--quick``);
 - kill kafka, restart postgres: the local broker is SIGKILLed and started again, then Postgres is restarted
   (only when both are the local ones; not in ``--quick``).
 
 Checked afterwards from the sink (``chaos/invariants.py``): every nominal time in the fault window reached the
 sink; no fire went out under two webhook-ids; nothing was delivered for a nominal time more than 1 s after its
-schedule's delete was acknowledged. Repeats of a webhook-id are counted (crashes may cause them).
+schedule's delete or pause was acknowledged. Repeats of a webhook-id are counted (crashes may cause them).
 
 ``--quick`` (about two minutes; ``make test`` runs it): 150 schedules at 1–3 s, shorter outages.
 """
@@ -25,7 +28,7 @@ from typing import Any
 from bench.scenarios import Env
 from bench.sink import BenchSink
 from chaos.invariants import Verdict
-from chaos.scenarios import Load, kill_broker_and_database, kill_each_service
+from chaos.scenarios import Load, kill_broker_and_database, kill_each_service, poison_every_topic
 from shared import eventloop
 
 RESULTS = Path(__file__).parent / "results"
@@ -42,6 +45,8 @@ async def run(quick: bool) -> list[Verdict]:
         try:
             load = Load.quick() if quick else Load.full()
             verdicts = [await kill_each_service(env, sink, load)]
+            if not quick:
+                verdicts.append(await poison_every_topic(env, sink, load))
             # Killing the broker and the database would pull them from under anything else using them, so only
             # the full run does it, and only to the local ones it can start again.
             if not quick and _local_stack(env):
@@ -69,7 +74,7 @@ def _local_stack(env: Env) -> bool:
 
 
 def report(verdicts: list[Verdict]) -> list[str]:
-    head = ("scenario", "expected", "delivered", "lost", "dup ids", "repeats", "after delete", "passed")
+    head = ("scenario", "expected", "delivered", "lost", "dup ids", "repeats", "after delete/pause", "passed")
     rows = [
         (v.scenario, f"{v.expected:,}", f"{v.delivered:,}", str(v.lost), str(v.duplicate_ids), f"{v.repeats:,}",
          str(v.after_delete), "yes" if v.passed else "NO")
@@ -79,6 +84,7 @@ def report(verdicts: list[Verdict]) -> list[str]:
     lines = [" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
     lines.append("-+-".join("-" * w for w in widths))
     lines += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines += [f"{v.scenario}: {problem}" for v in verdicts for problem in v.problems]
     return lines
 
 

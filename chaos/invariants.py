@@ -23,10 +23,12 @@ class Verdict:
     repeats: int
     after_delete: int
     deliveries: int
+    # Scenario-specific checks that failed (a record not quarantined, a service that died), in words.
+    problems: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
-        return self.lost == 0 and self.duplicate_ids == 0 and self.after_delete == 0
+        return self.lost == 0 and self.duplicate_ids == 0 and self.after_delete == 0 and not self.problems
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self) | {"passed": self.passed}
@@ -38,7 +40,8 @@ def judge(
     expected: dict[str, set[datetime]],
     deleted: dict[str, datetime],
 ) -> Verdict:
-    """``expected``: the nominal times each schedule had to deliver; ``deleted``: when each delete was acknowledged.
+    """``expected``: the nominal times each schedule had to deliver; ``deleted``: when each delete (or pause) of a
+    schedule was acknowledged.
 
     - lost: an expected (schedule, nominal time) that never reached the sink;
     - duplicate ids: a (schedule, nominal time) delivered under more than one ``webhook-id``;

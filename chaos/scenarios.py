@@ -9,11 +9,12 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from aiokafka import AIOKafkaProducer
 
 from bench.scenarios import Env, chime_stack, create_schedules
 from bench.sink import BenchSink
@@ -22,8 +23,20 @@ from services.devstack.kafka import LocalKafka
 from services.devstack.postgres import start_postgres, stop_postgres
 from services.devstack.stack import PG_DIR
 from shared.settings import Settings
+from shared.topics import (
+    DLQ_COMMANDS,
+    PLANNER_COMMANDS,
+    QUARANTINE,
+    RETRY_TOPICS,
+    RUNS_DLQ,
+    RUNS_DUE,
+    RUNS_RESULTS,
+    SCHEDULES,
+    TopicSpec,
+    topic_name,
+)
 from tests.e2e.stack import Stack, grid
-from tests.integration.helpers import auth, schedule_body
+from tests.integration.helpers import auth, read_records, schedule_body
 
 # The order services are killed in; each comes back before the next goes.
 KILL_ORDER = ("api", "recorder", "planner", "executor", "dlq")
@@ -111,16 +124,23 @@ async def _kill_each(stack: Stack, load: Load) -> None:
         await asyncio.sleep(load.between_s)
 
 
-async def _delete_some(settings: Settings, stack: Stack, plan: _Plan, share: float) -> dict[str, datetime]:
-    """Delete a share of the interval schedules; returns when each delete was acknowledged."""
-    doomed = list(plan.intervals)[:: max(1, round(1 / share))]
-    acked: dict[str, datetime] = {}
+async def _stop_some(settings: Settings, stack: Stack, plan: _Plan, share: float) -> dict[str, datetime]:
+    """Delete a share of the interval schedules and pause as many others; returns when each was acknowledged."""
+    step = max(1, round(1 / share))
+    ids = list(plan.intervals)
+    stopped: dict[str, datetime] = {}
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api:
-        for sid in doomed:
-            response = await api.delete(f"/api/schedules/{sid}", headers=auth(settings, plan.tenant_of[sid]))
+        for i in range(0, len(ids), step):
+            doomed, paused = ids[i], ids[i + step // 2] if i + step // 2 < len(ids) else None
+            response = await api.delete(f"/api/schedules/{doomed}", headers=auth(settings, plan.tenant_of[doomed]))
             response.raise_for_status()
-            acked[sid] = datetime.now(UTC)
-    return acked
+            stopped[doomed] = datetime.now(UTC)
+            if paused is not None:
+                url = f"/api/schedules/{paused}/pause"
+                response = await api.post(url, headers=auth(settings, plan.tenant_of[paused]))
+                response.raise_for_status()
+                stopped[paused] = datetime.now(UTC)
+    return stopped
 
 
 async def kill_each_service(env: Env, sink: BenchSink, load: Load) -> Verdict:
@@ -152,6 +172,51 @@ async def kill_broker_and_database(env: Env, sink: BenchSink, load: Load) -> Ver
     return await _under_load("kill kafka, restart postgres", env, sink, load, faults)
 
 
+# Who reads which topic: a poison record on it must be quarantined by each of them.
+POISON_READERS: dict[TopicSpec, tuple[str, ...]] = {
+    SCHEDULES: ("planner",),
+    PLANNER_COMMANDS: ("planner",),
+    RUNS_DUE: ("executor", "recorder"),
+    RUNS_RESULTS: ("recorder", "dlq"),
+    RUNS_DLQ: ("dlq",),
+    DLQ_COMMANDS: ("dlq",),
+    RETRY_TOPICS[0]: ("executor",),
+}
+
+
+async def poison_every_topic(env: Env, sink: BenchSink, load: Load) -> Verdict:
+    """An undecodable record on every topic a service reads: each reader quarantines it and goes on."""
+    found: set[tuple[str, str]] = set()
+    expected_pairs: set[tuple[str, str]] = set()
+
+    async def faults(stack: Stack, load: Load) -> None:
+        settings = stack.settings
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+        await producer.start()
+        try:
+            for spec, readers in POISON_READERS.items():
+                topic = topic_name(settings, spec)
+                await producer.send_and_wait(topic, b"\x00poison, not an event", key=b"chaos-poison")
+                expected_pairs.update((topic, reader) for reader in readers)
+                say(f"poisoned {topic}")
+        finally:
+            await producer.stop()
+        await asyncio.sleep(load.between_s)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not expected_pairs <= found:
+            for record in await read_records(
+                settings, topic_name(settings, QUARANTINE), keys=["chaos-poison"], count=len(expected_pairs), timeout=5
+            ):
+                headers = dict(record.headers)
+                found.add((headers["chime-quarantine-topic"].decode(), headers["chime-quarantine-service"].decode()))
+        say(f"quarantined by {len(expected_pairs & found)} of {len(expected_pairs)} (topic, reader) pairs")
+        await _all_healthy(stack)
+
+    verdict = await _under_load("poison on every topic", env, sink, load, faults)
+    problems = [f"{service} did not quarantine the poison on {topic}" for topic, service in expected_pairs - found]
+    return replace(verdict, problems=verdict.problems + tuple(sorted(problems)))
+
+
 async def _all_healthy(stack: Stack) -> None:
     for name in KILL_ORDER:
         await stack.wait_healthy(name, timeout=180)
@@ -167,8 +232,8 @@ async def _under_load(
         start = datetime.now(UTC)
         await faults(stack, load)
         end = datetime.now(UTC)
-        say(f"{scenario}: deleting a tenth of the interval schedules")
-        deleted = await _delete_some(settings, stack, plan, 0.1)
+        say(f"{scenario}: deleting a tenth of the interval schedules and pausing another tenth")
+        deleted = await _stop_some(settings, stack, plan, 0.1)
         expected = plan.expected(start, end)
         ids = set(plan.intervals) | set(plan.oneoffs)
 
@@ -179,7 +244,7 @@ async def _under_load(
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and len({(a.schedule_id, a.nominal) for a in window()}) < wanted:  # noqa: ASYNC110
             await asyncio.sleep(0.5)
-        # Deliveries for deleted schedules keep being watched for a few seconds after the deletes.
+        # Deliveries for deleted and paused schedules keep being watched for a few seconds after the last of them.
         await asyncio.sleep(max(0.0, 5 - (datetime.now(UTC) - max(deleted.values())).total_seconds()))
         arrivals = [a for a in sink.arrivals if a.schedule_id in ids and a.nominal >= start]
         verdict = judge(scenario, arrivals, expected, deleted)

@@ -135,7 +135,7 @@ class QuarantineTopic:
     """Publishes records that cannot be handled to ``chime.quarantine``, as they were, with why and whence."""
 
     def __init__(self, settings: Settings, service: str, registry: CollectorRegistry) -> None:
-        self._topic = topic_name(settings, QUARANTINE)
+        self.topic = topic_name(settings, QUARANTINE)
         self._service = service.encode()
         self.quarantined = Counter(
             "chime_quarantined_records_total",
@@ -144,21 +144,26 @@ class QuarantineTopic:
             registry=registry,
         )
 
-    async def put(self, producer: AIOKafkaProducer, record: Record, error: str) -> None:
-        headers = [
-            *(record.headers or ()),
+    def headers(
+        self, original: Sequence[tuple[str, bytes]] | None, topic: str, partition: int, offset: int, error: str
+    ) -> list[tuple[str, bytes]]:
+        """The original headers plus where the record came from and why it was set aside; counts it, logs it."""
+        self.quarantined.labels(topic).inc()
+        log.error(
+            "record quarantined", extra={"topic": topic, "partition": partition, "offset": offset, "error": error}
+        )
+        return [
+            *(original or ()),
             ("chime-quarantine-service", self._service),
-            ("chime-quarantine-topic", record.topic.encode()),
-            ("chime-quarantine-partition", str(record.partition).encode()),
-            ("chime-quarantine-offset", str(record.offset).encode()),
+            ("chime-quarantine-topic", topic.encode()),
+            ("chime-quarantine-partition", str(partition).encode()),
+            ("chime-quarantine-offset", str(offset).encode()),
             ("chime-quarantine-error", error[:_ERROR_HEADER_LIMIT].encode()),
         ]
-        await producer.send_and_wait(self._topic, record.value, key=record.key, headers=headers)
-        self.quarantined.labels(record.topic).inc()
-        log.error(
-            "record quarantined",
-            extra={"topic": record.topic, "partition": record.partition, "offset": record.offset, "error": error},
-        )
+
+    async def put(self, producer: AIOKafkaProducer, record: Record, error: str) -> None:
+        headers = self.headers(record.headers, record.topic, record.partition, record.offset, error)
+        await producer.send_and_wait(self.topic, record.value, key=record.key, headers=headers)
 
 
 class _Progress:

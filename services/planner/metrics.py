@@ -20,7 +20,6 @@ class PlannerMetrics:
             registry=r,
         )
         self.cancelled = Counter("chime_planner_runs_cancelled_total", "Announced runs cancelled", registry=r)
-        self.undecodable = Counter("chime_planner_undecodable_total", "Records set aside", ["topic"], registry=r)
         self.heap_size = Gauge("chime_planner_heap_entries", "Entries in the fire heaps", registry=r)
         self.lateness = Histogram(
             "chime_planner_publish_late_seconds",
