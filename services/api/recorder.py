@@ -26,6 +26,7 @@ from shared.consumer_runtime import ConsumerRuntime
 from shared.db.tables import runs, schedules
 from shared.errors import EventDecodeError
 from shared.events import (
+    Envelope,
     RunAttemptFailed,
     RunCancelled,
     RunDeadLettered,
@@ -87,17 +88,14 @@ class Recorder:
 
     async def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         """Write a batch of records; undecodable ones are set aside in quarantine first."""
-        values: list[bytes] = []
+        events: list[Envelope] = []
         for record in records:
-            raw = record.value or b""
             try:
-                decode_event(raw)
+                events.append(decode_event(record.value or b""))
             except EventDecodeError as exc:
                 await self.runtime.set_aside(record, f"undecodable: {exc}")
-                continue
-            values.append(raw)
         with self.batch_seconds.time():
-            await self.write(values)
+            await self.write_events(events)
 
     async def prune(self) -> int:
         """Delete runs (and their attempts) older than ``CHIME_RUN_RETENTION_DAYS``, a bounded batch at a time."""
@@ -115,14 +113,20 @@ class Recorder:
         return total
 
     async def write(self, values: list[bytes]) -> None:
+        """Write raw records (undecodable ones are skipped with a log line; ``handle`` quarantines them instead)."""
+        events: list[Envelope] = []
+        for raw in values:
+            try:
+                events.append(decode_event(raw))
+            except EventDecodeError:
+                log.error("undecodable record skipped", extra={"raw": raw[:2048]})
+        await self.write_events(events)
+
+    async def write_events(self, events: list[Envelope]) -> None:
+        """Write a batch of events in one transaction."""
         async with self.engine.begin() as conn:
             batch = RunBatch()
-            for raw in values:
-                try:
-                    event = decode_event(raw)
-                except EventDecodeError:
-                    log.error("undecodable record set aside", extra={"raw": raw[:2048]})
-                    continue
+            for event in events:
                 if isinstance(event, RunDue) and event.data.trigger is not Trigger.REPLAY:
                     batch.add_due(event.data)
                     if event.data.final and event.data.trigger is Trigger.SCHEDULE:
