@@ -6,6 +6,8 @@ and another tenth paused:
 - kill each service: the api, recorder, planner, executor and dlq are SIGKILLed one after another and restarted;
 - poison on every topic: an undecodable record on each topic a service reads; every reader must quarantine it
   in ``chime.quarantine`` and stay healthy (not in ``--quick``);
+- failing receiver: the sink answers 500 to 30% of calls, lets 5% time out and resets 5% (half the load, four
+  attempts 1 s apart): every fire must succeed or be in the dead-letter queue (not in ``--quick``);
 - kill kafka, restart postgres: the local broker is SIGKILLed and started again, then Postgres is restarted
   (only when both are the local ones; not in ``--quick``).
 
@@ -28,7 +30,7 @@ from typing import Any
 from bench.scenarios import Env
 from bench.sink import BenchSink
 from chaos.invariants import Verdict
-from chaos.scenarios import Load, kill_broker_and_database, kill_each_service, poison_every_topic
+from chaos.scenarios import Load, failing_receiver, kill_broker_and_database, kill_each_service, poison_every_topic
 from shared import eventloop
 
 RESULTS = Path(__file__).parent / "results"
@@ -47,6 +49,7 @@ async def run(quick: bool) -> list[Verdict]:
             verdicts = [await kill_each_service(env, sink, load)]
             if not quick:
                 verdicts.append(await poison_every_topic(env, sink, load))
+                verdicts.append(await failing_receiver(env, load))
             # Killing the broker and the database would pull them from under anything else using them, so only
             # the full run does it, and only to the local ones it can start again.
             if not quick and _local_stack(env):
@@ -74,10 +77,11 @@ def _local_stack(env: Env) -> bool:
 
 
 def report(verdicts: list[Verdict]) -> list[str]:
-    head = ("scenario", "expected", "delivered", "lost", "dup ids", "repeats", "after delete/pause", "passed")
+    head = ("scenario", "expected", "delivered", "dead-lettered", "lost", "dup ids", "repeats", "after delete/pause",
+            "passed")  # fmt: skip
     rows = [
-        (v.scenario, f"{v.expected:,}", f"{v.delivered:,}", str(v.lost), str(v.duplicate_ids), f"{v.repeats:,}",
-         str(v.after_delete), "yes" if v.passed else "NO")
+        (v.scenario, f"{v.expected:,}", f"{v.delivered:,}", f"{v.dead_lettered:,}", str(v.lost), str(v.duplicate_ids),
+         f"{v.repeats:,}", str(v.after_delete), "yes" if v.passed else "NO")
         for v in verdicts
     ]  # fmt: skip
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]

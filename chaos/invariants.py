@@ -23,6 +23,8 @@ class Verdict:
     repeats: int
     after_delete: int
     deliveries: int
+    # Fires not delivered but accounted for in the dead-letter queue (they ran out of attempts).
+    dead_lettered: int = 0
     # Scenario-specific checks that failed (a record not quarantined, a service that died), in words.
     problems: tuple[str, ...] = ()
 
@@ -39,11 +41,13 @@ def judge(
     arrivals: list[Arrival],
     expected: dict[str, set[datetime]],
     deleted: dict[str, datetime],
+    dead: frozenset[tuple[str, datetime]] = frozenset(),
 ) -> Verdict:
     """``expected``: the nominal times each schedule had to deliver; ``deleted``: when each delete (or pause) of a
     schedule was acknowledged.
 
-    - lost: an expected (schedule, nominal time) that never reached the sink;
+    - lost: an expected (schedule, nominal time) that never reached the sink and is not in ``dead`` (the
+      dead-letter queue);
     - duplicate ids: a (schedule, nominal time) delivered under more than one ``webhook-id``;
     - repeats: deliveries of a ``webhook-id`` already delivered (allowed, they come from crashes; counted);
     - after delete: a delivery whose nominal time is more than a second after its schedule's delete was
@@ -60,11 +64,13 @@ def judge(
             after_delete += 1
     wanted = {(sid, nominal) for sid, nominals in expected.items() for nominal in nominals}
     reached = wanted & ids_by_fire.keys()
+    dead_only = (wanted - reached) & dead
     return Verdict(
         scenario=scenario,
         expected=len(wanted),
         delivered=len(reached),
-        lost=len(wanted - reached),
+        lost=len(wanted - reached - dead_only),
+        dead_lettered=len(dead_only),
         duplicate_ids=sum(1 for ids in ids_by_fire.values() if len(ids) > 1),
         repeats=sum(n - 1 for n in per_id.values()),
         after_delete=after_delete,

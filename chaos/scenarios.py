@@ -11,17 +11,19 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.scenarios import Env, chime_stack, create_schedules
-from bench.sink import BenchSink
+from bench.sink import Arrival
 from chaos.invariants import Verdict, judge
+from chaos.sink import Faults, FaultySink
 from services.devstack.kafka import LocalKafka
 from services.devstack.postgres import start_postgres, stop_postgres
 from services.devstack.stack import PG_DIR
+from shared.events import DlqEntry, decode_event
 from shared.settings import Settings
 from shared.topics import (
     DLQ_COMMANDS,
@@ -63,6 +65,15 @@ class Load:
         return cls(intervals=2000, oneoffs=200, tenants=8, min_interval_s=2, max_interval_s=5, down_s=3, between_s=15)
 
 
+class Sink(Protocol):
+    """A recording webhook receiver: where to call it, and the calls it accepted."""
+
+    @property
+    def url(self) -> str: ...
+
+    arrivals: list[Arrival]
+
+
 def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)  # noqa: T201
 
@@ -86,14 +97,17 @@ class _Plan:
         return out
 
 
-async def _create(settings: Settings, stack: Stack, sink: BenchSink, load: Load) -> _Plan:
+async def _create(
+    settings: Settings, stack: Stack, sink: Sink, load: Load, extra: dict[str, Any] | None = None
+) -> _Plan:
     rng = random.Random(7)  # noqa: S311 - a repeatable load, not a secret
     tenants = [f"chaos-{i}" for i in range(load.tenants)]
     url = f"{sink.url}/hook"
     # Every missed fire must still be delivered after a restart, however long the outage: fire_all, 10 min grace.
-    policy: dict[str, Any] = {"misfire_policy": "fire_all", "misfire_grace_seconds": 600}
+    policy: dict[str, Any] = {"misfire_policy": "fire_all", "misfire_grace_seconds": 600, **(extra or {})}
+    payload = {"url": url, **(policy.pop("payload", {}))}
     cadences = [rng.randint(load.min_interval_s, load.max_interval_s) for _ in range(load.intervals)]
-    bodies = [schedule_body(interval_seconds=c, payload={"url": url}, **policy) for c in cadences]
+    bodies = [schedule_body(interval_seconds=c, payload=payload, **policy) for c in cadences]
     anchors = await create_schedules(settings, stack, bodies, tenants)
     intervals = {sid: (anchor, cadences[i]) for i, (sid, anchor) in enumerate(anchors.items())}
     tenant_of = {sid: tenants[i % len(tenants)] for i, sid in enumerate(anchors)}
@@ -102,7 +116,7 @@ async def _create(settings: Settings, stack: Stack, sink: BenchSink, load: Load)
     span = int(len(KILL_ORDER) * (load.down_s + load.between_s + 4))
     run_ats = [now + timedelta(seconds=15 + rng.randint(0, span)) for _ in range(load.oneoffs)]
     oneoff_bodies = [
-        schedule_body(type="oneoff", run_at=t.isoformat(), payload={"url": url}, **policy) | {"interval_seconds": None}
+        schedule_body(type="oneoff", run_at=t.isoformat(), payload=payload, **policy) | {"interval_seconds": None}
         for t in run_ats
     ]
     created = await create_schedules(settings, stack, oneoff_bodies, tenants)
@@ -143,12 +157,12 @@ async def _stop_some(settings: Settings, stack: Stack, plan: _Plan, share: float
     return stopped
 
 
-async def kill_each_service(env: Env, sink: BenchSink, load: Load) -> Verdict:
+async def kill_each_service(env: Env, sink: Sink, load: Load) -> Verdict:
     """SIGKILL every service in turn under load, restart it, then delete some schedules: nothing may be lost."""
     return await _under_load("kill each service", env, sink, load, _kill_each)
 
 
-async def kill_broker_and_database(env: Env, sink: BenchSink, load: Load) -> Verdict:
+async def kill_broker_and_database(env: Env, sink: Sink, load: Load) -> Verdict:
     """SIGKILL the local Kafka broker and start it again, then restart Postgres, under load."""
 
     async def faults(stack: Stack, load: Load) -> None:
@@ -184,7 +198,7 @@ POISON_READERS: dict[TopicSpec, tuple[str, ...]] = {
 }
 
 
-async def poison_every_topic(env: Env, sink: BenchSink, load: Load) -> Verdict:
+async def poison_every_topic(env: Env, sink: Sink, load: Load) -> Verdict:
     """An undecodable record on every topic a service reads: each reader quarantines it and goes on."""
     found: set[tuple[str, str]] = set()
     expected_pairs: set[tuple[str, str]] = set()
@@ -217,17 +231,77 @@ async def poison_every_topic(env: Env, sink: BenchSink, load: Load) -> Verdict:
     return replace(verdict, problems=verdict.problems + tuple(sorted(problems)))
 
 
+async def failing_receiver(env: Env, load: Load) -> Verdict:
+    """A receiver that fails 30% of calls, times out on 5% and resets 5%: every fire succeeds or is dead-lettered."""
+    sink = FaultySink(Faults())
+    await sink.start()
+    # Quick retries (4 attempts, 1 s apart, a 1 s timeout) so every run settles within seconds of its fire.
+    extra = {
+        "payload": {"timeout_seconds": 1},
+        "retry_policy": {"max_attempts": 4, "backoff": "fixed", "initial_delay_seconds": 1, "jitter": False},
+    }
+    halved = replace(load, intervals=load.intervals // 2, oneoffs=load.oneoffs // 2)
+
+    async def faults(stack: Stack, load: Load) -> None:
+        await asyncio.sleep(len(KILL_ORDER) * (load.down_s + load.between_s))
+
+    try:
+        verdict = await _under_load("failing receiver", env, sink, halved, faults, extra=extra, dead_letters=True)
+    finally:
+        await sink.stop()
+    say(f"failing receiver: answers {dict(sink.answered)}")
+    problems = () if verdict.dead_lettered or not verdict.expected else ("no run was dead-lettered: faults too mild",)
+    return replace(verdict, problems=verdict.problems + problems)
+
+
+async def _dead_letters(settings: Settings, ids: set[str]) -> frozenset[tuple[str, datetime]]:
+    """(schedule, nominal time) of every run of ``ids`` in ``chime.runs.dlq`` so far."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        topic = topic_name(settings, RUNS_DLQ)
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - a fresh consumer knows no topics yet
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        found: set[tuple[str, datetime]] = set()
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < end[tp] for tp in tps])
+
+        while await behind():
+            batch = await consumer.getmany(timeout_ms=500)
+            for record in (r for rs in batch.values() for r in rs):
+                event = decode_event(record.value or b"")
+                if isinstance(event, DlqEntry) and str(event.data.run.schedule_id) in ids:
+                    found.add((str(event.data.run.schedule_id), event.data.run.nominal_time))
+        return frozenset(found)
+    finally:
+        await consumer.stop()
+
+
 async def _all_healthy(stack: Stack) -> None:
     for name in KILL_ORDER:
         await stack.wait_healthy(name, timeout=180)
 
 
 async def _under_load(
-    scenario: str, env: Env, sink: BenchSink, load: Load, faults: Callable[[Stack, Load], Awaitable[None]]
+    scenario: str,
+    env: Env,
+    sink: Sink,
+    load: Load,
+    faults: Callable[[Stack, Load], Awaitable[None]],
+    *,
+    extra: dict[str, Any] | None = None,
+    dead_letters: bool = False,
 ) -> Verdict:
     async with chime_stack(env) as (settings, stack):
         say(f"{scenario}: creating {load.intervals} interval schedules and {load.oneoffs} one-offs")
-        plan = await _create(settings, stack, sink, load)
+        plan = await _create(settings, stack, sink, load, extra)
         await asyncio.sleep(2 * load.max_interval_s + 2)
         start = datetime.now(UTC)
         await faults(stack, load)
@@ -240,14 +314,19 @@ async def _under_load(
         def window() -> list[Any]:
             return [a for a in sink.arrivals if a.schedule_id in ids and start <= a.nominal < end]
 
-        wanted = sum(len(v) for v in expected.values())
+        wanted = {(sid, nominal) for sid, nominals in expected.items() for nominal in nominals}
+        dead: frozenset[tuple[str, datetime]] = frozenset()
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and len({(a.schedule_id, a.nominal) for a in window()}) < wanted:  # noqa: ASYNC110
-            await asyncio.sleep(0.5)
+        while time.monotonic() < deadline:
+            if dead_letters:
+                dead = await _dead_letters(settings, ids)
+            if wanted <= {(a.schedule_id, a.nominal) for a in window()} | dead:
+                break
+            await asyncio.sleep(2)
         # Deliveries for deleted and paused schedules keep being watched for a few seconds after the last of them.
         await asyncio.sleep(max(0.0, 5 - (datetime.now(UTC) - max(deleted.values())).total_seconds()))
         arrivals = [a for a in sink.arrivals if a.schedule_id in ids and a.nominal >= start]
-        verdict = judge(scenario, arrivals, expected, deleted)
+        verdict = judge(scenario, arrivals, expected, deleted, dead)
         sink.arrivals[:] = [a for a in sink.arrivals if a.schedule_id not in ids]
         say(f"{scenario}: {verdict.delivered:,} of {verdict.expected:,} delivered, {verdict.lost} lost")
         return verdict

@@ -38,3 +38,8 @@ def test_a_delivery_more_than_a_second_after_the_delete_fails() -> None:
     assert inside.passed
     late = judge("x", [_at("a", 2, "w2")], {}, deleted)
     assert not late.passed and late.after_delete == 1
+
+
+def test_a_fire_in_the_dead_letter_queue_is_accounted_for_not_lost() -> None:
+    verdict = judge("x", [], {"a": {T0}}, {}, frozenset({("a", T0)}))
+    assert verdict.passed and (verdict.lost, verdict.dead_lettered) == (0, 1)
