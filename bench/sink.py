@@ -54,18 +54,10 @@ class _Receiver(asyncio.Protocol):
             self._webhook = value.decode()
 
     def on_message_complete(self) -> None:
-        received = datetime.now(UTC)
-        if self._nominal:
-            nominal = datetime.fromisoformat(self._nominal)
-            self._sink.arrivals.append(Arrival(received, self._schedule, nominal, self._webhook))
+        schedule, nominal, webhook = self._schedule, self._nominal, self._webhook
         self._schedule = self._nominal = self._webhook = ""
-        if self._transport is None:
-            return
-        if self._parser.should_keep_alive():
-            self._transport.write(_REPLY)
-        else:
-            self._transport.write(_REPLY_CLOSE)
-            self._transport.close()
+        if self._transport is not None:
+            self._sink.answer(self._transport, self._parser.should_keep_alive(), schedule, nominal, webhook)
 
 
 class BenchSink:
@@ -77,6 +69,16 @@ class BenchSink:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def answer(self, transport: asyncio.Transport, keep_alive: bool, schedule: str, nominal: str, webhook: str) -> None:
+        """Record the call and answer 200 (a subclass may answer otherwise)."""
+        if nominal:
+            self.arrivals.append(Arrival(datetime.now(UTC), schedule, datetime.fromisoformat(nominal), webhook))
+        if keep_alive:
+            transport.write(_REPLY)
+        else:
+            transport.write(_REPLY_CLOSE)
+            transport.close()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

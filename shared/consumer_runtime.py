@@ -48,6 +48,7 @@ _BACKOFF_MAX_S = 10.0
 # A record that fails on its own is tried this many times before it is set aside.
 _RECORD_ATTEMPTS = 3
 _ERROR_HEADER_LIMIT = 1000
+_HOUSEKEEPING_FIRST_S = 30.0
 
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 Handler = Callable[[Sequence[Record]], Awaitable[None]]
@@ -250,8 +251,9 @@ class ConsumerRuntime:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
-    async def run(self, every_turn: Callable[[], Awaitable[None]] | None = None) -> None:
-        """Consume until stopped. ``every_turn`` runs between batches (housekeeping such as pruning)."""
+    async def run(self, housekeeping: Callable[[], Awaitable[object]] | None = None, every_s: float = 600.0) -> None:
+        """Consume until stopped. ``housekeeping`` (pruning, say) runs between batches: first 30 s after the start,
+        then every ``every_s``."""
         try:
             async with AsyncExitStack() as stack:
                 if self._engine is not None:
@@ -263,7 +265,7 @@ class ConsumerRuntime:
                 self.consuming = True
                 log.info("consuming", extra={"service": self._service, "topics": self._topics})
                 try:
-                    await self._loop(every_turn)
+                    await self._loop(housekeeping, every_s)
                 finally:
                     self.consuming = False
         except Stopping:
@@ -274,11 +276,13 @@ class ConsumerRuntime:
             self._settings, self._group, self._instance, *self._topics, **self._consumer_options
         )
 
-    async def _loop(self, every_turn: Callable[[], Awaitable[None]] | None) -> None:
+    async def _loop(self, housekeeping: Callable[[], Awaitable[object]] | None, every_s: float) -> None:
         assert self.consumer is not None  # noqa: S101 - set in run()
+        next_housekeeping = time.monotonic() + _HOUSEKEEPING_FIRST_S
         while not self._stopping.is_set():
-            if every_turn is not None:
-                await every_turn()
+            if housekeeping is not None and time.monotonic() >= next_housekeeping:
+                next_housekeeping = time.monotonic() + every_s
+                await housekeeping()
             batch = await self.consumer.getmany(timeout_ms=100, max_records=self._max_records)
             records = [r for rs in batch.values() for r in rs]
             if not records:

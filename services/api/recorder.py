@@ -8,7 +8,6 @@ after the batch's transaction commits.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -70,21 +69,15 @@ class Recorder:
             max_poll_records=1000,
             **BULK_FETCH,
         )
-        self._next_prune = time.monotonic() + 30
 
     def stop(self) -> None:
         self.runtime.stop()
 
     async def run(self) -> None:
-        await self.runtime.run(every_turn=self._prune_when_due)
+        await self.runtime.run(housekeeping=self.prune, every_s=_PRUNE_EVERY_S)
 
     async def health(self) -> tuple[bool, dict[str, object]]:
         return await self.runtime.health()
-
-    async def _prune_when_due(self) -> None:
-        if time.monotonic() >= self._next_prune:
-            self._next_prune = time.monotonic() + _PRUNE_EVERY_S
-            await self.prune()
 
     async def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         """Write a batch of records; undecodable ones are set aside in quarantine first."""

@@ -86,21 +86,15 @@ class DlqService:
             max_poll_records=200,
             **BULK_FETCH,
         )
-        self._next_prune = time.monotonic() + 30
 
     def stop(self) -> None:
         self.runtime.stop()
 
     async def run(self) -> None:
-        await self.runtime.run(every_turn=self._prune_when_due)
+        await self.runtime.run(housekeeping=self.prune, every_s=600)
 
     async def health(self) -> tuple[bool, dict[str, object]]:
         return await self.runtime.health()
-
-    async def _prune_when_due(self) -> None:
-        if time.monotonic() >= self._next_prune:
-            self._next_prune = time.monotonic() + 600
-            await self.prune()
 
     async def handle_records(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         producer = self.runtime.producer
