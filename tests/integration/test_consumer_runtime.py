@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 import httpx
 from aiokafka import AIOKafkaProducer
@@ -16,14 +17,14 @@ from shared.db.tables import runs
 from shared.runid import planned_run_id
 from shared.settings import Settings
 from shared.topics import QUARANTINE, RUNS_DUE, topic_name
-from tests.integration.helpers import auth, read_records, schedule_body
-from tests.integration.test_recorder import _due
+from tests.integration.helpers import read_records
+from tests.integration.test_recorder import _due, created_schedule
 
 
-async def _wait_for(predicate: object, timeout: float) -> bool:
+async def _wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float) -> bool:
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
-        if await predicate():  # type: ignore[operator]
+        if await predicate():
             return True
         await asyncio.sleep(0.2)
     return False
@@ -32,10 +33,7 @@ async def _wait_for(predicate: object, timeout: float) -> bool:
 async def test_a_poison_record_is_quarantined_and_the_records_after_it_are_handled(
     settings: Settings, client: httpx.AsyncClient, tenant: str
 ) -> None:
-    created = await client.post("/api/schedules", json=schedule_body(), headers=auth(settings, tenant))
-    assert created.status_code == 201, created.text
-    schedule = {**created.json(), "tenant": tenant}
-    t0 = datetime.fromisoformat(created.json()["created_at"]).replace(microsecond=0) + timedelta(minutes=1)
+    schedule, t0 = await created_schedule(settings, client, tenant)
     before, after = t0, t0 + timedelta(minutes=1)
     # Decodable, but the database refuses it (a tenant id longer than its column): a record at fault, not an outage.
     stranger = {**schedule, "tenant": "t" * 300}

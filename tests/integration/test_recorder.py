@@ -57,13 +57,20 @@ def _outcome(schedule: dict[str, object], nominal: datetime, attempt: int, statu
     return encode_event(cls(subject=str(sid), tenant=data.tenant_id, time=utcnow(), data=data))
 
 
+async def created_schedule(
+    settings: Settings, client: httpx.AsyncClient, tenant: str
+) -> tuple[dict[str, object], datetime]:
+    """A schedule made through the API (with its tenant), and a whole minute after its creation to plan runs at."""
+    created = await client.post("/api/schedules", json=schedule_body(), headers=auth(settings, tenant))
+    assert created.status_code == 201, created.text
+    t0 = datetime.fromisoformat(created.json()["created_at"]).replace(microsecond=0) + timedelta(minutes=1)
+    return {**created.json(), "tenant": tenant}, t0
+
+
 async def test_a_batch_in_any_order_records_each_run_once(
     settings: Settings, client: httpx.AsyncClient, tenant: str
 ) -> None:
-    created = await client.post("/api/schedules", json=schedule_body(), headers=auth(settings, tenant))
-    assert created.status_code == 201, created.text
-    schedule = {**created.json(), "tenant": tenant}
-    t0 = datetime.fromisoformat(created.json()["created_at"]).replace(microsecond=0) + timedelta(minutes=1)
+    schedule, t0 = await created_schedule(settings, client, tenant)
     a, b, c, d = (t0 + timedelta(minutes=n) for n in range(4))
     batch = [
         _due(schedule, a),
