@@ -97,9 +97,6 @@ class Backoff:
             return
         raise Stopping
 
-    def reset(self) -> None:
-        self._next = _BACKOFF_FIRST_S
-
 
 async def started(build: Callable[[], _Client], what: str, stopping: asyncio.Event) -> _Client:
     """A started Kafka client; while the broker cannot be reached, a fresh client is tried again with backoff."""
@@ -304,7 +301,7 @@ class ConsumerRuntime:
                 log.warning("commit lost to a rebalance; the batch will be handled again: %s", type(exc).__name__)
                 return
             except Exception as exc:
-                if not (is_transient(exc) or isinstance(exc, KafkaError) and exc.retriable):
+                if not (is_transient(exc) or (isinstance(exc, KafkaError) and exc.retriable)):
                     raise
                 log.warning("commit waits for Kafka: %s: %s", type(exc).__name__, exc)
             await backoff.wait()
