@@ -6,6 +6,8 @@ Scenarios (each bounded in time; bench/README.md explains every figure):
 - burst: N interval schedules all due at the same instants; how long after each instant the last call arrives.
 - api: creates paced at a fixed rate (latency p99), then change propagation (API 2xx → planner acted).
 - ramp (only with --scenario ramp): steady at rising rates until p99 lag passes 50 ms or fires are missed.
+- scale (only with --scenario scale, or at toy size with --smoke): 1M schedules in one planner; its RSS, and the
+  first on-time fire after a SIGKILL, with nothing lost around the kill.
 
 ``--smoke`` runs every scenario at toy sizes in about a minute: it proves the harness still produces every
 figure (``make test`` runs it), not how fast anything is.
@@ -20,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.scale import chime_scale
 from bench.scenarios import Env, chime_api, chime_interval, peer_interval
 from bench.sink import BenchSink
 from shared import eventloop
@@ -136,8 +139,7 @@ def table(results: dict[str, Any]) -> list[str]:
     rows.append(
         ("highest rate with p99 ≤ 50 ms (/s)", "≥ 2,000", _fmt(r["highest_rate_per_s"]) if r else "not run", "", "")
     )
-    rows.append(("planner RSS at 1M schedules", "≤ 1 GiB", "not measured", "", ""))
-    rows.append(("planner SIGKILL at 1M → first on-time fire", "≤ 60 s", "not measured", "", ""))
+    rows += scale_rows(results.get("scale"))
     widths = [
         max(len(row[i]) for row in [*rows, ("figure", "target", "chime", "apscheduler", "ratio")]) for i in range(5)
     ]
@@ -146,6 +148,33 @@ def table(results: dict[str, Any]) -> list[str]:
     lines.append("-+-".join("-" * w for w in widths))
     lines += [" | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows]
     return lines
+
+
+def scale_rows(sc: dict[str, Any] | None) -> list[tuple[str, str, str, str, str]]:
+    if not sc:
+        return [
+            ("planner RSS at 1M schedules", "≤ 1 GiB", "not run (--scenario scale)", "", ""),
+            ("planner SIGKILL at 1M → first on-time fire (s)", "≤ 60", "not run", "", ""),
+        ]
+    n = f"{sc['schedules']:,}"
+    return [
+        (f"planner RSS at {n} schedules (MiB)", "≤ 1,024", _fmt(sc["memory"]["rss_mib"]), "n/a", ""),
+        (f"planner SIGKILL at {n} → ready (s)", "", _fmt(sc["ready_after_kill_s"]), "n/a", ""),
+        (
+            f"planner SIGKILL at {n} → first on-time fire (s)",
+            "≤ 60",
+            _fmt(sc["first_on_time_fire_after_kill_s"]),
+            "n/a",
+            "",
+        ),
+        (
+            "fires around the kill: missing / expected",
+            "0",
+            f"{sc['missing_around_kill']:,} / {sc['expected_around_kill']:,}",
+            "n/a",
+            "",
+        ),
+    ]
 
 
 def cpu_lines(results: dict[str, Any]) -> list[str]:
@@ -173,7 +202,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await sink.start()
         results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "smoke": args.smoke}
         try:
-            wanted = {"steady", "burst", "api"} if args.scenario == "all" else {args.scenario}
+            everything = {"steady", "burst", "api", *(("scale",) if args.smoke else ())}
+            wanted = everything if args.scenario == "all" else {args.scenario}
             if args.smoke:
                 schedules, interval, window, burst_n, api_rate, api_s, samples = 40, 2, 4.0, 40, 20.0, 1.0, 5
             else:
@@ -185,6 +215,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["burst"] = await interval_scenario(env, sink, burst_n, interval, min(window, 30.0), burst=True)
             if "api" in wanted:
                 results["api"] = await chime_api(env, api_rate, api_s, samples)
+            if "scale" in wanted:
+                scale_n, scale_interval, after_kill = (
+                    (2_000, 20, 25.0) if args.smoke else (args.scale_schedules, args.scale_interval, 90.0)
+                )
+                results["scale"] = await chime_scale(env, scale_n, scale_interval, after_kill)
             if "ramp" in wanted:
                 results["ramp"] = await ramp(env, sink, args.ramp_start, args.ramp_step, args.ramp_stop, 30.0)
         finally:
@@ -196,7 +231,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenario", choices=("all", "steady", "burst", "api", "ramp"), default="all")
+    parser.add_argument("--scenario", choices=("all", "steady", "burst", "api", "ramp", "scale"), default="all")
     parser.add_argument("--schedules", type=int, default=10_000, help="steady: interval schedules (default 10,000)")
     parser.add_argument("--interval", type=int, default=10, help="seconds between fires (default 10)")
     parser.add_argument("--seconds", type=float, default=60, help="measurement window (default 60)")
@@ -205,6 +240,8 @@ def main() -> None:
     parser.add_argument("--ramp-start", type=int, default=10_000)
     parser.add_argument("--ramp-step", type=int, default=5_000)
     parser.add_argument("--ramp-stop", type=int, default=50_000)
+    parser.add_argument("--scale-schedules", type=int, default=1_000_000, help="scale: schedules (default 1M)")
+    parser.add_argument("--scale-interval", type=int, default=3600, help="scale: seconds between fires (default 3600)")
     parser.add_argument("--smoke", action="store_true", help="toy sizes: check that every figure comes out")
     args = parser.parse_args()
     results = eventloop.run(run(args))
@@ -224,6 +261,9 @@ def main() -> None:
         ]
         if not results["api"]["create_latency"].get("count") or not results["api"]["propagation"].get("count"):
             missing.append("api")
+        scale = results.get("scale") or {}
+        if not scale.get("heap_entries") or scale.get("first_on_time_fire_after_kill_s") is None:
+            missing.append("scale")
         if missing:
             sys.exit(f"smoke: no figures from {', '.join(missing)}")
 

@@ -17,13 +17,14 @@ that instant, so Kafka's latency stays out of the webhook lag. A change inside t
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.planner.entries import (
@@ -35,6 +36,7 @@ from services.planner.entries import (
     fire_is_current,
     join,
 )
+from services.planner.entrycache import EntryCache
 from services.planner.firing import Firing, due_data, finish, fire
 from services.planner.heaps import HeapItem, PartitionHeaps
 from services.planner.keylocks import KeyLocks
@@ -117,8 +119,8 @@ class Planner:
         self._stopping = False
         self._fire_loop_done = asyncio.Event()
         self._keys = KeyLocks()
-        # Parsed entries of the partitions this planner owns; the tables are their durable copy.
-        self._entries: dict[int, dict[bytes, PlanEntry]] = {}
+        # Parsed entries of the partitions this planner owns, the recently used ones; the tables hold them all.
+        self.cache = EntryCache(settings.planner_cache_entries, self._load)
         # Commands waiting for their schedule to arrive, by key.
         self._awaiting: dict[bytes, asyncio.Event] = {}
         self._lookahead = timedelta(milliseconds=settings.planner_lookahead_ms)
@@ -161,8 +163,12 @@ class Planner:
         table_opts: dict[str, Any] = {"partitions": settings.partitions, "key_type": bytes, "value_type": bytes}
         # Both tables are written in batches that span partitions, so each row goes to its key's partition.
         beacon = self.app.tables.beacon
-        self.definitions = PartitionerTable(self.app, name="schedule-definitions", beacon=beacon, **table_opts)
-        self.cursors = PartitionerTable(self.app, name="schedule-cursors", beacon=beacon, **table_opts)
+        self.definitions = PartitionerTable(
+            self.app, name="schedule-definitions", beacon=beacon, options=_rocksdb_options(settings), **table_opts
+        )
+        self.cursors = PartitionerTable(
+            self.app, name="schedule-cursors", beacon=beacon, options=_rocksdb_options(settings), **table_opts
+        )
         self.app.tables.add(self.definitions)
         self.app.tables.add(self.cursors)
         # Faust completes recovery for every table at once; one callback rebuilds the entries from both.
@@ -186,7 +192,18 @@ class Planner:
 
     def entry(self, key: bytes) -> PlanEntry | None:
         """The parsed entry of a schedule in a partition this planner owns."""
-        return self._entries.get(key_partition(key, self._partitions), {}).get(key)
+        return self.cache.get(key_partition(key, self._partitions), key)
+
+    def _load(self, partition: int, key: bytes) -> PlanEntry | None:
+        """An entry not in memory, parsed from its table rows (written through on every change and fire)."""
+        raw = self.definitions.row(partition, key)
+        if raw is None:
+            return None
+        stored = self.cursors.row(partition, key)
+        return join(
+            ScheduleState.model_validate_json(raw),
+            Cursor.model_validate_json(stored) if stored is not None else None,
+        )
 
     async def _store(self, changed: Iterable[tuple[int, bytes, PlanEntry]], *, definition: bool = False) -> None:
         """Keep entries in memory, write them through to the tables, and plan their next fires.
@@ -199,10 +216,8 @@ class Planner:
         rows: list[tuple[int, bytes, bytes]] = []
         definitions: list[tuple[int, bytes, bytes]] = []
         for partition, key, entry in changed:
-            owned = self._entries.setdefault(partition, {}) if definition else self._entries.get(partition)
-            if owned is None:
+            if not self.cache.put(partition, key, entry, take=definition):
                 continue
-            owned[key] = entry
             if definition:
                 definitions.append((partition, key, entry.schedule.model_dump_json().encode()))
             rows.append((partition, key, cursor_of(entry).model_dump_json().encode()))
@@ -286,7 +301,7 @@ class Planner:
         now = utcnow()
         claimed: list[_Claimed] = []
         for partition, item in self.heaps.pop_due(now + _BATCH_WINDOW):
-            entry = self._entries.get(partition, {}).get(item.key)
+            entry = self.cache.get(partition, item.key)
             if entry is None or not fire_is_current(entry, item.version, item.nominal):
                 self.metrics.stale.inc()
                 continue
@@ -454,7 +469,7 @@ class Planner:
     def holds_partitions(self) -> bool:
         """Whether this planner owns partitions of ``chime.schedules`` and has rebuilt their entries (readiness)."""
         active = self._active_partitions()
-        return self.recovered and bool(active) and active <= self._entries.keys()
+        return self.recovered and bool(active) and active <= self.cache.owned()
 
     async def _hold_partitions(self) -> None:
         """Rejoin the group when this planner ends up owning nothing.
@@ -476,38 +491,67 @@ class Planner:
             wait = min(wait * 2, _REJOIN_MAX_S)
 
     async def _on_recovered(self) -> None:
-        """Rebuild entries and heaps from the tables once recovery is complete (not merely on assignment)."""
+        """Rebuild the heaps from the tables once recovery is complete (not merely on assignment).
+
+        The heaps need each schedule's next fire, which its cursor holds: a cursor that is current for its
+        definition is read as plain JSON, and only a schedule whose cursor is missing or older than its definition
+        (a crash between the two writes) is parsed and re-planned. Entries themselves are parsed when they fire
+        or change. Nothing awaits in between, so no change or fire interleaves with the rebuild.
+        """
+        started = time.monotonic()
         active = self._active_partitions()
-        cursors = dict(self.cursors.items())
-        entries: dict[int, dict[bytes, PlanEntry]] = {p: {} for p in active}
-        items: dict[int, list[tuple[Any, bytes, int, Any]]] = {p: [] for p in active}
-        for key, raw in self.definitions.items():
-            partition = key_partition(key, self._partitions)
-            if partition not in active:
-                continue
-            stored = cursors.get(key)
-            entry = join(
-                ScheduleState.model_validate_json(raw),
-                Cursor.model_validate_json(stored) if stored is not None else None,
-            )
-            entries[partition][key] = entry
-            nxt = entry.next_fire()
-            if nxt is not None:
-                items[partition].append((nxt.planned - self._lookahead, key, entry.version, nxt.nominal))
         for partition in self.heaps.partitions() - active:
             self.heaps.drop(partition)
-        for partition, heap_items in items.items():
-            self.heaps.replace(partition, heap_items)
-        self._entries = entries
+        for partition in active:
+            self.heaps.replace(partition, list(self._next_fires(partition)))
+        self.cache.own(active)
         self.recovered = True
         self.metrics.recovered.set(1)
         if self.after_recovery is not None:
             self.after_recovery()
         self._wake.set()
-        log.info("entries rebuilt", extra={"partitions": sorted(active), "entries": len(self.heaps)})
+        log.info(
+            "heaps rebuilt",
+            extra={
+                "partitions": sorted(active),
+                "entries": len(self.heaps),
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
+
+    def _next_fires(self, partition: int) -> Iterator[tuple[datetime, bytes, int, datetime]]:
+        """(announce time, key, version, nominal) of each schedule in the partition that has a next fire."""
+        for key, raw in self.definitions.rows(partition):
+            version = int(json.loads(raw)["version"])
+            stored = self.cursors.row(partition, key)
+            if stored is not None:
+                cursor = json.loads(stored)
+                if int(cursor["version"]) >= version:
+                    nominal, planned = cursor.get("next_nominal"), cursor.get("next_planned")
+                    if nominal is not None and planned is not None:
+                        due = datetime.fromisoformat(planned) - self._lookahead
+                        yield due, key, version, datetime.fromisoformat(nominal)
+                    continue
+            entry = join(
+                ScheduleState.model_validate_json(raw),
+                Cursor.model_validate_json(stored) if stored is not None else None,
+            )
+            nxt = entry.next_fire()
+            if nxt is not None:
+                yield nxt.planned - self._lookahead, key, entry.version, nxt.nominal
 
     async def _on_revoked(self, app: Any, revoked: Any, **_: Any) -> None:
         for tp in revoked:
             if tp.topic == self._schedules_name:
                 self.heaps.drop(tp.partition)
-                self._entries.pop(tp.partition, None)
+                self.cache.release(tp.partition)
+
+
+def _rocksdb_options(settings: Settings) -> dict[str, Any]:
+    """Bounded memory per partition store: RocksDB's defaults (64 MB write buffers, a 2 GB block cache each)
+    would let 2 tables x 12 partitions grow past the planner's whole budget."""
+    return {
+        "write_buffer_size": settings.planner_rocksdb_write_buffer_bytes,
+        "max_write_buffer_number": 2,
+        "block_cache_size": settings.planner_rocksdb_block_cache_bytes,
+    }

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Iterator
 from typing import Any
 
 import faust
@@ -53,6 +53,13 @@ class _KeyPartitionedRocksDB(RocksDBStore):
         for partition, batch in batches.items():
             self._db_for_partition(partition).write(batch)
 
+    def get_in(self, partition: int, key: bytes) -> bytes | None:
+        value: bytes | None = self._db_for_partition(partition).get(key)
+        return value
+
+    def items_in(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        yield from self._visible_items(self._db_for_partition(partition))
+
 
 class PartitionerTable(faust.Table[bytes, bytes]):
     """A table written from outside stream iteration (``use_partitioner=True``), on any store."""
@@ -60,6 +67,24 @@ class PartitionerTable(faust.Table[bytes, bytes]):
     def __init__(self, app: faust.App, **kwargs: Any) -> None:
         super().__init__(app, use_partitioner=True, **kwargs)
         self._pending: set[asyncio.Task[None]] = set()
+
+    def row(self, partition: int, key: bytes) -> bytes | None:
+        """One row, read from its partition's store without Faust's search across partitions."""
+        store = self.data
+        if isinstance(store, _KeyPartitionedRocksDB):
+            return store.get_in(partition, key)
+        value: bytes | None = store.get(key)
+        return value
+
+    def rows(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        """Every row of one partition, streamed (recovery reads a million rows without holding them)."""
+        store = self.data
+        if isinstance(store, _KeyPartitionedRocksDB):
+            yield from store.items_in(partition)
+            return
+        for key, value in list(store.items()):
+            if key_partition(key, self.partitions or self.app.conf.topic_partitions) == partition:
+                yield key, value
 
     async def write_many(self, rows: list[tuple[int, bytes, bytes]]) -> None:
         """Write (partition, key, value) rows to the local store now and to the changelog in one go;
