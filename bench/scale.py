@@ -110,6 +110,7 @@ async def _write(settings: Settings, records: Iterator[tuple[bytes, bytes, str]]
     started = time.monotonic()
     try:
         topic = topic_name(settings, SCHEDULES)
+        await _leaders_known(producer, topic)
         futures = []
         for key, value, tenant in records:
             headers = [("tenant", tenant.encode()), ("content-type", CONTENT_TYPE.encode())]
@@ -121,6 +122,36 @@ async def _write(settings: Settings, records: Iterator[tuple[bytes, bytes, str]]
     finally:
         await producer.stop()
     return time.monotonic() - started
+
+
+async def _leaders_known(producer: AIOKafkaProducer, topic: str) -> None:
+    """Wait (briefly) until every partition of a just-created topic has a leader, rather than retry sends."""
+    for _ in range(50):
+        partitions = await producer.partitions_for(topic)
+        cluster = producer.client.cluster
+        if all((cluster.leader_for_partition(TopicPartition(topic, p)) or -1) >= 0 for p in partitions):
+            return
+        await asyncio.sleep(0.2)
+        await producer.client.force_metadata_update()
+
+
+async def _ingested(settings: Settings) -> bool:
+    """Whether the planner has committed every record of ``chime.schedules`` (its heap count alone cannot say:
+    fires in flight are out of the heap for a moment)."""
+    topic = topic_name(settings, SCHEDULES)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=f"{settings.topic_prefix}planner", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            if ends[tp] and (await consumer.committed(tp) or 0) < ends[tp]:
+                return False
+        return True
+    finally:
+        await consumer.stop()
 
 
 async def _heap_entries(stack: Stack) -> int | None:
@@ -143,7 +174,7 @@ def _memory(pid: int) -> dict[str, float]:
     return {"rss_mib": round(fields.get("VmRSS", 0), 1), "peak_rss_mib": round(fields.get("VmHWM", 0), 1)}
 
 
-async def _read_runs(settings: Settings) -> list[tuple[str, datetime, datetime, int]]:
+async def read_runs_due(settings: Settings) -> list[tuple[str, datetime, datetime, int]]:
     """Every run.due record so far: (schedule id, nominal, planned, broker timestamp in ms)."""
     topic = topic_name(settings, RUNS_DUE)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
@@ -202,10 +233,9 @@ async def _measure(
     await stack.wait_healthy("planner", timeout=120)
     started = time.monotonic()
     deadline = started + 120 + schedules / 1000
-    entries = 0
-    while entries < schedules and time.monotonic() < deadline:
-        await asyncio.sleep(1)
-        entries = await _heap_entries(stack) or entries
+    while not await _ingested(settings) and time.monotonic() < deadline:
+        await asyncio.sleep(2)
+    entries = await _heap_entries(stack) or 0
     ingest_s = time.monotonic() - started
     say(f"chime scale: {entries:,} schedules in the planner's heap after {ingest_s:.0f} s; settling")
     await asyncio.sleep(5)
@@ -218,7 +248,7 @@ async def _measure(
     ready_s = (datetime.now(UTC) - killed).total_seconds()
     await asyncio.sleep(max(0.0, after_kill - ready_s))
     memory_after = _memory(stack.procs["planner"].pid)
-    runs = await _read_runs(settings)
+    runs = await read_runs_due(settings)
     killed_ms = killed.timestamp() * 1000
     on_time = [ts for _, _, planned, ts in runs if ts >= killed_ms and ts <= planned.timestamp() * 1000]
     first_on_time_s = (min(on_time) - killed_ms) / 1000 if on_time else None

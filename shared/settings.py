@@ -81,10 +81,10 @@ class Settings(BaseSettings):
     planner_data_dir: str = ".chime/planner"
     planner_lookahead_ms: int = Field(default=2_000, ge=0, le=10_000)
     # Parsed schedule entries the planner keeps in memory (about 4 KB each); the rest are read from its tables.
-    planner_cache_entries: int = Field(default=50_000, ge=100)
+    planner_cache_entries: int = Field(default=20_000, ge=100)
     # Memory each RocksDB partition store of the planner may use for its write buffer and its block cache.
-    planner_rocksdb_write_buffer_bytes: int = Field(default=4 * 1024 * 1024, ge=1024 * 1024)
-    planner_rocksdb_block_cache_bytes: int = Field(default=8 * 1024 * 1024, ge=1024 * 1024)
+    planner_rocksdb_write_buffer_bytes: int = Field(default=2 * 1024 * 1024, ge=1024 * 1024)
+    planner_rocksdb_block_cache_bytes: int = Field(default=2 * 1024 * 1024, ge=1024 * 1024)
     consumer_session_timeout_ms: int = Field(default=6_000, ge=1_000)
     # Readiness fails when a consumer has lag and has committed nothing for this long.
     consumer_stall_seconds: float = Field(default=60.0, gt=0)

@@ -288,6 +288,7 @@ class Planner:
             if claimed:
                 await self._fire(claimed)
             self.metrics.heap_size.set(len(self.heaps))
+            self.metrics.cached.set(len(self.cache))
             earliest = self.heaps.earliest()
             wait = _IDLE_SLEEP_S if earliest is None else max(0.0, (earliest - utcnow()).total_seconds())
             self._wake.clear()
@@ -466,6 +467,10 @@ class Planner:
     def _active_partitions(self) -> set[int]:
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self._schedules_name}
 
+    def partitions_held(self) -> list[int]:
+        """The partitions of ``chime.schedules`` this planner fires for (owned and rebuilt)."""
+        return sorted(self._active_partitions() & self.cache.owned())
+
     def holds_partitions(self) -> bool:
         """Whether this planner owns partitions of ``chime.schedules`` and has rebuilt their entries (readiness)."""
         active = self._active_partitions()
@@ -505,6 +510,7 @@ class Planner:
         for partition in active:
             self.heaps.replace(partition, list(self._next_fires(partition)))
         self.cache.own(active)
+        self.metrics.partitions.set(len(active))
         self.recovered = True
         self.metrics.recovered.set(1)
         if self.after_recovery is not None:
@@ -545,6 +551,7 @@ class Planner:
             if tp.topic == self._schedules_name:
                 self.heaps.drop(tp.partition)
                 self.cache.release(tp.partition)
+        self.metrics.partitions.set(len(self.cache.owned()))
 
 
 def _rocksdb_options(settings: Settings) -> dict[str, Any]:

@@ -32,12 +32,17 @@ def main(settings: Settings) -> None:
     planner = Planner(settings)
     GcPauses(planner.metrics.registry).install()
     tune_collector()
-    # The entries rebuilt on recovery live as long as their partitions: no collection needs to walk them.
+    # The heaps rebuilt on recovery live as long as their partitions: no collection needs to walk them.
     planner.after_recovery = freeze_startup_heap
 
     async def health() -> tuple[bool, dict[str, object]]:
         ready = planner.holds_partitions()
-        return ready, {"recovered": planner.recovered, "owns_partitions": ready, "heap_entries": len(planner.heaps)}
+        return ready, {
+            "recovered": planner.recovered,
+            "owns_partitions": ready,
+            "partitions": planner.partitions_held(),
+            "heap_entries": len(planner.heaps),
+        }
 
     async def serve_ops() -> None:
         async with OpsServer(settings.ops_host, settings.planner_port, planner.metrics.registry, health):

@@ -35,3 +35,7 @@ class PlannerMetrics:
         )
         self.skipped = Counter("chime_planner_skipped_total", "Planned fires not run", ["reason"], registry=r)
         self.recovered = Gauge("chime_planner_recovered", "1 once table recovery completed", registry=r)
+        self.partitions = Gauge(
+            "chime_planner_partitions_owned", "Partitions of chime.schedules this planner fires for", registry=r
+        )
+        self.cached = Gauge("chime_planner_cached_entries", "Parsed schedule entries held in memory", registry=r)
