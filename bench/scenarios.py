@@ -64,7 +64,10 @@ class Env:
 @asynccontextmanager
 async def chime_stack(env: Env) -> AsyncIterator[tuple[Settings, Stack]]:
     settings = await env.settings()
-    with tempfile.TemporaryDirectory() as tmp:
+    # CHIME_STACK_LOGS keeps the services' logs (one directory per stack under it) for a look afterwards.
+    keep = os.environ.get("CHIME_STACK_LOGS")
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = tempfile.mkdtemp(dir=keep) if keep else scratch
         stack = Stack(settings, Path(tmp))
         await stack.start_all()
         try:

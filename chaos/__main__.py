@@ -4,12 +4,18 @@ Scenarios (bounded in time, each stops by itself), each under the same load: 2,0
 and 200 one-offs over 8 tenants firing into a recording sink; at the end a tenth of the schedules is deleted
 and another tenth paused:
 - kill each service: the api, recorder, planner, executor and dlq are SIGKILLed one after another and restarted;
+- replicas: a second planner and executor join; the first of each is SIGKILLed for good and its partitions move
+  to the survivor; a third planner joins. No fire may be published twice across the rebalances no crash caused
+  (not in ``--quick``);
 - poison on every topic: an undecodable record on each topic a service reads; every reader must quarantine it
   in ``chime.quarantine`` and stay healthy (not in ``--quick``);
 - failing receiver: the sink answers 500 to 30% of calls, lets 5% time out and resets 5% (half the load, four
   attempts 1 s apart): every fire must succeed or be in the dead-letter queue (not in ``--quick``);
 - kill kafka, restart postgres: the local broker is SIGKILLed and started again, then Postgres is restarted
-  (only when both are the local ones; not in ``--quick``).
+  (only when both are the local ones; not in ``--quick``);
+- kafka down while schedules change: with the local broker SIGKILLed, the API creates schedules, deletes a
+  quarter of the new ones and pauses another quarter; once the broker is back, the new schedules fire and the
+  deleted and paused ones never do (local broker only; not in ``--quick``).
 
 Checked afterwards from the sink (``chaos/invariants.py``): every nominal time in the fault window reached the
 sink; no fire went out under two webhook-ids; nothing was delivered for a nominal time more than 1 s after its
@@ -30,13 +36,25 @@ from typing import Any
 from bench.scenarios import Env
 from bench.sink import BenchSink
 from chaos.invariants import Verdict
-from chaos.scenarios import Load, failing_receiver, kill_broker_and_database, kill_each_service, poison_every_topic
+from chaos.scenarios import (
+    Load,
+    failing_receiver,
+    kafka_down_while_changing,
+    kill_broker_and_database,
+    kill_each_service,
+    poison_every_topic,
+    replicas_and_rebalance,
+    say,
+)
 from shared import eventloop
 
 RESULTS = Path(__file__).parent / "results"
 
 
-async def run(quick: bool) -> list[Verdict]:
+SCENARIOS = ("kill-each", "replicas", "poison", "failing-receiver", "kill-kafka-postgres", "kafka-down-changes")
+
+
+async def run(quick: bool, only: set[str]) -> list[Verdict]:
     from services.devstack.stack import up
 
     stack_env = up()
@@ -46,14 +64,25 @@ async def run(quick: bool) -> list[Verdict]:
         await sink.start()
         try:
             load = Load.quick() if quick else Load.full()
-            verdicts = [await kill_each_service(env, sink, load)]
-            if not quick:
+            wanted = only or ({"kill-each"} if quick else set(SCENARIOS))
+            verdicts = []
+            if "kill-each" in wanted:
+                verdicts.append(await kill_each_service(env, sink, load))
+            if "replicas" in wanted:
+                verdicts.append(await replicas_and_rebalance(env, sink, load))
+            if "poison" in wanted:
                 verdicts.append(await poison_every_topic(env, sink, load))
+            if "failing-receiver" in wanted:
                 verdicts.append(await failing_receiver(env, load))
             # Killing the broker and the database would pull them from under anything else using them, so only
-            # the full run does it, and only to the local ones it can start again.
-            if not quick and _local_stack(env):
-                verdicts.append(await kill_broker_and_database(env, sink, load))
+            # the local ones are killed, which this suite can start again.
+            if wanted & {"kill-kafka-postgres", "kafka-down-changes"} and not _local_stack(env):
+                say("skipping the broker and database faults: Kafka and Postgres are not the local ones")
+            else:
+                if "kill-kafka-postgres" in wanted:
+                    verdicts.append(await kill_broker_and_database(env, sink, load))
+                if "kafka-down-changes" in wanted:
+                    verdicts.append(await kafka_down_while_changing(env, sink, load))
             return verdicts
         finally:
             await sink.stop()
@@ -88,15 +117,20 @@ def report(verdicts: list[Verdict]) -> list[str]:
     lines = [" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
     lines.append("-+-".join("-" * w for w in widths))
     lines += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines += [f"{v.scenario}: {name} = {value:,.1f}" for v in verdicts for name, value in v.facts]
     lines += [f"{v.scenario}: {problem}" for v in verdicts for problem in v.problems]
+    lines += [f"{v.scenario}: e.g. {example}" for v in verdicts if not v.passed for example in v.examples]
     return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small load, short outages (about two minutes)")
+    parser.add_argument(
+        "--scenario", action="append", choices=SCENARIOS, default=[], help="run only this scenario (repeatable)"
+    )
     args = parser.parse_args()
-    verdicts = eventloop.run(run(args.quick))
+    verdicts = eventloop.run(run(args.quick, set(args.scenario)))
     print("\n".join(report(verdicts)))  # noqa: T201 - the report is the output
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench.scale import read_runs_due
 from bench.scenarios import Env, chime_stack, create_schedules
 from bench.sink import Arrival
 from chaos.invariants import Verdict, judge
@@ -91,7 +92,9 @@ class _Plan:
         out: dict[str, set[datetime]] = {}
         last = end - timedelta(milliseconds=1)
         for sid, (anchor, interval) in self.intervals.items():
-            out[sid] = set(grid(start, last, interval, anchor))
+            # An interval schedule first fires one interval after its anchor (its creation, for these).
+            first = max(start, anchor + timedelta(seconds=interval))
+            out[sid] = set(grid(first, last, interval, anchor))
         for sid, run_at in self.oneoffs.items():
             out[sid] = {run_at} if start <= run_at < end else set()
         return out
@@ -123,6 +126,16 @@ async def _create(
     oneoffs = dict(zip(created, run_ats, strict=True))
     tenant_of |= {sid: tenants[i % len(tenants)] for i, sid in enumerate(created)}
     return _Plan(intervals, oneoffs, tenant_of)
+
+
+@dataclass
+class Changes:
+    """Schedule changes a fault made itself: schedules it created (id → (anchor, interval)) and schedules it
+    deleted or paused (id → when the API acknowledged it). The latter are checked only for deletes winning."""
+
+    added: dict[str, tuple[datetime, int]]
+    tenant_of: dict[str, str]
+    stopped: dict[str, datetime]
 
 
 async def _kill_each(stack: Stack, load: Load) -> None:
@@ -184,6 +197,123 @@ async def kill_broker_and_database(env: Env, sink: Sink, load: Load) -> Verdict:
         await asyncio.sleep(load.between_s)
 
     return await _under_load("kill kafka, restart postgres", env, sink, load, faults)
+
+
+async def _partitions(stack: Stack, name: str) -> list[int]:
+    """The partitions a planner says it fires for (empty while it is not ready or not answering)."""
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            body = (await client.get(f"{stack.ops_url(name)}/health")).json()
+    except (httpx.TransportError, ValueError):
+        return []
+    held = body.get("partitions")
+    return [int(p) for p in held] if isinstance(held, list) else []
+
+
+async def _until_split(stack: Stack, planners: list[str], within_s: float = 120) -> float:
+    """Wait until ``planners`` together hold every partition, each at least one and none twice; seconds taken."""
+    started = time.monotonic()
+    total = stack.settings.partitions
+    while time.monotonic() - started < within_s:
+        held = [await _partitions(stack, name) for name in planners]
+        flat = [p for ps in held for p in ps]
+        if all(held) and len(flat) == total and len(set(flat)) == total:
+            say("partitions: " + ", ".join(f"{n} {len(ps)}" for n, ps in zip(planners, held, strict=True)))
+            return time.monotonic() - started
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"partitions not split over {planners} within {within_s:.0f} s")
+
+
+async def replicas_and_rebalance(env: Env, sink: Sink, load: Load) -> Verdict:
+    """Two planners and two executors; one of each is SIGKILLed for good and its partitions move to the other;
+    then a third planner joins. No fire is published twice across the rebalances that no crash caused."""
+    facts: dict[str, float] = {}
+    calm: list[tuple[datetime, datetime]] = []
+
+    async def faults(stack: Stack, load: Load) -> None:
+        planner2, executor2 = stack.add_replica("planner", 2), stack.add_replica("executor", 2)
+        joined = datetime.now(UTC)
+        stack.start(planner2)
+        stack.start(executor2)
+        facts["second planner joined: partitions split after (s)"] = await _until_split(stack, ["planner", planner2])
+        await stack.wait_healthy(executor2, timeout=120)
+        calm.append((joined, datetime.now(UTC)))
+        await asyncio.sleep(load.between_s)
+        say("kill -9 planner and executor (not restarted)")
+        stack.kill("planner")
+        stack.kill("executor")
+        facts["planner killed: partitions moved after (s)"] = await _until_split(stack, [planner2])
+        await asyncio.sleep(load.between_s)
+        planner3 = stack.add_replica("planner", 3)
+        joined = datetime.now(UTC)
+        stack.start(planner3)
+        facts["third planner joined: partitions split after (s)"] = await _until_split(stack, [planner2, planner3])
+        calm.append((joined, datetime.now(UTC)))
+        await asyncio.sleep(load.between_s)
+        facts["fires published twice across rebalances no crash caused"] = await _fired_twice(stack.settings, calm)
+
+    verdict = await _under_load("replicas: kill one of two, add a third", env, sink, load, faults)
+    twice = int(facts.get("fires published twice across rebalances no crash caused", 0))
+    problems = (f"{twice} fires published twice across a rebalance no crash caused",) if twice else ()
+    return replace(verdict, problems=verdict.problems + problems, facts=tuple(facts.items()))
+
+
+async def _fired_twice(settings: Settings, windows: list[tuple[datetime, datetime]]) -> int:
+    """(schedule, nominal time) pairs published more than once, where a later copy went out inside a window."""
+    first_seen: dict[tuple[str, datetime], int] = {}
+    twice = 0
+    bounds = [(a.timestamp() * 1000, b.timestamp() * 1000 + 5000) for a, b in windows]
+    for sid, nominal, _, ts in sorted(await read_runs_due(settings), key=lambda r: r[3]):
+        if (sid, nominal) not in first_seen:
+            first_seen[(sid, nominal)] = ts
+        elif any(lo <= ts <= hi for lo, hi in bounds):
+            twice += 1
+    return twice
+
+
+async def kafka_down_while_changing(env: Env, sink: Sink, load: Load) -> Verdict:
+    """The broker is down while the API takes creates, pauses and deletes (some deletes of schedules created during
+    the outage): once it is back every change reaches the planner, in order, and deletes and pauses win."""
+
+    async def faults(stack: Stack, load: Load) -> Changes:
+        settings = stack.settings
+        kafka = LocalKafka()
+        pid = int((kafka.state_dir / "kafka.pid").read_text().strip())
+        say("kill -9 kafka; changing schedules while it is down")
+        os.kill(pid, signal.SIGKILL)
+        tenants = [f"chaos-{i}" for i in range(load.tenants)]
+        count = max(10, load.intervals // 20)
+        cadences = [load.min_interval_s + i % (load.max_interval_s - load.min_interval_s + 1) for i in range(count)]
+        payload = {"url": f"{sink.url}/hook"}
+        bodies = [
+            schedule_body(interval_seconds=c, payload=payload, misfire_policy="fire_all", misfire_grace_seconds=600)
+            for c in cadences
+        ]
+        created = await create_schedules(settings, stack, bodies, tenants)
+        tenant_of = {sid: tenants[i % len(tenants)] for i, sid in enumerate(created)}
+        ids = list(created)
+        stopped: dict[str, datetime] = {}
+        async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api:
+            # Every fourth new schedule is deleted and every fourth other one paused, while the broker is still down.
+            for n, sid in enumerate(ids):
+                headers = auth(settings, tenant_of[sid])
+                if n % 4 == 1:
+                    (await api.delete(f"/api/schedules/{sid}", headers=headers)).raise_for_status()
+                elif n % 4 == 3:
+                    (await api.post(f"/api/schedules/{sid}/pause", headers=headers)).raise_for_status()
+                else:
+                    continue
+                stopped[sid] = datetime.now(UTC)
+        say(f"created {len(ids)} schedules, deleted or paused {len(stopped)} of them, with the broker down")
+        await asyncio.sleep(load.down_s)
+        await asyncio.to_thread(kafka.start)
+        say("kafka is back")
+        await _all_healthy(stack)
+        await asyncio.sleep(load.between_s)
+        added = {sid: (anchor, cadences[i]) for i, (sid, anchor) in enumerate(created.items())}
+        return Changes(added=added, tenant_of=tenant_of, stopped=stopped)
+
+    return await _under_load("kafka down while schedules change", env, sink, load, faults)
 
 
 # Who reads which topic: a poison record on it must be quarantined by each of them.
@@ -284,6 +414,55 @@ async def _dead_letters(settings: Settings, ids: set[str]) -> frozenset[tuple[st
         await consumer.stop()
 
 
+# Schedules whose run history is compared with what the sink received, after each scenario.
+_HISTORY_SAMPLE = 40
+
+
+async def _history_disagreements(
+    settings: Settings,
+    stack: Stack,
+    plan: _Plan,
+    sample: list[str],
+    arrivals: list[Arrival],
+    start: datetime,
+    end: datetime,
+) -> tuple[str, ...]:
+    """Run history (the API) and the sink must agree: a run in the window is ``succeeded`` exactly when one of its
+    calls reached the sink. The recorder lags a little, so it is given half a minute to agree."""
+    delivered = {(a.schedule_id, a.nominal) for a in arrivals if start <= a.nominal < end}
+    window = {
+        "from": start.isoformat(),
+        "to": (end - timedelta(milliseconds=1)).isoformat(),
+        "limit": "500",
+        "trigger": "schedule",
+    }
+    deadline = time.monotonic() + 30
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api:
+        while True:
+            problems: list[str] = []
+            for sid in sample:
+                response = await api.get(
+                    f"/api/schedules/{sid}/runs",
+                    params=window,
+                    headers=auth(settings, plan.tenant_of[sid]),
+                )
+                response.raise_for_status()
+                runs = response.json()["items"]
+                status = {datetime.fromisoformat(run["scheduled_for"]): run["status"] for run in runs}
+                succeeded = {nominal for nominal, state in status.items() if state == "succeeded"}
+                reached = {nominal for s, nominal in delivered if s == sid}
+                if succeeded != reached:
+                    odd = sorted(reached ^ succeeded)[:3]
+                    shown = ", ".join(f"{n.isoformat()} ({status.get(n, 'no run')})" for n in odd)
+                    problems.append(
+                        f"run history of {sid} disagrees with the sink: {len(reached - succeeded)} delivered but not "
+                        f"succeeded, {len(succeeded - reached)} succeeded but not delivered; e.g. {shown}"
+                    )
+            if not problems or time.monotonic() > deadline:
+                return tuple(problems)
+            await asyncio.sleep(2)
+
+
 async def _all_healthy(stack: Stack) -> None:
     for name in KILL_ORDER:
         await stack.wait_healthy(name, timeout=180)
@@ -294,7 +473,7 @@ async def _under_load(
     env: Env,
     sink: Sink,
     load: Load,
-    faults: Callable[[Stack, Load], Awaitable[None]],
+    faults: Callable[[Stack, Load], Awaitable[Changes | None]],
     *,
     extra: dict[str, Any] | None = None,
     dead_letters: bool = False,
@@ -304,16 +483,23 @@ async def _under_load(
         plan = await _create(settings, stack, sink, load, extra)
         await asyncio.sleep(2 * load.max_interval_s + 2)
         start = datetime.now(UTC)
-        await faults(stack, load)
+        changes = await faults(stack, load)
         end = datetime.now(UTC)
-        say(f"{scenario}: deleting a tenth of the interval schedules and pausing another tenth")
-        deleted = await _stop_some(settings, stack, plan, 0.1)
+        stopped: dict[str, datetime] = {}
+        if changes is not None:
+            plan.intervals |= changes.added
+            plan.tenant_of |= changes.tenant_of
+            stopped = changes.stopped
+            for sid in stopped:
+                plan.intervals.pop(sid, None)
         expected = plan.expected(start, end)
-        ids = set(plan.intervals) | set(plan.oneoffs)
+        ids = set(plan.intervals) | set(plan.oneoffs) | set(stopped)
 
         def window() -> list[Any]:
             return [a for a in sink.arrivals if a.schedule_id in ids and start <= a.nominal < end]
 
+        # The fault window's fires are waited for before the deletes: a delete or pause acknowledged while a planner
+        # still catches up wins over the fires it had not made yet, which would not count as delivered.
         wanted = {(sid, nominal) for sid, nominals in expected.items() for nominal in nominals}
         dead: frozenset[tuple[str, datetime]] = frozenset()
         deadline = time.monotonic() + 90
@@ -323,10 +509,16 @@ async def _under_load(
             if wanted <= {(a.schedule_id, a.nominal) for a in window()} | dead:
                 break
             await asyncio.sleep(2)
+        say(f"{scenario}: deleting a tenth of the interval schedules and pausing another tenth")
+        deleted = await _stop_some(settings, stack, plan, 0.1) | stopped
         # Deliveries for deleted and paused schedules keep being watched for a few seconds after the last of them.
         await asyncio.sleep(max(0.0, 5 - (datetime.now(UTC) - max(deleted.values())).total_seconds()))
         arrivals = [a for a in sink.arrivals if a.schedule_id in ids and a.nominal >= start]
         verdict = judge(scenario, arrivals, expected, deleted, dead)
+        kept = sorted(set(plan.intervals) - set(deleted))[:_HISTORY_SAMPLE]
+        disagree = await _history_disagreements(settings, stack, plan, kept, arrivals, start, end)
+        if disagree:
+            verdict = replace(verdict, problems=(*verdict.problems, *disagree))
         sink.arrivals[:] = [a for a in sink.arrivals if a.schedule_id not in ids]
         say(f"{scenario}: {verdict.delivered:,} of {verdict.expected:,} delivered, {verdict.lost} lost")
         return verdict

@@ -15,22 +15,37 @@ import logging
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
 
 log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
 
 
+class PublisherStopped(RuntimeError):
+    """The publisher stopped before the broker acknowledged the record: it was not published."""
+
+
+_RETRY_FIRST_S = 0.5
+_RETRY_MAX_S = 5.0
+
+_Item = tuple[str, bytes, bytes | None, Headers, "asyncio.Future[None]"]
+
+
 class BatchPublisher:
     """Publishes records in rounds of ``interval_s``; each caller gets a future that resolves on the broker's ack.
 
-    The producer should not linger itself (``linger_ms=0``): the round is the linger.
+    A record the producer refuses or the broker does not acknowledge (the broker is away) is kept and sent again
+    in a later round, backing off to 5 s, until it is acknowledged: a caller waits out an outage rather than
+    lose its record. Only ``stop`` fails what is still unsent. The producer should not linger itself
+    (``linger_ms=0``): the round is the linger.
     """
 
     def __init__(self, producer: AIOKafkaProducer, interval_s: float) -> None:
         self._producer = producer
         self._interval_s = interval_s
-        self._pending: list[tuple[str, bytes, bytes | None, Headers, asyncio.Future[None]]] = []
+        self._pending: list[_Item] = []
+        self._retry_s = 0.0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -39,13 +54,19 @@ class BatchPublisher:
         self._task = asyncio.create_task(self._rounds(), name="batch-publisher")
 
     async def stop(self) -> None:
-        """Hand what is pending to the producer and stop; the producer's own stop flushes it to the broker."""
+        """Hand what is pending to the producer and stop; the producer's own stop flushes it to the broker.
+
+        A record that still cannot be handed over (the broker is away) fails its caller."""
         self._stopping = True
         self._wakeup.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for *_, future in self._pending:
+            if not future.done():
+                future.set_exception(PublisherStopped("stopped before the broker acknowledged the record"))
+        self._pending = []
 
     def publish(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> asyncio.Future[None]:
         if self._stopping or self._task is None:
@@ -59,33 +80,59 @@ class BatchPublisher:
         while True:
             await self._wakeup.wait()
             if not self._stopping:
-                await asyncio.sleep(self._interval_s)
+                await asyncio.sleep(max(self._interval_s, self._retry_s))
             self._wakeup.clear()
             batch, self._pending = self._pending, []
             if batch:
                 await self._send(batch)
-            if self._stopping and not self._pending:
+            if self._stopping:
                 return
 
-    async def _send(self, batch: list[tuple[str, bytes, bytes | None, Headers, asyncio.Future[None]]]) -> None:
+    async def _send(self, batch: list[_Item]) -> None:
         # Every record is appended before this task yields, so the producer's sender finds all of them ready
         # at once and sends one request per broker.
-        for topic, value, key, headers, future in batch:
+        for n, item in enumerate(batch):
+            topic, value, key, headers, future = item
+            if future.done():
+                continue
             try:
                 ack = await self._producer.send(topic, value, key=key, headers=list(headers))
-            except Exception as exc:  # noqa: BLE001 - handed to the caller, who decides
-                if not future.done():
+            except Exception as exc:  # noqa: BLE001 - kept for the next round if the broker is away, else the caller's
+                if not _broker_away(exc):
                     future.set_exception(exc)
-                continue
-            ack.add_done_callback(lambda done, f=future: _settle(f, done))
+                    continue
+                self._failed(batch[n:], exc)
+                return
+            ack.add_done_callback(lambda done, i=item: self._settle(i, done))
+        self._retry_s = 0.0
+
+    def _failed(self, items: list[_Item], exc: BaseException) -> None:
+        """Keep records the broker did not take for a later round, backing off while it stays away."""
+        if self._stopping:
+            for *_, future in items:
+                if not future.done():
+                    future.set_exception(PublisherStopped(f"stopped while the broker was away: {exc}"))
+            return
+        self._retry_s = min(max(self._retry_s * 2, _RETRY_FIRST_S), _RETRY_MAX_S)
+        log.warning("%d records not published (%s); retrying in %.1f s", len(items), exc, self._retry_s)
+        self._pending[:0] = items
+        self._wakeup.set()
+
+    def _settle(self, item: _Item, ack: asyncio.Future[object]) -> None:
+        future = item[4]
+        if future.done():
+            return
+        if ack.cancelled():
+            future.cancel()
+        elif (exc := ack.exception()) is not None:
+            if _broker_away(exc):
+                self._failed([item], exc)
+            else:
+                future.set_exception(exc)
+        else:
+            future.set_result(None)
 
 
-def _settle(future: asyncio.Future[None], ack: asyncio.Future[object]) -> None:
-    if future.done():
-        return
-    if ack.cancelled():
-        future.cancel()
-    elif (exc := ack.exception()) is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(None)
+def _broker_away(exc: BaseException) -> bool:
+    """Whether the error says the broker (or a partition's leader) is unavailable, not that the record is bad."""
+    return bool(getattr(exc, "retriable", False)) or isinstance(exc, KafkaTimeoutError | OSError | TimeoutError)

@@ -43,7 +43,7 @@ from shared.events import (
 from shared.events.probe import probe_run
 from shared.events.runs import DlqEntryData, RunDueData, RunFinishedData, RunOutcomeData, RunStatus
 from shared.kafka import AHEAD_FETCH, BATCH_LINGER_MS, build_group_consumer, build_producer
-from shared.publisher import BatchPublisher
+from shared.publisher import BatchPublisher, PublisherStopped
 from shared.settings import Settings
 from shared.timefmt import utcnow
 from shared.topics import PLANNER_COMMANDS, RETRY_TIERS, RUNS_DLQ, RUNS_DUE, RUNS_RESULTS, TopicSpec, topic_name
@@ -361,11 +361,16 @@ class Executor:
         def _done(t: asyncio.Task[None]) -> None:
             self._tasks[tp].discard(t)
             self.metrics.in_flight.dec()
-            if not t.cancelled():
-                if tracker is not None:
-                    tracker.finished(offset)
-                if t.exception() is not None:
-                    log.error("run handler failed", exc_info=t.exception())
+            if t.cancelled():
+                return
+            exc = t.exception()
+            if isinstance(exc, PublisherStopped):
+                # The outcome never reached Kafka: the offset stays uncommitted and the next owner calls it again.
+                return
+            if tracker is not None:
+                tracker.finished(offset)
+            if exc is not None:
+                log.error("run handler failed", exc_info=exc)
 
         task.add_done_callback(_done)
 

@@ -27,6 +27,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from faust.types import TP
+
+from services.planner.changegate import ChangeGate
 from services.planner.entries import (
     Cursor,
     PlanEntry,
@@ -83,6 +86,16 @@ _STOP_WAIT_S = 10.0
 # A planner that owns no partition rejoins its group after this long, then backs off to the maximum.
 _REJOIN_FIRST_S = 3.0
 _REJOIN_MAX_S = 60.0
+# After a broker outage, fires wait this long once the broker answers, so the changes the API accepted meanwhile
+# (relayed from its outbox, which backs off to 5 s) are applied first. Never longer than the hold below.
+_OUTAGE_SETTLE_S = 6.0
+_GATE_MAX_HOLD_S = 60.0
+_GATE_OFFSETS_TIMEOUT_S = 2.0
+# A publish this slow means the broker was away (aiokafka waits for it rather than fail): treated as an outage.
+_OUTAGE_PUBLISH_S = 3.0
+# A change that arrives with its schedule's fires already overdue (relayed late, after an outage) waits this long
+# before they fire, so a delete or pause right behind it in the topic is applied first.
+_LATE_CHANGE_SETTLE = timedelta(seconds=1)
 # How long a command waits for its schedule to reach the planner before it is dropped as unknown.
 _COMMAND_WAIT_S = 10.0
 # Commands wait for their schedule concurrently, so one waiting run-now does not hold up the rest.
@@ -118,9 +131,14 @@ class Planner:
         self._wake = asyncio.Event()
         self._stopping = False
         self._fire_loop_done = asyncio.Event()
+        # Set between fire turns; a revocation waits for it so the turn's cursors are written before handing over.
+        self._between_turns = asyncio.Event()
+        self._between_turns.set()
+        self._revoking = False
         self._keys = KeyLocks()
         # Parsed entries of the partitions this planner owns, the recently used ones; the tables hold them all.
         self.cache = EntryCache(settings.planner_cache_entries, self._load)
+        self.gate = ChangeGate(self._change_offsets, settle_s=_OUTAGE_SETTLE_S, max_hold_s=_GATE_MAX_HOLD_S)
         # Commands waiting for their schedule to arrive, by key.
         self._awaiting: dict[bytes, asyncio.Event] = {}
         self._lookahead = timedelta(milliseconds=settings.planner_lookahead_ms)
@@ -215,6 +233,7 @@ class Planner:
         """
         rows: list[tuple[int, bytes, bytes]] = []
         definitions: list[tuple[int, bytes, bytes]] = []
+        now = utcnow()
         for partition, key, entry in changed:
             if not self.cache.put(partition, key, entry, take=definition):
                 continue
@@ -226,7 +245,10 @@ class Planner:
                 waiting.set()
             nxt = entry.next_fire()
             if nxt is not None:
-                self.heaps.push(partition, nxt.planned - self._lookahead, key, entry.version, nxt.nominal)
+                due = nxt.planned - self._lookahead
+                if definition and nxt.planned < now:
+                    due = now + _LATE_CHANGE_SETTLE
+                self.heaps.push(partition, due, key, entry.version, nxt.nominal)
                 self._wake.set()
         if definitions:
             await self.definitions.write_many(definitions)
@@ -284,13 +306,22 @@ class Planner:
 
     async def _fire_until_stopped(self) -> None:
         while not self._stopping:
-            claimed = self._take_due()
-            if claimed:
-                await self._fire(claimed)
+            if not self._revoking and (self.gate.is_open or await self.gate.check(sorted(self.cache.owned()))):
+                claimed = self._take_due()
+                if claimed:
+                    self._between_turns.clear()
+                    try:
+                        await self._fire(claimed)
+                    finally:
+                        self._between_turns.set()
             self.metrics.heap_size.set(len(self.heaps))
             self.metrics.cached.set(len(self.cache))
             earliest = self.heaps.earliest()
-            wait = _IDLE_SLEEP_S if earliest is None else max(0.0, (earliest - utcnow()).total_seconds())
+            wait = (
+                _IDLE_SLEEP_S
+                if earliest is None or not self.gate.is_open
+                else max(0.0, (earliest - utcnow()).total_seconds())
+            )
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=min(wait, _IDLE_SLEEP_S))
@@ -315,10 +346,14 @@ class Planner:
         return claimed
 
     async def _fire(self, claimed: list[_Claimed]) -> None:
+        started = time.monotonic()
         try:
             await self._publish(r for c in claimed for r in self._records(c.item.key, c.firing))
+            if time.monotonic() - started > _OUTAGE_PUBLISH_S:
+                self.gate.close("the broker was unreachable", settle=True)
         except Exception:  # noqa: BLE001 - the fires go back on the heap and are tried again; nothing is lost
             log.exception("publishing %d due fires failed; retrying", len(claimed))
+            self.gate.close("publishing failed", settle=True)
             for c in claimed:
                 self.heaps.push(c.partition, c.item.due, c.item.key, c.item.version, c.item.nominal)
                 self._keys.release(c.item.key)
@@ -344,6 +379,8 @@ class Planner:
             if changes:
                 async with self._keys.hold_many([key for key, _ in changes]):
                     await self._on_schedule_changes(changes)
+            for event in events:
+                self.gate.applied(event.message.partition, event.message.offset)
 
     async def _on_schedule_changes(self, changes: list[tuple[bytes, ScheduleUpserted | ScheduleDeleted]]) -> None:
         """Apply changes in the order they came (a key may change more than once), then publish and store."""
@@ -505,6 +542,7 @@ class Planner:
         """
         started = time.monotonic()
         active = self._active_partitions()
+        self.gate.close("recovering")
         for partition in self.heaps.partitions() - active:
             self.heaps.drop(partition)
         for partition in active:
@@ -524,6 +562,13 @@ class Planner:
                 "seconds": round(time.monotonic() - started, 3),
             },
         )
+
+    async def _change_offsets(self, partitions: list[int]) -> dict[int, tuple[int | None, int | None]]:
+        """(committed, high watermark) of each partition of ``chime.schedules``; asking for the committed offsets is
+        also what tells the gate the broker answers again."""
+        tps = [TP(self._schedules_name, p) for p in partitions]
+        committed = await asyncio.wait_for(self.app.committed_offsets(tps), _GATE_OFFSETS_TIMEOUT_S)
+        return {tp.partition: (committed.get(tp), self.app.highwater_of(tp)) for tp in tps}
 
     def _next_fires(self, partition: int) -> Iterator[tuple[datetime, bytes, int, datetime]]:
         """(announce time, key, version, nominal) of each schedule in the partition that has a next fire."""
@@ -547,10 +592,24 @@ class Planner:
                 yield nxt.planned - self._lookahead, key, entry.version, nxt.nominal
 
     async def _on_revoked(self, app: Any, revoked: Any, **_: Any) -> None:
-        for tp in revoked:
-            if tp.topic == self._schedules_name:
-                self.heaps.drop(tp.partition)
-                self.cache.release(tp.partition)
+        """Hand partitions over with their cursors written: the fire turn under way finishes (its cursors go to the
+        changelog) and those writes are acknowledged before the partitions go, so the next owner, which reads the
+        changelog only after every member has let go, does not fire the same times again."""
+        gone = [tp.partition for tp in revoked if tp.topic == self._schedules_name]
+        if not gone:
+            return
+        self._revoking = True
+        try:
+            await asyncio.wait_for(self._between_turns.wait(), _STOP_WAIT_S)
+            await asyncio.wait_for(self.cursors.flush(), _STOP_WAIT_S)
+        except TimeoutError:
+            log.warning("handing over partitions %s with cursor writes unconfirmed", gone)
+        finally:
+            self._revoking = False
+        for partition in gone:
+            self.heaps.drop(partition)
+            self.cache.release(partition)
+        self.gate.forget(gone)
         self.metrics.partitions.set(len(self.cache.owned()))
 
 

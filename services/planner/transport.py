@@ -15,6 +15,7 @@ from typing import Any
 import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as driver
+from faust.types import TP
 
 from shared.kafka import FETCH_MAX_WAIT_MS, FETCH_MIN_BYTES
 from shared.settings import Settings
@@ -30,6 +31,25 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
             consumer._coordinator.request_rejoin()
 
         asyncio.run_coroutine_threadsafe(_rejoin(), self.thread_loop)
+
+    async def committed_offsets(self, partitions: list[TP]) -> dict[TP, int | None]:
+        """The group's committed offset (the next record to read) of each partition, read in the consumer's thread."""
+
+        async def _read() -> dict[TP, int | None]:
+            consumer = self._ensure_consumer()
+            return {tp: await consumer.committed(aiokafka.TopicPartition(tp.topic, tp.partition)) for tp in partitions}
+
+        result: dict[TP, int | None] = await self.call_thread(_read)
+        return result
+
+    def highwater_of(self, tp: TP) -> int | None:
+        """The partition's high watermark from the last fetch response (None before one arrived)."""
+        consumer = self._ensure_consumer()
+        partition = aiokafka.TopicPartition(tp.topic, tp.partition)
+        if partition not in consumer.assignment():
+            return None
+        value: int | None = consumer.highwater(partition)
+        return value
 
     def _create_consumer(self, loop: asyncio.AbstractEventLoop) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_consumer(loop)
@@ -56,8 +76,18 @@ class PlannerApp(faust.App):
         return _Transport(self.conf.broker_consumer, self)
 
     def rejoin_group(self) -> None:
+        self._consumer_thread().rejoin()
+
+    async def committed_offsets(self, partitions: list[TP]) -> dict[TP, int | None]:
+        return await self._consumer_thread().committed_offsets(partitions)
+
+    def highwater_of(self, tp: TP) -> int | None:
+        return self._consumer_thread().highwater_of(tp)
+
+    def _consumer_thread(self) -> _ConsumerThread:
         consumer: Any = self.consumer  # the driver's Consumer, built by _Transport above
-        consumer._thread.rejoin()
+        thread: _ConsumerThread = consumer._thread
+        return thread
 
 
 def credentials(settings: Settings) -> Any:

@@ -125,7 +125,11 @@ class RecordingSink:
 
 
 class Stack:
-    """Starts, kills and restarts the services. Every process gets its own ops port and log file."""
+    """Starts, kills and restarts the services. Every process gets its own ops port and log file.
+
+    A process is named for its service (``planner``), or for a further replica of it (``planner-2``, from
+    ``add_replica``), which gets an instance id, ops port and planner data directory of its own.
+    """
 
     def __init__(self, settings: Settings, log_dir: Path) -> None:
         self.settings = settings
@@ -134,8 +138,23 @@ class Stack:
         self.ops_ports = {name: free_port() for name in SERVICES}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
+    def add_replica(self, service: str, number: int) -> str:
+        """Register another process of ``service``; start it with ``start`` under the name returned."""
+        name = f"{service}-{number}"
+        self.ops_ports[name] = free_port()
+        return name
+
+    @staticmethod
+    def service_of(name: str) -> str:
+        return name.rsplit("-", 1)[0] if name.rsplit("-", 1)[-1].isdigit() else name
+
+    def ops_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ops_ports[name]}"
+
     def env(self, name: str) -> dict[str, str]:
         s = self.settings
+        service = self.service_of(name)
+        own_port = {f"CHIME_{service.upper()}_PORT": str(self.ops_ports[name])} if service != "api" else {}
         return {
             **os.environ,
             "CHIME_DATABASE_URL": s.database_url,
@@ -156,6 +175,7 @@ class Stack:
             "CHIME_INSTANCE_ID": f"{s.topic_prefix}{name}",
             "CHIME_OUTBOX_POLL_INTERVAL_MS": "50",
             "CHIME_LOG_LEVEL": "INFO",
+            **own_port,
         }
 
     @property
@@ -165,7 +185,10 @@ class Stack:
     def start(self, name: str) -> None:
         with (self.log_dir / f"{name}.log").open("ab") as log:
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", name], env=self.env(name), stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "services.cli", self.service_of(name)],
+                env=self.env(name),
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     def kill(self, name: str) -> None:
@@ -188,7 +211,7 @@ class Stack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     async def wait_healthy(self, name: str, timeout: float = 60) -> None:
-        url = f"{self.api_url}/health" if name == "api" else f"http://127.0.0.1:{self.ops_ports[name]}/health"
+        url = f"{self.api_url}/health" if name == "api" else f"{self.ops_url(name)}/health"
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=2) as client:
             while time.monotonic() < deadline:

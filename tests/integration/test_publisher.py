@@ -6,11 +6,14 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 
 from shared.kafka import build_producer
-from shared.publisher import BatchPublisher
+from shared.publisher import BatchPublisher, PublisherStopped
 from shared.settings import Settings
 from shared.topics import RUNS_RESULTS, topic_name
 from tests.integration.helpers import read_records
@@ -70,3 +73,48 @@ async def test_a_record_the_producer_refuses_fails_only_its_caller(settings: Set
         results = await asyncio.wait_for(asyncio.gather(too_big, fine, return_exceptions=True), 10)
     assert isinstance(results[0], Exception)
     assert results[1] is None
+
+
+class _Flaky:
+    """The real producer, refusing its first sends as it does while the broker is away."""
+
+    def __init__(self, producer: AIOKafkaProducer, refusals: int) -> None:
+        self._producer = producer
+        self.refusals = refusals
+
+    async def send(self, *args: Any, **kwargs: Any) -> Any:
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise KafkaConnectionError("broker away")
+        return await self._producer.send(*args, **kwargs)
+
+
+async def test_records_wait_out_a_broker_outage_instead_of_failing(settings: Settings) -> None:
+    topic = topic_name(settings, RUNS_RESULTS)
+    producer = await _started(settings)
+    flaky = _Flaky(producer, refusals=3)
+    publisher = BatchPublisher(flaky, 0.01)
+    publisher.start()
+    keys = [str(uuid.uuid4()) for _ in range(5)]
+    try:
+        acks = [publisher.publish(topic, b"kept", k.encode(), []) for k in keys]
+        await asyncio.wait_for(asyncio.gather(*acks), 20)
+    finally:
+        await publisher.stop()
+        await producer.stop()
+    assert flaky.refusals == 0, "the outage was seen"
+    records = await read_records(settings, topic, keys=keys, count=len(keys))
+    assert sorted(r.key for r in records if r.key) == sorted(k.encode() for k in keys)
+
+
+async def test_stop_fails_what_the_broker_never_took(settings: Settings) -> None:
+    topic = topic_name(settings, RUNS_RESULTS)
+    producer = await _started(settings)
+    publisher = BatchPublisher(_Flaky(producer, refusals=1_000), 0.01)
+    publisher.start()
+    ack = publisher.publish(topic, b"never", b"k", [])
+    await asyncio.sleep(0.2)
+    await publisher.stop()
+    await producer.stop()
+    with pytest.raises(PublisherStopped):
+        await asyncio.wait_for(ack, 5)
