@@ -9,8 +9,8 @@ Scenarios (each bounded in time; bench/README.md explains every figure):
 - scale (only with --scenario scale, or at toy size with --smoke): 1M schedules in one planner; its RSS, and the
   first on-time fire after a SIGKILL, with nothing lost around the kill.
 
-``--smoke`` runs every scenario at toy sizes in about a minute: it proves the harness still produces every
-figure (``make test`` runs it), not how fast anything is.
+``--smoke`` runs every scenario but ramp at toy sizes in about two minutes: it proves the harness still produces
+every figure (``make test`` runs it), not how fast anything is.
 """
 
 from __future__ import annotations

@@ -96,6 +96,9 @@ _OUTAGE_PUBLISH_S = 3.0
 # A change that arrives with its schedule's fires already overdue (relayed late, after an outage) waits this long
 # before they fire, so a delete or pause right behind it in the topic is applied first.
 _LATE_CHANGE_SETTLE = timedelta(seconds=1)
+# How long a revocation waits for the fire turn under way and its cursor writes: well inside the rebalance timeout
+# (10 s), so a planner whose broker is away does not hold up the group's rebalance past it.
+_HANDOVER_WAIT_S = 4.0
 # How long a command waits for its schedule to reach the planner before it is dropped as unknown.
 _COMMAND_WAIT_S = 10.0
 # Commands wait for their schedule concurrently, so one waiting run-now does not hold up the rest.
@@ -600,8 +603,9 @@ class Planner:
             return
         self._revoking = True
         try:
-            await asyncio.wait_for(self._between_turns.wait(), _STOP_WAIT_S)
-            await asyncio.wait_for(self.cursors.flush(), _STOP_WAIT_S)
+            async with asyncio.timeout(_HANDOVER_WAIT_S):
+                await self._between_turns.wait()
+                await self.cursors.flush()
         except TimeoutError:
             log.warning("handing over partitions %s with cursor writes unconfirmed", gone)
         finally:

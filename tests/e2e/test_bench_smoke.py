@@ -1,4 +1,4 @@
-"""`make bench` cannot rot: its smoke run produces every figure, for Chime and for the peer, in about a minute."""
+"""`make bench` cannot rot: its smoke run produces every figure, for Chime and for the peer, in about two minutes."""
 
 from __future__ import annotations
 
