@@ -136,6 +136,10 @@ class Executor:
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = defaultdict(set)
         # Runs waiting for their planned time, by run id: a cancel finds them here.
         self._held: dict[uuid.UUID, _Held] = {}
+        # Runs that were already due when their batch was read start after the whole batch is dispatched, so a
+        # cancel behind them in the same batch (a delete while this executor catches up) still wins.
+        self._overdue: set[uuid.UUID] = set()
+        self._deferred: list[tuple[TopicPartition, int, bytes, RunDueData]] = []
         self._global = asyncio.Semaphore(settings.executor_concurrency)
         self._tenant_limit = max(1, int(settings.executor_concurrency * settings.executor_tenant_share))
         self._tenants: dict[str, asyncio.Semaphore] = {}
@@ -243,13 +247,16 @@ class Executor:
                 await asyncio.sleep(0.01)
             else:
                 batch = await self._consumer.getmany(timeout_ms=50, max_records=500)
-                for tp, records in batch.items():
-                    for n, record in enumerate(records, 1):
-                        if not self._dispatch(tp, record):
-                            break
-                        if n % _YIELD_EVERY == 0:
-                            # Decoding is CPU work: let due timers fire between slices of a large batch.
-                            await asyncio.sleep(0)
+                try:
+                    for tp, records in batch.items():
+                        for n, record in enumerate(records, 1):
+                            if not self._dispatch(tp, record):
+                                break
+                            if n % _YIELD_EVERY == 0:
+                                # Decoding is CPU work: let due timers fire between slices of a large batch.
+                                await asyncio.sleep(0)
+                finally:
+                    self._start_overdue()
             if loop.time() >= next_commit:
                 await self._commit()
                 next_commit = loop.time() + _COMMIT_EVERY_S
@@ -287,7 +294,12 @@ class Executor:
         delay = (due_at - now).total_seconds()
         key = record.key or b""
         if delay <= 0:
-            self._prepare(tp, record.offset, key, raw, head.run_id, due_at)
+            # Due now, called on the loop's next turn: held until then too, so a cancel (or a repeat of the same
+            # announcement) further on in this batch still finds it.
+            release = self._prepare(tp, record.offset, key, raw, head.run_id, due_at)
+            if release is not None:
+                self._held[head.run_id] = _Held(head.attempt, tp, record.offset, release)
+                self._overdue.add(head.run_id)
             return True
         # A timer, not a task, holds the run until its time, and it holds the record's bytes, not the parsed event:
         # thousands of held runs cost a heap entry each and add nothing for the garbage collector to walk. Shortly
@@ -305,7 +317,8 @@ class Executor:
 
     def _prepare(
         self, tp: TopicPartition, offset: int, key: bytes, raw: bytes, run_id: uuid.UUID, due_at: datetime
-    ) -> None:
+    ) -> asyncio.TimerHandle | None:
+        """Parse a held run and set the timer that starts it; the timer, or None when the record was set aside."""
         try:
             event = decode_event(raw)
         except EventDecodeError:
@@ -319,11 +332,12 @@ class Executor:
                 del self._held[run_id]
             self._set_aside(tp, offset, raw, key)
             self._finish(tp, offset)
-            return
+            return None
         delay = max(0.0, (due_at - utcnow()).total_seconds())
         handle = asyncio.get_running_loop().call_later(delay, self._release, tp, offset, key, event.data)
         if held is not None:
             held.handle = handle
+        return handle
 
     def _set_aside(self, tp: TopicPartition, offset: int, raw: bytes, key: bytes | None = None) -> None:
         """An undecodable record goes to ``chime.quarantine`` (sent with the next round of outcomes) and is passed."""
@@ -332,10 +346,22 @@ class Executor:
             self._publisher.publish(self._quarantine.topic, raw, key, headers)
 
     def _release(self, tp: TopicPartition, offset: int, key: bytes, due: RunDueData) -> None:
+        if due.run_id in self._overdue:
+            self._deferred.append((tp, offset, key, due))
+            return
         held = self._held.get(due.run_id)
         if held is not None and held.offset == offset and held.tp == tp:
             del self._held[due.run_id]
         self._start(tp, offset, key, due)
+
+    def _start_overdue(self) -> None:
+        """Start the overdue runs of the batch just dispatched that nothing in it cancelled."""
+        self._overdue.clear()
+        deferred, self._deferred = self._deferred, []
+        for tp, offset, key, due in deferred:
+            held = self._held.get(due.run_id)
+            if held is not None and held.offset == offset and held.tp == tp:
+                self._release(tp, offset, key, due)
 
     def _cancel(self, run_id: uuid.UUID) -> None:
         """A run announced ahead of its time was withdrawn (pause, delete or edit): never call it."""
