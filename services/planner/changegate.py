@@ -3,8 +3,10 @@ schedule change already in ``chime.schedules``.
 
 A planner that restarts, takes over partitions, or loses the broker for a while comes back with fires overdue
 and, possibly, changes it has not read yet: a schedule deleted or paused meanwhile. Firing first would deliver
-runs the API has already acknowledged as deleted. So the gate closes at recovery and when a publish fails, and
-opens once, for every owned partition, the changes applied reach the partition's high watermark.
+runs the API has already acknowledged as deleted. So the gate closes at recovery and when a publish fails, notes
+each owned partition's high watermark, and opens once the changes applied reach those offsets. The target is
+taken once: changes that keep arriving afterwards (creates at a steady rate) are applied as usual and never
+hold fires back.
 
 After a broker outage it also waits ``settle_s`` once the broker answers again: the API's outbox relay retries
 on its own backoff (at most 5 s), and the changes it accepted during the outage reach the topic only then.
@@ -36,6 +38,8 @@ class ChangeGate:
         self._reason = "starting"
         self._settle = False
         self._reachable_since: float | None = None
+        # The high watermarks to catch up with, noted at the first answer after closing (after the settle period).
+        self._target: dict[int, int] | None = None
 
     @property
     def is_open(self) -> bool:
@@ -52,6 +56,7 @@ class ChangeGate:
         self._reason = reason
         self._settle = self._settle or settle
         self._reachable_since = None
+        self._target = None
 
     def applied(self, partition: int, offset: int) -> None:
         """The change at ``offset`` has been applied (entries, tables and heap)."""
@@ -78,15 +83,18 @@ class ChangeGate:
             return False
         if self._reachable_since is None:
             self._reachable_since = now
-        for partition in partitions:
-            start, highwater = offsets.get(partition, (None, None))
-            if highwater is None:
-                return False
-            done = max(self._applied.get(partition, -1) + 1, start or 0)
-            if done < highwater:
-                return False
         if self._settle and now - self._reachable_since < self._settle_s:
             return False
+        if self._target is None or not set(partitions) <= self._target.keys():
+            highwaters = {p: offsets.get(p, (None, None))[1] for p in partitions}
+            if any(h is None for h in highwaters.values()):
+                return False
+            self._target = {p: h for p, h in highwaters.items() if h is not None}
+        for partition in partitions:
+            start = offsets.get(partition, (None, None))[0]
+            done = max(self._applied.get(partition, -1) + 1, start or 0)
+            if done < self._target[partition]:
+                return False
         return self._opened()
 
     def _opened(self) -> bool:

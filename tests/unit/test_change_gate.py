@@ -80,3 +80,13 @@ async def test_a_revoked_partition_no_longer_counts_its_applied_offsets() -> Non
     g.forget([0])
     g.close("recovering")
     assert not await g.check([0]), "after it comes back, only the committed offset counts"
+
+
+async def test_changes_that_keep_arriving_do_not_hold_fires_back() -> None:
+    offsets = Offsets()
+    offsets.values = {0: (0, 10)}
+    g = gate(offsets)
+    assert not await g.check([0])
+    offsets.values = {0: (0, 20)}  # creates keep coming at a steady rate
+    g.applied(0, 9)
+    assert await g.check([0]), "caught up with what was there when the gate closed"
