@@ -32,7 +32,7 @@ from shared.events.schedule import ScheduleState
 from shared.settings import Settings
 from shared.topics import RUNS_DUE, SCHEDULES, delete_topics, topic_name
 from tests.e2e.stack import Stack
-from tests.integration.helpers import drop_database
+from tests.integration.helpers import drop_database, read_all
 
 _TENANTS = 10
 _SEND_CHUNK = 20_000
@@ -176,37 +176,14 @@ def _memory(pid: int) -> dict[str, float]:
 
 async def read_runs_due(settings: Settings) -> list[tuple[str, datetime, datetime, int]]:
     """Every run.due record so far: (schedule id, nominal, planned, broker timestamp in ms)."""
-    topic = topic_name(settings, RUNS_DUE)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
     out: list[tuple[str, datetime, datetime, int]] = []
-    try:
-        partitions = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
-        if not partitions:
-            partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        left = {tp for tp in partitions if ends[tp] > 0}
-        while left:
-            batch = await consumer.getmany(*left, timeout_ms=1000, max_records=5000)
-            for tp, records in batch.items():
-                for record in records:
-                    event = json.loads(record.value or b"{}")
-                    if event.get("type") == "dev.chime.run.due.v1":
-                        data = event["data"]
-                        out.append(
-                            (
-                                data["schedule_id"],
-                                datetime.fromisoformat(data["nominal_time"]),
-                                datetime.fromisoformat(data["planned_time"]),
-                                record.timestamp,
-                            )
-                        )
-                    if record.offset + 1 >= ends[tp]:
-                        left.discard(tp)
-    finally:
-        await consumer.stop()
+    for record in await read_all(settings, topic_name(settings, RUNS_DUE)):
+        event = json.loads(record.value or b"{}")
+        if event.get("type") == "dev.chime.run.due.v1":
+            data = event["data"]
+            nominal = datetime.fromisoformat(data["nominal_time"])
+            planned = datetime.fromisoformat(data["planned_time"])
+            out.append((data["schedule_id"], nominal, planned, record.timestamp))
     return out
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from bench.scale import read_runs_due
 from bench.scenarios import Env, chime_stack, create_schedules
@@ -39,7 +39,7 @@ from shared.topics import (
     topic_name,
 )
 from tests.e2e.stack import Stack, grid
-from tests.integration.helpers import auth, read_records, schedule_body
+from tests.integration.helpers import auth, read_all, read_records, schedule_body
 
 # The order services are killed in; each comes back before the next goes.
 KILL_ORDER = ("api", "recorder", "planner", "executor", "dlq")
@@ -386,32 +386,12 @@ async def failing_receiver(env: Env, load: Load) -> Verdict:
 
 async def _dead_letters(settings: Settings, ids: set[str]) -> frozenset[tuple[str, datetime]]:
     """(schedule, nominal time) of every run of ``ids`` in ``chime.runs.dlq`` so far."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        topic = topic_name(settings, RUNS_DLQ)
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - a fresh consumer knows no topics yet
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        found: set[tuple[str, datetime]] = set()
-
-        async def behind() -> bool:
-            return any([await consumer.position(tp) < end[tp] for tp in tps])
-
-        while await behind():
-            batch = await consumer.getmany(timeout_ms=500)
-            for record in (r for rs in batch.values() for r in rs):
-                event = decode_event(record.value or b"")
-                if isinstance(event, DlqEntry) and str(event.data.run.schedule_id) in ids:
-                    found.add((str(event.data.run.schedule_id), event.data.run.nominal_time))
-        return frozenset(found)
-    finally:
-        await consumer.stop()
+    found: set[tuple[str, datetime]] = set()
+    for record in await read_all(settings, topic_name(settings, RUNS_DLQ)):
+        event = decode_event(record.value or b"")
+        if isinstance(event, DlqEntry) and str(event.data.run.schedule_id) in ids:
+            found.add((str(event.data.run.schedule_id), event.data.run.nominal_time))
+    return frozenset(found)
 
 
 # Schedules whose run history is compared with what the sink received, after each scenario.
