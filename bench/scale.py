@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.scenarios import Env, say
@@ -155,13 +154,7 @@ async def _ingested(settings: Settings) -> bool:
 
 
 async def _heap_entries(stack: Stack) -> int | None:
-    url = f"http://127.0.0.1:{stack.ops_ports['planner']}/health"
-    try:
-        async with httpx.AsyncClient(timeout=5) as client:
-            body = (await client.get(url)).json()
-    except (httpx.TransportError, ValueError):
-        return None
-    entries = body.get("heap_entries")
+    entries = (await stack.health("planner")).get("heap_entries")
     return int(entries) if isinstance(entries, int) else None
 
 

@@ -201,12 +201,7 @@ async def kill_broker_and_database(env: Env, sink: Sink, load: Load) -> Verdict:
 
 async def _partitions(stack: Stack, name: str) -> list[int]:
     """The partitions a planner says it fires for (empty while it is not ready or not answering)."""
-    try:
-        async with httpx.AsyncClient(timeout=5) as client:
-            body = (await client.get(f"{stack.ops_url(name)}/health")).json()
-    except (httpx.TransportError, ValueError):
-        return []
-    held = body.get("partitions")
+    held = (await stack.health(name)).get("partitions")
     return [int(p) for p in held] if isinstance(held, list) else []
 
 

@@ -210,6 +210,16 @@ class Stack:
         path = self.log_dir / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
+    async def health(self, name: str) -> dict[str, Any]:
+        """A service's ``/health`` body, whatever its status (empty when it does not answer)."""
+        url = f"{self.api_url}/health" if name == "api" else f"{self.ops_url(name)}/health"
+        try:
+            async with httpx.AsyncClient(timeout=5) as client:
+                body = (await client.get(url)).json()
+        except (httpx.TransportError, ValueError):
+            return {}
+        return body if isinstance(body, dict) else {}
+
     async def wait_healthy(self, name: str, timeout: float = 60) -> None:
         url = f"{self.api_url}/health" if name == "api" else f"{self.ops_url(name)}/health"
         deadline = time.monotonic() + timeout
@@ -236,6 +246,19 @@ class Stack:
         return {name: self.terminate(name) for name in list(self.procs)}
 
 
+def run_module(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m args`` from the repository root, with this environment; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=Path(__file__).resolve().parents[2],
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 async def eventually(check: Any, timeout: float = 30.0) -> Any:
     """Poll ``check`` until it returns something truthy or ``timeout`` passes; returns its last result."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -260,4 +283,4 @@ def grid(first: datetime, last: datetime, step_s: float, anchor: datetime) -> li
     return out
 
 
-__all__ = ["Any", "Arrival", "RecordingSink", "Reply", "Stack", "eventually", "free_port", "grid"]
+__all__ = ["Any", "Arrival", "RecordingSink", "Reply", "Stack", "eventually", "free_port", "grid", "run_module"]

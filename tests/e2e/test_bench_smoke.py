@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.stack import run_module
 
 
 @pytest.mark.e2e
 @pytest.mark.timeout(420)
 def test_bench_smoke_prints_every_figure_and_writes_json() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke"],
-        cwd=ROOT,
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
+    done = run_module("bench", "--smoke", timeout=400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for figure in ("lag p99", "CPU per fire", "burst:", "API create p99", "change propagation p99"):
         assert figure in done.stdout, f"{figure!r} missing from the report:\n{done.stdout}"

@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.stack import run_module
 
 
 @pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_quick_chaos_kills_every_service_and_loses_nothing() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "chaos", "--quick"],
-        cwd=ROOT,
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=580,
-        check=False,
-    )
+    done = run_module("chaos", "--quick", timeout=580)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     path = Path(done.stdout.rsplit("results: ", 1)[1].strip())
     (scenario,) = json.loads(path.read_text())["scenarios"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -54,11 +55,9 @@ async def drop_database(database_url: str) -> None:
         await engine.dispose()
 
 
-async def read_records(
-    settings: Settings, topic: str, *, keys: Iterable[str], count: int, timeout: float = 30.0
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Read ``topic`` from the beginning until ``count`` records with one of ``keys`` arrived (or time runs out)."""
-    wanted = {k.encode() for k in keys}
+@asynccontextmanager
+async def _from_start(settings: Settings, topic: str) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
+    """A consumer outside any group, assigned every partition of ``topic`` and positioned at its beginning."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
@@ -71,6 +70,17 @@ async def read_records(
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        yield consumer, tps
+    finally:
+        await consumer.stop()
+
+
+async def read_records(
+    settings: Settings, topic: str, *, keys: Iterable[str], count: int, timeout: float = 30.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read ``topic`` from the beginning until ``count`` records with one of ``keys`` arrived (or time runs out)."""
+    wanted = {k.encode() for k in keys}
+    async with _from_start(settings, topic) as (consumer, _):
         found: list[ConsumerRecord[bytes, bytes]] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -79,22 +89,11 @@ async def read_records(
             for records in batch.values():
                 found.extend(r for r in records if r.key in wanted)
         return found
-    finally:
-        await consumer.stop()
 
 
 async def read_all(settings: Settings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic`` from the beginning up to its end as of the call."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+    async with _from_start(settings, topic) as (consumer, tps):
         ends = await consumer.end_offsets(tps)
         left = {tp for tp in tps if ends[tp] > 0}
         found: list[ConsumerRecord[bytes, bytes]] = []
@@ -105,5 +104,3 @@ async def read_all(settings: Settings, topic: str) -> list[ConsumerRecord[bytes,
                 if records and records[-1].offset + 1 >= ends[tp]:
                     left.discard(tp)
         return found
-    finally:
-        await consumer.stop()
