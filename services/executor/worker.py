@@ -294,8 +294,8 @@ class Executor:
         delay = (due_at - now).total_seconds()
         key = record.key or b""
         if delay <= 0:
-            # Due now, called on the loop's next turn: held until then too, so a cancel (or a repeat of the same
-            # announcement) further on in this batch still finds it.
+            # Due now, started once this batch is dispatched (``_start_overdue``): held until then, so a cancel (or a
+            # repeat of the same announcement) further on in the batch still finds it.
             release = self._prepare(tp, record.offset, key, raw, head.run_id, due_at)
             if release is not None:
                 self._held[head.run_id] = _Held(head.attempt, tp, record.offset, release)
