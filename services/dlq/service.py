@@ -18,13 +18,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from prometheus_client import CollectorRegistry, Counter
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import eventloop
 from shared.consumer_runtime import ConsumerRuntime
 from shared.db.tables import dlq_entries
+from shared.dlq_states import IN_FLIGHT, DlqEvent, sources, target
 from shared.errors import EventDecodeError
 from shared.events import (
     CONTENT_TYPE,
@@ -45,6 +46,10 @@ from shared.service_runner import serve_with_database
 from shared.settings import Settings
 from shared.timefmt import utcnow
 from shared.topics import DLQ_COMMANDS, RUNS_DLQ, RUNS_DUE, RUNS_RESULTS, topic_name
+
+_IN_FLIGHT = sorted(state.value for state in IN_FLIGHT)
+_RESOLVABLE = sorted(state.value for state in sources(DlqEvent.REPLAY_SUCCEEDED))
+_REDEADABLE = sorted(state.value for state in sources(DlqEvent.DEAD_LETTERED))
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +120,7 @@ class DlqService:
         cutoff = utcnow() - timedelta(days=self.settings.run_retention_days)
         async with self.engine.begin() as conn:
             done = await conn.execute(
-                delete(dlq_entries).where(dlq_entries.c.dead_at < cutoff, dlq_entries.c.status != "replaying")
+                delete(dlq_entries).where(dlq_entries.c.dead_at < cutoff, dlq_entries.c.status.not_in(_IN_FLIGHT))
             )
         return int(done.rowcount)
 
@@ -130,8 +135,8 @@ class DlqService:
             async with self.engine.begin() as conn:
                 done = await conn.execute(
                     update(dlq_entries)
-                    .where(dlq_entries.c.run_id == event.data.run_id, dlq_entries.c.status == "replaying")
-                    .values(status="resolved", updated_at=utcnow())
+                    .where(dlq_entries.c.run_id == event.data.run_id, dlq_entries.c.status.in_(_RESOLVABLE))
+                    .values(status=target(DlqEvent.REPLAY_SUCCEEDED).value, updated_at=utcnow())
                 )
             if done.rowcount:
                 self.resolved.inc()
@@ -148,14 +153,26 @@ class DlqService:
             "attempt_count": len(d.attempts),
             "attempts": [a.model_dump(mode="json") for a in d.attempts],
             "run": d.run.model_dump(mode="json"),
-            "status": "dead",
+            "status": target(DlqEvent.DEAD_LETTERED).value,
             "dead_at": d.dead_at,
             "updated_at": utcnow(),
         }
         await conn.execute(
             pg_insert(dlq_entries)
             .values(id=new_entity_id(), run_id=d.run.run_id, **values)
-            .on_conflict_do_update(index_elements=[dlq_entries.c.run_id], set_=values)
+            .on_conflict_do_update(
+                index_elements=[dlq_entries.c.run_id],
+                set_=values,
+                # A resolved entry stays resolved, and an entry being replayed becomes dead again only through a
+                # dead letter newer than its replay request (not a redelivery of the one that made it dead).
+                where=and_(
+                    dlq_entries.c.status.in_(_REDEADABLE),
+                    or_(
+                        dlq_entries.c.replay_requested_at.is_(None),
+                        dlq_entries.c.replay_requested_at <= d.dead_at,
+                    ),
+                ),
+            )
         )
 
     async def _replay(self, producer: AIOKafkaProducer, command: ReplayCommand) -> None:
@@ -166,7 +183,7 @@ class DlqService:
                     select(dlq_entries).where(dlq_entries.c.id == c.entry_id, dlq_entries.c.tenant_id == c.tenant_id)
                 )
             ).first()
-        if row is None or row.status != "replaying" or row.replay_requested_at != c.requested_at:
+        if row is None or row.status not in _IN_FLIGHT or row.replay_requested_at != c.requested_at:
             # Deleted, already handled, or superseded by a newer request: nothing to do.
             return
         await self._pacer.wait()

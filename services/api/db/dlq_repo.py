@@ -15,17 +15,20 @@ from services.api.db.schedules_repo import decode_cursor, encode_cursor
 from services.api.errors import DlqEntryNotFound, InvalidTransition
 from services.api.outbox import enqueue
 from shared.db.tables import dlq_entries
+from shared.dlq_states import DlqEvent, DlqStatus, InvalidDlqTransition, next_status, sources, target
 from shared.events import ReplayCommand
 from shared.events.runs import ReplayCommandData
 from shared.timefmt import utcnow
 from shared.topics import DLQ_COMMANDS
+
+_REPLAYABLE = sorted(state.value for state in sources(DlqEvent.REPLAY_REQUESTED))
 
 
 @dataclass(frozen=True, slots=True)
 class DlqFilter:
     schedule_id: uuid.UUID | None = None
     http_status: int | None = None
-    status: str | None = None
+    status: DlqStatus | None = None
     since: datetime | None = None
     until: datetime | None = None
 
@@ -85,7 +88,7 @@ class DlqRepository:
         await conn.execute(
             update(dlq_entries)
             .where(dlq_entries.c.id == row.id)
-            .values(status="replaying", replay_requested_at=now, updated_at=now)
+            .values(status=target(DlqEvent.REPLAY_REQUESTED).value, replay_requested_at=now, updated_at=now)
         )
         data = ReplayCommandData(
             entry_id=row.id, run_id=row.run_id, schedule_id=row.schedule_id, tenant_id=row.tenant_id, requested_at=now
@@ -106,8 +109,10 @@ class DlqRepository:
             ).first()
             if row is None:
                 raise DlqEntryNotFound(f"no dead-letter entry {entry_id}")
-            if row.status != "dead":
-                raise InvalidTransition(f"entry is {row.status}; only dead entries can be replayed")
+            try:
+                next_status(DlqStatus(row.status), DlqEvent.REPLAY_REQUESTED)
+            except InvalidDlqTransition as exc:
+                raise InvalidTransition(f"{exc}; only dead entries can be replayed") from None
             await self._request(conn, row, now)
         self._on_commit()
         return await self.get(tenant, entry_id)
@@ -115,7 +120,7 @@ class DlqRepository:
     async def replay_matching(self, tenant: str, flt: DlqFilter, *, limit: int) -> int:
         """Request replays of up to ``limit`` dead entries matching ``flt``; returns how many."""
         now = utcnow()
-        query = _apply(select(dlq_entries), tenant, flt).where(dlq_entries.c.status == "dead")
+        query = _apply(select(dlq_entries), tenant, flt).where(dlq_entries.c.status.in_(_REPLAYABLE))
         query = query.order_by(dlq_entries.c.id).limit(limit).with_for_update(skip_locked=True)
         async with self._engine.begin() as conn:
             rows = (await conn.execute(query)).all()

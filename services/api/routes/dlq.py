@@ -13,6 +13,7 @@ from services.api.db.dlq_repo import DlqFilter
 from services.api.deps import Deps
 from services.api.models import Page
 from services.api.problems import invalid_cursor
+from shared.dlq_states import DlqStatus
 from shared.events.runs import AttemptRecord
 from shared.types import Instant
 
@@ -25,7 +26,7 @@ class DlqEntryOut(BaseModel):
     schedule_id: uuid.UUID
     scheduled_for: Instant
     trigger: str
-    status: str = Field(description="dead | replaying | resolved")
+    status: DlqStatus
     reason: str
     last_http_status: int | None
     attempts: list[AttemptRecord]
@@ -58,7 +59,7 @@ async def list_dead_letters(
     deps: Deps,
     schedule_id: uuid.UUID | None = None,
     http_status: Annotated[int | None, Query(ge=100, le=599)] = None,
-    status_: Annotated[str | None, Query(alias="status", pattern="^(dead|replaying|resolved)$")] = None,
+    status_: Annotated[DlqStatus | None, Query(alias="status")] = None,
     since: Annotated[AwareDatetime | None, Query(alias="from")] = None,
     until: Annotated[AwareDatetime | None, Query(alias="to")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
