@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError
 from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.db.tables import idempotency_keys, outbox
+from shared.db.tables import idempotency_keys, outbox, run_requests
 from shared.events import CONTENT_TYPE, Envelope, encode_event
 from shared.kafka import build_producer
 from shared.settings import Settings
@@ -180,10 +180,11 @@ class OutboxRelay:
         return len(rows)
 
     async def prune(self) -> None:
-        """Drop published rows and expired idempotency keys past their retention."""
+        """Drop published rows, run-now requests and expired idempotency keys past their retention."""
         cutoff = utcnow() - timedelta(days=self._settings.run_retention_days)
         async with self._engine.begin() as conn:
             await conn.execute(delete(outbox).where(outbox.c.published_at < cutoff))
+            await conn.execute(delete(run_requests).where(run_requests.c.requested_at < cutoff))
             await conn.execute(
                 delete(idempotency_keys).where(idempotency_keys.c.created_at < utcnow() - timedelta(hours=24))
             )

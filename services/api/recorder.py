@@ -14,7 +14,7 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -22,7 +22,7 @@ from services.api.run_batch import RunBatch
 from services.api.run_writes import write_batch
 from shared import eventloop
 from shared.consumer_runtime import ConsumerRuntime
-from shared.db.tables import runs, schedules
+from shared.db.tables import runs, schedule_stats
 from shared.errors import EventDecodeError
 from shared.events import (
     Envelope,
@@ -47,6 +47,25 @@ log = logging.getLogger(__name__)
 
 _PRUNE_EVERY_S = 600.0
 _PRUNE_BATCH = 5_000
+
+# The recorder owns ``schedule_stats``; it reads ``schedules`` (the API's) only to skip runs of unknown schedules
+# and to complete the version that is still current.
+_COUNT_ONE = text(
+    """
+    INSERT INTO schedule_stats AS st (schedule_id, run_count, last_run_at)
+    SELECT s.id, 1, :nominal FROM schedules AS s WHERE s.id = :sid
+    ON CONFLICT (schedule_id) DO UPDATE
+    SET run_count = st.run_count + 1, last_run_at = greatest(coalesce(st.last_run_at, :nominal), :nominal)
+    """
+)
+_COMPLETE = text(
+    f"""
+    INSERT INTO schedule_stats AS st (schedule_id, completed_version)
+    SELECT s.id, s.version FROM schedules AS s
+    WHERE s.id = :sid AND s.version = :version AND s.status = '{ScheduleStatus.ACTIVE.value}'
+    ON CONFLICT (schedule_id) DO UPDATE SET completed_version = excluded.completed_version
+    """  # noqa: S608 - the only interpolation is a fixed enum value
+)
 
 
 class Recorder:
@@ -176,14 +195,7 @@ class Recorder:
             )
         ).first()
         if inserted is not None and trigger is Trigger.SCHEDULE:
-            await conn.execute(
-                update(schedules)
-                .where(schedules.c.id == schedule_id)
-                .values(
-                    run_count=schedules.c.run_count + 1,
-                    last_run_at=func.greatest(func.coalesce(schedules.c.last_run_at, nominal), nominal),
-                )
-            )
+            await conn.execute(_COUNT_ONE, {"sid": schedule_id, "nominal": nominal})
         return inserted is not None
 
     async def _replay(self, conn: AsyncConnection, event: RunDue) -> None:
@@ -225,15 +237,7 @@ class Recorder:
 
     async def _complete(self, conn: AsyncConnection, schedule_id: Any, version: int) -> None:
         """The planner has nothing left to fire for this version of the schedule."""
-        await conn.execute(
-            update(schedules)
-            .where(
-                schedules.c.id == schedule_id,
-                schedules.c.status == ScheduleStatus.ACTIVE.value,
-                schedules.c.version == version,
-            )
-            .values(status=ScheduleStatus.COMPLETED.value)
-        )
+        await conn.execute(_COMPLETE, {"sid": schedule_id, "version": version})
 
     async def _cancelled(self, conn: AsyncConnection, event: RunCancelled) -> None:
         d = event.data
@@ -247,9 +251,9 @@ class Recorder:
         ).first()
         if skipped is not None and skipped.trigger == Trigger.SCHEDULE.value:
             await conn.execute(
-                update(schedules)
-                .where(schedules.c.id == d.schedule_id, schedules.c.run_count > 0)
-                .values(run_count=schedules.c.run_count - 1)
+                update(schedule_stats)
+                .where(schedule_stats.c.schedule_id == d.schedule_id, schedule_stats.c.run_count > 0)
+                .values(run_count=schedule_stats.c.run_count - 1)
             )
 
 

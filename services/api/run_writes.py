@@ -23,11 +23,15 @@ ON CONFLICT DO NOTHING
 RETURNING schedule_id, trigger, scheduled_for
 """
 
+# Only schedules the API knows get statistics (the join); runs of others are still recorded.
 _COUNT_RUNS = """
-UPDATE schedules AS s
-SET run_count = s.run_count + v.n, last_run_at = greatest(coalesce(s.last_run_at, v.last), v.last)
+INSERT INTO schedule_stats AS st (schedule_id, run_count, last_run_at)
+SELECT v.sid, v.n, v.last
 FROM unnest($1::uuid[], $2::int[], $3::timestamptz[]) AS v(sid, n, last)
-WHERE s.id = v.sid
+JOIN schedules AS s ON s.id = v.sid
+ON CONFLICT (schedule_id) DO UPDATE
+SET run_count = st.run_count + excluded.run_count,
+    last_run_at = greatest(coalesce(st.last_run_at, excluded.last_run_at), excluded.last_run_at)
 """
 
 _RANK_SQL = "CASE r.status " + " ".join(f"WHEN '{s.value}' THEN {n}" for s, n in RANK.items()) + " ELSE 0 END"

@@ -61,8 +61,6 @@ schedules = Table(
     Column("retry_policy", JSONB, nullable=False),
     Column("status", String(16), nullable=False),
     Column("version", Integer, nullable=False),
-    Column("last_run_at", TS),
-    Column("run_count", Integer, nullable=False, server_default=text("0")),
     # Planned fires per second (average over a day), summed per tenant against
     # CHIME_MAX_FIRES_PER_SECOND_PER_TENANT.
     Column("fire_rate", Float, nullable=False, server_default=text("0")),
@@ -72,6 +70,18 @@ schedules = Table(
     Index("ix_schedules_tenant_id_id", "tenant_id", "id"),
     Index("ix_schedules_tenant_status_id", "tenant_id", "status", "id"),
     Index("ix_schedules_labels", "labels", postgresql_using="gin"),
+)
+
+# What the runs of a schedule add up to. The recorder is its only writer (the API owns ``schedules`` and joins this
+# when it reads one): planned runs counted, the latest nominal time run, and the version the planner finished.
+schedule_stats = Table(
+    "schedule_stats",
+    metadata,
+    Column("schedule_id", Uuid, ForeignKey("schedules.id", ondelete="CASCADE"), primary_key=True),
+    Column("run_count", Integer, nullable=False, server_default=text("0")),
+    Column("last_run_at", TS),
+    # The schedule is completed while its version is still this one; an edit (a new version) reopens it.
+    Column("completed_version", Integer),
 )
 
 outbox = Table(
@@ -130,6 +140,19 @@ runs = Table(
     Index("ix_runs_schedule_scheduled_for", "schedule_id", "scheduled_for", "id"),
     Index("ix_runs_tenant_status", "tenant_id", "status"),
     Index("ix_runs_created_at", "created_at"),
+)
+
+# A run-now as the API accepted it, so ``GET /api/runs/{id}`` answers at once (``queued``) until the recorder has
+# the run from its ``run.due``. The API is this table's only writer; ``runs`` is the recorder's.
+run_requests = Table(
+    "run_requests",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("schedule_id", Uuid, nullable=False),
+    Column("tenant_id", String(200), nullable=False),
+    Column("trigger", String(16), nullable=False),
+    Column("requested_at", TS, nullable=False),
+    Index("ix_run_requests_schedule_requested_at", "schedule_id", "requested_at"),
 )
 
 run_attempts = Table(

@@ -132,3 +132,88 @@ async def test_a_final_run_completes_the_schedule(settings: Settings, client: ht
         await engine.dispose()
     got = (await client.get(f"/api/schedules/{schedule['id']}", headers=auth(settings, tenant))).json()
     assert got["status"] == "completed" and got["run_count"] == 1
+
+
+async def test_an_edit_reopens_a_completed_schedule(settings: Settings, client: httpx.AsyncClient, tenant: str) -> None:
+    headers = auth(settings, tenant)
+    created = await client.post("/api/schedules", json=schedule_body(), headers=headers)
+    schedule = {**created.json(), "tenant": tenant}
+    nominal = datetime.fromisoformat(created.json()["created_at"]) + timedelta(minutes=1)
+    engine = create_engine(settings)
+    try:
+        await Recorder(settings, engine).write([_due(schedule, nominal, final=True)])
+    finally:
+        await engine.dispose()
+    listed = await client.get("/api/schedules", params={"status": "completed"}, headers=headers)
+    assert [s["id"] for s in listed.json()["items"]] == [schedule["id"]]
+    paused = await client.post(f"/api/schedules/{schedule['id']}/pause", headers=headers)
+    assert paused.status_code == 409, "a completed schedule cannot be paused"
+
+    edited = await client.patch(f"/api/schedules/{schedule['id']}", json={"interval_seconds": 120}, headers=headers)
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["status"] == "active" and edited.json()["version"] == 2
+    got = (await client.get(f"/api/schedules/{schedule['id']}", headers=headers)).json()
+    assert got["status"] == "active" and got["run_count"] == 1, "the statistics outlive the edit"
+    listed = await client.get("/api/schedules", params={"status": "completed"}, headers=headers)
+    assert listed.json()["items"] == []
+
+
+async def test_a_run_now_answers_queued_until_the_recorder_has_its_run(
+    settings: Settings, client: httpx.AsyncClient, tenant: str
+) -> None:
+    headers = auth(settings, tenant)
+    created = await client.post("/api/schedules", json=schedule_body(), headers=headers)
+    schedule = {**created.json(), "tenant": tenant}
+    accepted = await client.post(f"/api/schedules/{schedule['id']}/run-now", headers=headers)
+    assert accepted.status_code == 202, accepted.text
+    run = accepted.json()
+    assert run["status"] == "queued" and run["trigger"] == "run_now"
+
+    got = await client.get(f"/api/runs/{run['id']}", headers=headers)
+    assert got.status_code == 200 and got.json()["status"] == "queued" and got.json()["attempts"] == []
+    listed = (await client.get(f"/api/schedules/{schedule['id']}/runs", headers=headers)).json()["items"]
+    assert [r["id"] for r in listed] == [run["id"]]
+
+    nominal = datetime.fromisoformat(run["scheduled_for"])
+    sid = uuid.UUID(schedule["id"])
+    due = RunDueData(
+        run_id=uuid.UUID(run["id"]),
+        schedule_id=sid,
+        tenant_id=tenant,
+        schedule_version=1,
+        nominal_time=nominal,
+        planned_time=nominal,
+        delivery=DeliverySpec(url="http://127.0.0.1:9/hook"),
+        retry_policy=RetryPolicy(),
+        trigger=Trigger.RUN_NOW,
+    )
+    outcome = RunOutcomeData(
+        run_id=due.run_id,
+        schedule_id=sid,
+        tenant_id=tenant,
+        nominal_time=nominal,
+        trigger=Trigger.RUN_NOW,
+        attempt=1,
+        status=RunStatus.SUCCEEDED,
+        worker="w1",
+        started_at=nominal,
+        finished_at=nominal + timedelta(milliseconds=5),
+        duration_ms=5,
+        http_status=200,
+    )
+    engine = create_engine(settings)
+    try:
+        await Recorder(settings, engine).write(
+            [
+                encode_event(RunDue(subject=str(sid), tenant=tenant, time=utcnow(), data=due)),
+                encode_event(RunSucceeded(subject=str(sid), tenant=tenant, time=utcnow(), data=outcome)),
+            ]
+        )
+    finally:
+        await engine.dispose()
+    got = (await client.get(f"/api/runs/{run['id']}", headers=headers)).json()
+    assert got["status"] == "succeeded" and [a["http_status"] for a in got["attempts"]] == [200]
+    listed = (await client.get(f"/api/schedules/{schedule['id']}/runs", headers=headers)).json()["items"]
+    assert [(r["id"], r["status"]) for r in listed] == [(run["id"], "succeeded")], "one run, not the request as well"
+    schedule_now = (await client.get(f"/api/schedules/{schedule['id']}", headers=headers)).json()
+    assert schedule_now["run_count"] == 0, "run-now does not count toward max_runs"

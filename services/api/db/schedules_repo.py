@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, func, insert, literal, select, update
+from sqlalchemy import Row, and_, bindparam, case, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -23,7 +23,7 @@ from services.api.errors import (
     VersionMismatch,
 )
 from services.api.outbox import enqueue
-from shared.db.tables import idempotency_keys, runs, schedules, tenants
+from shared.db.tables import idempotency_keys, run_requests, runs, schedule_stats, schedules, tenants
 from shared.errors import InvalidSchedule
 from shared.events import BackfillCommand, RunNowCommand, ScheduleDeleted, ScheduleUpserted
 from shared.events.catalog import BackfillCommandData, RunNowCommandData
@@ -63,10 +63,31 @@ def decode_cursor(cursor: str) -> str:
     return base64.urlsafe_b64decode(padded.encode()).decode()
 
 
+# A schedule as the API reads it: its own row, joined with what the recorder counted (``schedule_stats``).
+_WITH_STATS = schedules.outerjoin(schedule_stats, schedule_stats.c.schedule_id == schedules.c.id)
+_SELECT = select(
+    schedules, schedule_stats.c.run_count, schedule_stats.c.last_run_at, schedule_stats.c.completed_version
+).select_from(_WITH_STATS)
+# ``completed`` is the recorder's fact about a version: an active schedule whose current version the planner finished.
+_STATUS = case(
+    (
+        and_(
+            schedules.c.status == ScheduleStatus.ACTIVE.value,
+            schedule_stats.c.completed_version == schedules.c.version,
+        ),
+        ScheduleStatus.COMPLETED.value,
+    ),
+    else_=schedules.c.status,
+)
+
+
 def _record(row: Row[Any]) -> ScheduleRecord:
     m = row._mapping
-    state = ScheduleState.model_validate({k: m[k] for k in (*_DEFINITION_FIELDS, *_STATE_ONLY)})
-    return ScheduleRecord(state=state, last_run_at=m["last_run_at"], run_count=m["run_count"])
+    values = {k: m[k] for k in (*_DEFINITION_FIELDS, *_STATE_ONLY)}
+    if m["status"] == ScheduleStatus.ACTIVE.value and m["completed_version"] == m["version"]:
+        values["status"] = ScheduleStatus.COMPLETED.value
+    state = ScheduleState.model_validate(values)
+    return ScheduleRecord(state=state, last_run_at=m["last_run_at"], run_count=m["run_count"] or 0)
 
 
 _STATE_ONLY = ("id", "tenant_id", "status", "version", "created_at", "updated_at")
@@ -105,12 +126,12 @@ async def _live_row(
     conn: AsyncConnection, tenant: str, schedule_id: uuid.UUID, *, for_update: bool = False
 ) -> Row[Any]:
     """The tenant's schedule, not deleted; another tenant's answers exactly like a missing one."""
-    query = select(schedules).where(
+    query = _SELECT.where(
         schedules.c.id == schedule_id,
         schedules.c.tenant_id == tenant,
         schedules.c.status != ScheduleStatus.DELETED.value,
     )
-    row = (await conn.execute(query.with_for_update() if for_update else query)).first()
+    row = (await conn.execute(query.with_for_update(of=schedules) if for_update else query)).first()
     if row is None:
         raise ScheduleNotFound(f"no schedule {schedule_id}")
     return row
@@ -129,8 +150,10 @@ _CLAIM_SLOT = (
     )
     .returning(tenants.c.id)
 )
-_ACTIVE_FIRE_RATE = select(func.coalesce(func.sum(schedules.c.fire_rate), 0.0)).where(
-    schedules.c.tenant_id == bindparam("tenant"), schedules.c.status == ScheduleStatus.ACTIVE.value
+_ACTIVE_FIRE_RATE = (
+    select(func.coalesce(func.sum(schedules.c.fire_rate), 0.0))
+    .select_from(_WITH_STATS)
+    .where(schedules.c.tenant_id == bindparam("tenant"), _STATUS == ScheduleStatus.ACTIVE.value)
 )
 
 
@@ -170,7 +193,7 @@ class ScheduleRepository:
             if idempotency_key is not None:
                 earlier = await self._claim_idempotency_key(conn, tenant, idempotency_key, request_hash)
                 if earlier is not None:
-                    row = (await conn.execute(select(schedules).where(schedules.c.id == earlier))).one()
+                    row = (await conn.execute(_SELECT.where(schedules.c.id == earlier))).one()
                     return _record(row), True
             # One statement creates the tenant's row or claims a slot in it, and locks the row either way: creates
             # for one tenant are serialized from here on, so the fire-rate sum below cannot race another create.
@@ -241,9 +264,9 @@ class ScheduleRepository:
     async def list(
         self, tenant: str, flt: ListFilter, *, limit: int, cursor: str | None
     ) -> tuple[list[ScheduleRecord], str | None]:
-        query = select(schedules).where(schedules.c.tenant_id == tenant)
+        query = _SELECT.where(schedules.c.tenant_id == tenant)
         if flt.status is not None:
-            query = query.where(schedules.c.status == flt.status.value)
+            query = query.where(_STATUS == flt.status.value)
         else:
             query = query.where(schedules.c.status != ScheduleStatus.DELETED.value)
         if flt.type is not None:
@@ -353,22 +376,32 @@ class ScheduleRepository:
                 delivery=state.payload,
                 retry_policy=state.retry_policy,
             )
-            run = {
-                "id": data.run_id,
-                "schedule_id": state.id,
-                "tenant_id": tenant,
-                "scheduled_for": now,
-                "planned_for": now,
-                "status": RunStatus.QUEUED.value,
-                "trigger": Trigger.RUN_NOW.value,
-                "created_at": now,
-                "updated_at": now,
-            }
-            await conn.execute(insert(runs).values(**run))
+            # The run history is the recorder's (from this run's run.due); the request answers until it has it.
+            await conn.execute(
+                insert(run_requests).values(
+                    id=data.run_id,
+                    schedule_id=state.id,
+                    tenant_id=tenant,
+                    trigger=Trigger.RUN_NOW.value,
+                    requested_at=now,
+                )
+            )
             command = RunNowCommand(subject=str(state.id), tenant=tenant, time=now, data=data)
             await enqueue(conn, command, PLANNER_COMMANDS, key=str(state.id), aggregate_id=str(state.id), version=0)
         self._on_commit()
-        return {**run, "finished_at": None, "attempts": []}
+        return {
+            "id": data.run_id,
+            "schedule_id": state.id,
+            "tenant_id": tenant,
+            "scheduled_for": now,
+            "planned_for": now,
+            "status": RunStatus.QUEUED.value,
+            "trigger": Trigger.RUN_NOW.value,
+            "created_at": now,
+            "updated_at": now,
+            "finished_at": None,
+            "attempts": [],
+        }
 
     async def backfill(self, tenant: str, schedule_id: uuid.UUID, since: datetime, until: datetime) -> int:
         """Ask the planner to run every nominal time in [since, until] that has no run yet. Returns the count."""
@@ -400,5 +433,5 @@ class ScheduleRepository:
 
     async def counts_by_status(self) -> dict[str, int]:
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(select(schedules.c.status, func.count()).group_by(schedules.c.status))).all()
+            rows = (await conn.execute(select(_STATUS, func.count()).select_from(_WITH_STATS).group_by(_STATUS))).all()
         return {status: count for status, count in rows}
