@@ -64,7 +64,8 @@ class Env:
 @asynccontextmanager
 async def chime_stack(env: Env) -> AsyncIterator[tuple[Settings, Stack]]:
     settings = await env.settings()
-    # CHIME_STACK_LOGS keeps the services' logs (one directory per stack under it) for a look afterwards.
+    # CHIME_STACK_LOGS keeps the services' logs (one directory per stack under it), the topics and the database,
+    # for a look afterwards.
     keep = os.environ.get("CHIME_STACK_LOGS")
     with tempfile.TemporaryDirectory() as scratch:
         tmp = tempfile.mkdtemp(dir=keep) if keep else scratch
@@ -74,9 +75,14 @@ async def chime_stack(env: Env) -> AsyncIterator[tuple[Settings, Stack]]:
             yield settings, stack
         finally:
             stack.stop_all()
-            # A benchmark's installation is thrown away; its partitions would tax every later run on the broker.
-            await delete_topics(settings)
-            await drop_database(settings.database_url)
+            if keep:
+                (Path(tmp) / "settings.env").write_text(
+                    f"CHIME_TOPIC_PREFIX={settings.topic_prefix}\nCHIME_DATABASE_URL={settings.database_url}\n"
+                )
+            else:
+                # A benchmark's installation is thrown away; its partitions would tax every later run on the broker.
+                await delete_topics(settings)
+                await drop_database(settings.database_url)
 
 
 def _tenants(count: int) -> list[str]:

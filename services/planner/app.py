@@ -107,6 +107,8 @@ _COMMAND_CONCURRENCY = 16
 # change. A lone change waits at most this long for company, well inside the 100 ms a change has to arrive.
 _CHANGE_BATCH = 500
 _CHANGE_BATCH_WAIT_S = 0.005
+# A change batch slower than this (from the broker's timestamp of its oldest record) is logged with where it waited.
+_SLOW_CHANGE_S = 0.5
 
 __all__ = ["Planner", "PlannerMetrics"]
 
@@ -374,16 +376,37 @@ class Planner:
 
     async def _schedules_agent(self, stream: Any) -> None:
         async for events in stream.take_events(_CHANGE_BATCH, within=_CHANGE_BATCH_WAIT_S):
+            taken = time.monotonic()
             changes: list[tuple[bytes, ScheduleUpserted | ScheduleDeleted]] = []
             for event in events:
                 decoded = await self._decode(event)
                 if isinstance(decoded, ScheduleUpserted | ScheduleDeleted):
                     changes.append((event.key, decoded))
+            held = applied = taken
             if changes:
                 async with self._keys.hold_many([key for key, _ in changes]):
+                    held = time.monotonic()
                     await self._on_schedule_changes(changes)
+                    applied = time.monotonic()
             for event in events:
                 self.gate.applied(event.message.partition, event.message.offset)
+            self._note_slow_changes(events, taken, held, applied)
+
+    def _note_slow_changes(self, events: list[Any], taken: float, held: float, applied: float) -> None:
+        """A change must reach the plan within a second of its acknowledgement: say where a slow batch waited."""
+        oldest = min(event.message.timestamp for event in events)  # seconds since the epoch, as Faust gives it
+        queued = time.time() - (time.monotonic() - taken) - oldest
+        self.metrics.change_delay.observe(max(0.0, time.time() - oldest))
+        if queued > _SLOW_CHANGE_S or applied - taken > _SLOW_CHANGE_S:
+            log.warning(
+                "%d schedule changes took %.2f s to reach the plan: %.2f s before the planner read them, "
+                "%.2f s waiting for fires of the same schedules, %.2f s applying and publishing",
+                len(events),
+                queued + applied - taken,
+                queued,
+                held - taken,
+                applied - held,
+            )
 
     async def _on_schedule_changes(self, changes: list[tuple[bytes, ScheduleUpserted | ScheduleDeleted]]) -> None:
         """Apply changes in the order they came (a key may change more than once), then publish and store."""

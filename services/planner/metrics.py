@@ -33,6 +33,12 @@ class PlannerMetrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
+        self.change_delay = Histogram(
+            "chime_planner_change_delay_seconds",
+            "From the broker's timestamp of a batch's oldest schedule change until the planner applied the batch",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30),
+            registry=r,
+        )
         self.skipped = Counter("chime_planner_skipped_total", "Planned fires not run", ["reason"], registry=r)
         self.recovered = Gauge("chime_planner_recovered", "1 once table recovery completed", registry=r)
         self.partitions = Gauge(
