@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,6 +110,19 @@ class RecordingSink:
 
     def for_schedule(self, schedule_id: str) -> list[Arrival]:
         return [a for a in self.arrivals if a.schedule_id == schedule_id]
+
+    async def wait_until(self, check: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``check`` (a look at the arrivals) holds, looking again on every arrival; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() >= deadline:
+                return False
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout=0.5)
+            except TimeoutError:
+                pass
+        return True
 
     async def wait_for(self, schedule_id: str, count: int, timeout: float) -> list[Arrival]:
         deadline = time.monotonic() + timeout
