@@ -45,9 +45,10 @@ FETCH_MAX_WAIT_MS = 50
 FETCH_MIN_BYTES = 16 * 1024
 # For consumers whose records may wait half a second (run history, dead letters): fewer, fuller fetches.
 BULK_FETCH: dict[str, Any] = {"fetch_max_wait_ms": 500, "fetch_min_bytes": 256 * 1024}
-# For the executor: runs arrive seconds ahead of their time (look-ahead), so a fetch may wait 200 ms to fill up.
-# That bounds how late a cancel can arrive, well inside the 1 s a pause or delete has to take effect.
-AHEAD_FETCH: dict[str, Any] = {"fetch_max_wait_ms": 200, "fetch_min_bytes": 256 * 1024}
+# For the executor: runs arrive seconds ahead of their time (look-ahead), so a fetch may ask for a fuller batch.
+# It waits no longer than the others: a cancel rides the same fetch, and a pause or delete has 1 s to take effect
+# end to end (a 200 ms wait was a fifth of that; the extra fetches cost well under 1% of a core at 1,000 runs/s).
+AHEAD_FETCH: dict[str, Any] = {"fetch_max_wait_ms": FETCH_MAX_WAIT_MS, "fetch_min_bytes": 256 * 1024}
 # Linger for producers whose records are not on the webhook's clock (outcomes, retries, announced runs): one
 # produce request per 20 ms instead of one per handful of records. Requests, not records, cost the CPU.
 BATCH_LINGER_MS = 20

@@ -77,6 +77,10 @@ _IDLE_SLEEP_S = 0.05
 # Fires this close to their announce time go out with the current turn: the executor holds every run until
 # its planned time anyway, and fuller produce batches cost less per record.
 _BATCH_WINDOW = timedelta(milliseconds=20)
+# Fires per turn. A turn holds the event loop while it builds its records and holds its schedules until the broker
+# acknowledged them, so after an outage (thousands due at once) one unbounded turn kept schedule changes waiting
+# for seconds. The next turn follows at once; the earliest fires go first.
+_TURN_LIMIT = 500
 # A due fire whose schedule an agent is changing is looked at again this much later.
 _CLAIM_RETRY = timedelta(milliseconds=5)
 # A turn whose publish failed (broker down) puts its fires back and waits this long before the next try.
@@ -337,7 +341,7 @@ class Planner:
         """Pop what is due, drop stale heap items, and claim the rest; never waits."""
         now = utcnow()
         claimed: list[_Claimed] = []
-        for partition, item in self.heaps.pop_due(now + _BATCH_WINDOW):
+        for partition, item in self.heaps.pop_due(now + _BATCH_WINDOW, _TURN_LIMIT):
             entry = self.cache.get(partition, item.key)
             if entry is None or not fire_is_current(entry, item.version, item.nominal):
                 self.metrics.stale.inc()

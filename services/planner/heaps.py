@@ -40,11 +40,17 @@ class PartitionHeaps:
         heads = [h[0].due for h in self._heaps.values() if h]
         return min(heads) if heads else None
 
-    def pop_due(self, until: datetime) -> list[tuple[int, HeapItem]]:
+    def pop_due(self, until: datetime, limit: int | None = None) -> list[tuple[int, HeapItem]]:
+        """Items due by ``until``, earliest first across partitions, at most ``limit`` of them."""
         out: list[tuple[int, HeapItem]] = []
-        for partition, heap in self._heaps.items():
-            while heap and heap[0].due <= until:
-                out.append((partition, heapq.heappop(heap)))
+        heads = [(heap[0], partition) for partition, heap in self._heaps.items() if heap and heap[0].due <= until]
+        heapq.heapify(heads)
+        while heads and (limit is None or len(out) < limit):
+            _, partition = heapq.heappop(heads)
+            heap = self._heaps[partition]
+            out.append((partition, heapq.heappop(heap)))
+            if heap and heap[0].due <= until:
+                heapq.heappush(heads, (heap[0], partition))
         return out
 
     def __len__(self) -> int:
