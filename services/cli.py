@@ -111,6 +111,23 @@ def cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_openapi(args: argparse.Namespace) -> int:
+    from services.api.app import create_app
+    from services.api.openapi import COMMITTED, render
+    from shared.settings import load_settings
+
+    document = render(create_app(load_settings(_env_file=None)))
+    if args.check:
+        if not COMMITTED.exists() or COMMITTED.read_text() != document:
+            print(f"{COMMITTED} is stale; `chime openapi` writes it", file=sys.stderr)
+            return 1
+        print(f"{COMMITTED} is up to date")
+        return 0
+    COMMITTED.write_text(document)
+    print(f"wrote {COMMITTED}")
+    return 0
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     from services.api.auth import mint_token
 
@@ -155,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="manage Kafka topics")
     topics.add_argument("action", choices=["create"])
     topics.set_defaults(func=cmd_topics)
+    oa = sub.add_parser("openapi", help="write the API's OpenAPI document to docs/openapi.json")
+    oa.add_argument("--check", action="store_true", help="only check that the committed document is current")
+    oa.set_defaults(func=cmd_openapi)
     token = sub.add_parser("token", help="print a development JWT signed with CHIME_JWT_SECRET")
     token.add_argument("--tenant", required=True)
     token.add_argument("--sub", default="dev")

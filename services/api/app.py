@@ -7,8 +7,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.api import problems
+from services.api import openapi, problems
 from services.api.auth import TokenVerifier
+from services.api.bodylimit import BodyLimitMiddleware
 from services.api.db.dlq_repo import DlqRepository
 from services.api.db.keys_repo import SigningKeyRepository
 from services.api.db.runs_repo import RunRepository
@@ -50,10 +51,13 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
         lifespan=lifespan,
         openapi_url="/openapi.json",
         docs_url="/docs",
+        generate_unique_id_function=openapi.operation_id,
     )
+    openapi.install(app)
     app.state.verifier = TokenVerifier(settings)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second)
     app.state.metrics = ApiMetrics()
+    app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     problems.install(app)
     app.include_router(schedules.router)

@@ -18,6 +18,7 @@ from shared.settings import Settings
 ALL_SCOPES = frozenset({"schedules:read", "schedules:write", "runs:read", "dlq:read", "dlq:write", "admin"})
 DEFAULT_SCOPES = ALL_SCOPES - {"admin"}
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+SCOPE_ATTRIBUTE = "chime_scope"
 # Verified tokens are remembered this long at most (and never past their ``exp``): a client sends the same token
 # with every request, and checking its signature again costs more than the rest of a simple request. With a key
 # set (JWKS), it also bounds how long a token signed by a withdrawn key is still accepted.
@@ -121,6 +122,7 @@ def require_scope(scope: str) -> Any:
             raise MissingScope(f"this call needs the scope {scope!r}")
         return principal
 
+    setattr(_check, SCOPE_ATTRIBUTE, scope)  # the OpenAPI document names each operation's scope from it
     return Depends(_check)
 
 

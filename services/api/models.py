@@ -16,6 +16,33 @@ T = TypeVar("T")
 class ScheduleCreate(ScheduleDefinition):
     """``POST /api/schedules`` and ``PUT /api/schedules/{id}``."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Nightly billing export",
+                    "labels": {"team": "billing"},
+                    "type": "cron",
+                    "cron_expr": "0 2 * * *",
+                    "timezone": "Europe/Paris",
+                    "payload": {
+                        "url": "https://api.example.com/hooks/export",
+                        "method": "POST",
+                        "body": {"report": "daily"},
+                        "timeout_seconds": 30,
+                    },
+                    "retry_policy": {"max_attempts": 5, "backoff": "exponential", "initial_delay_seconds": 1},
+                },
+                {
+                    "name": "Heartbeat",
+                    "type": "interval",
+                    "interval_seconds": 30,
+                    "payload": {"url": "https://api.example.com/hooks/heartbeat"},
+                },
+            ]
+        }
+    )
+
 
 class ScheduleOut(ScheduleDefinition):
     model_config = ConfigDict(frozen=True, extra="forbid")

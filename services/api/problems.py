@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.api.errors import ApiError
@@ -54,6 +55,44 @@ def validation_problem(errors: list[dict[str, Any]], instance: str) -> JSONRespo
     return problem(422, "Validation failed", detail, "validation-failed", errors=errors, instance=instance)
 
 
+def _unreachable(exc: DBAPIError) -> bool:
+    """A lost or refused connection, or a server shutting down: worth retrying, not the request's fault."""
+    if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+        return True
+    orig = exc.orig
+    cause = getattr(orig, "__cause__", None)
+    return (
+        isinstance(orig, OSError | TimeoutError)
+        or isinstance(cause, OSError | TimeoutError)
+        or (type(orig).__name__ in _UNAVAILABLE_ERRORS)
+    )
+
+
+# asyncpg's names for a server that is going away or not accepting connections yet (SQLSTATE 57P01-57P03, 08xxx).
+_UNAVAILABLE_ERRORS = frozenset(
+    {
+        "AdminShutdownError",
+        "CannotConnectNowError",
+        "CrashShutdownError",
+        "ConnectionDoesNotExistError",
+        "ConnectionFailureError",
+        "ConnectionRejectionError",
+        "TooManyConnectionsError",
+    }
+)
+
+
+def _unavailable(request: Request) -> JSONResponse:
+    return problem(
+        503,
+        "Service unavailable",
+        "the database is not reachable; try again shortly",
+        "service-unavailable",
+        headers={"Retry-After": "1"},
+        instance=request.url.path,
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -87,6 +126,20 @@ def install(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
             instance=request.url.path,
         )
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        if not _unreachable(exc):
+            log.exception("database error on %s %s", request.method, request.url.path)
+            return problem(500, "Internal error", "an unexpected error occurred", "internal-error")
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__)
+        return _unavailable(request)
+
+    @app.exception_handler(OSError)
+    async def _connection(request: Request, exc: OSError) -> JSONResponse:
+        # asyncpg raises the socket's own error when Postgres refuses or drops the connection.
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return _unavailable(request)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -178,3 +178,47 @@ async def test_fire_rate_quota_is_429(settings: Settings, tenant: str) -> None:
         assert (await client.post(f"/api/schedules/{second.json()['id']}/resume", headers=headers)).status_code == 429
         cron = schedule_body(type="cron", interval_seconds=None, cron_expr="* * * * *")
         assert (await client.post("/api/schedules", json=cron, headers=headers)).status_code == 429
+
+
+async def test_a_body_over_256_kib_is_413_problem_json(
+    client: httpx.AsyncClient, settings: Settings, tenant: str
+) -> None:
+    body = schedule_body(payload={"url": "http://127.0.0.1:9/hook", "body": {"blob": "x" * (300 * 1024)}})
+    response = await client.post("/api/schedules", json=body, headers=auth(settings, tenant))
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 413
+
+    async def chunks() -> AsyncIterator[bytes]:
+        # No Content-Length: the limit holds on the bytes that arrive.
+        yield b'{"name": "'
+        for _ in range(40):
+            yield b"y" * 8192
+        yield b'"}'
+
+    streamed = await client.post(
+        "/api/schedules",
+        content=chunks(),
+        headers={**auth(settings, tenant), "Content-Type": "application/json"},
+    )
+    assert streamed.status_code == 413, streamed.text
+    small = schedule_body(payload={"url": "http://127.0.0.1:9/hook", "body": {"blob": "x" * (70 * 1024)}})
+    over_payload = await client.post("/api/schedules", json=small, headers=auth(settings, tenant))
+    assert over_payload.status_code == 422, "a payload body over 64 KiB is a validation error, not a 413"
+
+
+async def test_the_api_answers_503_while_postgres_is_unreachable(settings: Settings, tenant: str) -> None:
+    # A port nothing listens on: every query fails to connect, as during a database restart.
+    unreachable = settings.model_copy(update={"database_url": "postgresql+asyncpg://postgres@127.0.0.1:9/chime"})
+    application = create_app(unreachable, run_relay=False)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://chime.test") as client:
+            for call in (
+                client.get("/api/schedules", headers=auth(settings, tenant)),
+                client.post("/api/schedules", json=schedule_body(), headers=auth(settings, tenant)),
+            ):
+                response = await call
+                assert response.status_code == 503, response.text
+                assert response.headers["content-type"] == "application/problem+json"
+                assert response.headers["Retry-After"] == "1"

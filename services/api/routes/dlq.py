@@ -79,7 +79,7 @@ async def get_dead_letter(entry_id: uuid.UUID, principal: ReadDlq, deps: Deps) -
 
 
 @router.post("/replay", status_code=status.HTTP_202_ACCEPTED, response_model=BulkReplayOut)
-async def replay_matching(body: BulkReplay, principal: WriteDlq, deps: Deps) -> BulkReplayOut:
+async def replay_dead_letters(body: BulkReplay, principal: WriteDlq, deps: Deps) -> BulkReplayOut:
     """Replay every dead entry matching the filter (at most ``limit``, ≤ 1,000 a call; the DLQ service paces
     the deliveries at ``CHIME_DLQ_REPLAY_PER_SECOND``)."""
     flt = DlqFilter(schedule_id=body.schedule_id, http_status=body.http_status, since=body.from_, until=body.to)

@@ -202,7 +202,7 @@ async def resume_schedule(
 
 
 @router.post("/{schedule_id}/run-now", status_code=status.HTTP_202_ACCEPTED, response_model=RunOut)
-async def run_now(schedule_id: uuid.UUID, principal: WriteSchedules, deps: Deps) -> RunOut:
+async def run_schedule_now(schedule_id: uuid.UUID, principal: WriteSchedules, deps: Deps) -> RunOut:
     """Fire one run now, outside the plan. It does not count towards ``max_runs``."""
     return run_out(await deps.schedules.run_now(principal.tenant, schedule_id))
 
@@ -219,7 +219,9 @@ class BackfillOut(BaseModel):
 
 
 @router.post("/{schedule_id}/backfill", status_code=status.HTTP_202_ACCEPTED, response_model=BackfillOut)
-async def backfill(schedule_id: uuid.UUID, body: BackfillRequest, principal: WriteSchedules, deps: Deps) -> BackfillOut:
+async def backfill_schedule(
+    schedule_id: uuid.UUID, body: BackfillRequest, principal: WriteSchedules, deps: Deps
+) -> BackfillOut:
     """Run every nominal time in [from, to] (at most ``CHIME_BACKFILL_MAX_RUNS``) with ``trigger: backfill``,
     under the usual run ids; times that already ran are left out."""
     if body.to < body.from_:
