@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any, TypeAlias, TypeVar
 
@@ -164,7 +164,7 @@ class QuarantineTopic:
         await producer.send_and_wait(self.topic, record.value, key=record.key, headers=headers)
 
 
-class _Progress:
+class ConsumerProgress:
     """When the consumer last moved; readiness fails once it has lag and has not moved for a while."""
 
     def __init__(self, stall_seconds: float, registry: CollectorRegistry) -> None:
@@ -174,14 +174,22 @@ class _Progress:
         self._committed: dict[Any, int] = {}
         self.lag = Gauge("chime_consumer_lag", "Records not yet handled, by topic", ["topic"], registry=registry)
 
-    def committed(self, consumer: AIOKafkaConsumer) -> None:
-        self._committed = {tp: _position(consumer, tp) for tp in consumer.assignment()}
+    def committed(self, consumer: AIOKafkaConsumer, offsets: Mapping[Any, int] | None = None) -> None:
+        """A commit went through: of ``offsets``, or (without them) of everything fetched so far."""
+        if offsets is None:
+            self._committed = {tp: _position(consumer, tp) for tp in consumer.assignment()}
+        else:
+            self._committed.update(offsets)
         self.moved_at = time.monotonic()
 
     def check(self, consumer: AIOKafkaConsumer) -> tuple[bool, int]:
         total = 0
         by_topic: dict[str, int] = {}
+        # A paused partition waits on purpose (a retry tier holding its head record until due): not lag.
+        paused = consumer.paused()
         for tp in consumer.assignment():
+            if tp in paused:
+                continue
             highwater = consumer.highwater(tp)
             if highwater is None:
                 continue  # no fetch has answered for this partition yet
@@ -230,7 +238,7 @@ class ConsumerRuntime:
         self._consumer_options = consumer_options
         self._stopping = asyncio.Event()
         self._quarantine = QuarantineTopic(settings, service, registry)
-        self._progress = _Progress(settings.consumer_stall_seconds, registry)
+        self._progress = ConsumerProgress(settings.consumer_stall_seconds, registry)
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.consuming = False

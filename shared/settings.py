@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     api_port: int = 8000
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
     jwt_jwks_url: str | None = None
+    # An unknown ``kid`` fetches the key set again, at most once per this many seconds (a token naming a key the
+    # provider just published waits that long at worst; random kids cannot make Chime hammer the provider).
+    jwt_jwks_refresh_cooldown_seconds: float = Field(default=5.0, ge=0)
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     master_key: SecretStr = SecretStr(DEV_MASTER_KEY)

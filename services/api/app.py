@@ -33,6 +33,7 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
             relay = OutboxRelay(settings, engine)
             if run_relay:
                 await stack.enter_async_context(relay)
+            app.state.rate_limiter = RateLimiter(engine, settings.rate_limit_per_second)
             app.state.services = Services(
                 settings=settings,
                 engine=engine,
@@ -55,7 +56,6 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
     )
     openapi.install(app)
     app.state.verifier = TokenVerifier(settings)
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second)
     app.state.metrics = ApiMetrics()
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

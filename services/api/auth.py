@@ -39,7 +39,15 @@ class TokenVerifier:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._jwks: jwt.PyJWKClient | None = (
-            jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True) if settings.jwt_jwks_url else None
+            # The key set is cached (five minutes); single keys are not: PyJWT's per-kid cache kept a key the
+            # provider had withdrawn for as long as the process lived.
+            jwt.PyJWKClient(
+                settings.jwt_jwks_url,
+                cache_keys=False,
+                cooldown_duration=settings.jwt_jwks_refresh_cooldown_seconds,
+            )
+            if settings.jwt_jwks_url
+            else None
         )
         self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
@@ -109,7 +117,7 @@ async def current_principal(request: Request) -> Principal:
     verifier: TokenVerifier = request.app.state.verifier
     principal = await verifier.verify(token.strip())
     limiter: RateLimiter = request.app.state.rate_limiter
-    limiter.check(principal.tenant)
+    await limiter.check(principal.tenant)
     return principal
 
 

@@ -26,7 +26,7 @@ from services.executor.httpclient import HttpClient
 from services.executor.keys import KeyStore
 from services.executor.offsets import OffsetTracker
 from shared.backoff import Dead, Retry, decide, tier_for
-from shared.consumer_runtime import Backoff, QuarantineTopic, Stopping, is_transient, started
+from shared.consumer_runtime import Backoff, ConsumerProgress, QuarantineTopic, Stopping, is_transient, started
 from shared.errors import EventDecodeError
 from shared.events import (
     CONTENT_TYPE,
@@ -120,6 +120,7 @@ class Executor:
         self.metrics = ExecutorMetrics()
         self.registry = self.metrics.registry
         self._quarantine = QuarantineTopic(settings, "executor", self.registry)
+        self._progress = ConsumerProgress(settings.consumer_stall_seconds, self.registry)
         self.keys = KeyStore(settings)
         self._due_topic = topic_name(settings, RUNS_DUE)
         self._results_topic = topic_name(settings, RUNS_RESULTS)
@@ -207,7 +208,12 @@ class Executor:
         self._stopping.set()
 
     async def health(self) -> tuple[bool, dict[str, object]]:
-        return self.consuming, {"consuming": self.consuming}
+        if not self.consuming or self._consumer is None:
+            return False, {"consuming": False}
+        # Runs held for their time keep the committed offset behind by the look-ahead; a commit at least every
+        # CHIME_CONSUMER_STALL_SECONDS while there is lag is progress.
+        progressing, lag = self._progress.check(self._consumer)
+        return progressing, {"consuming": True, "lag": lag, "progressing": progressing}
 
     async def _shutdown(self) -> None:
         if self._consumer is not None:
@@ -526,6 +532,7 @@ class Executor:
             return
         for tp, meta in offsets.items():
             self._committed[tp] = meta.offset
+        self._progress.committed(self._consumer, {tp: meta.offset for tp, meta in offsets.items()})
 
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
         await self._commit()

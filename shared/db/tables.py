@@ -84,6 +84,15 @@ schedule_stats = Table(
     Column("completed_version", Integer),
 )
 
+# Per-tenant token buckets shared by the API processes (``chime_take_tokens``, migration 0005). Key: kind:tenant.
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("key", String(250), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
 outbox = Table(
     "outbox",
     metadata,

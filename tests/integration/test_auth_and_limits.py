@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -222,3 +223,20 @@ async def test_the_api_answers_503_while_postgres_is_unreachable(settings: Setti
                 assert response.status_code == 503, response.text
                 assert response.headers["content-type"] == "application/problem+json"
                 assert response.headers["Retry-After"] == "1"
+
+
+async def test_the_request_rate_holds_across_api_replicas(settings: Settings, tenant: str) -> None:
+    # Two API instances over one database, as two replicas behind a load balancer: nothing shared but Postgres.
+    async with api_with(settings, rate_limit_per_second=5) as a, api_with(settings, rate_limit_per_second=5) as b:
+        headers = auth(settings, tenant)
+        started = time.monotonic()
+        codes = [(await (a if n % 2 else b).get("/api/schedules", headers=headers)).status_code for n in range(12)]
+        elapsed = time.monotonic() - started
+        allowed = codes.count(200)
+        # A burst of 5, plus what refilled while the calls ran; with a bucket each, the replicas would let 10 through.
+        assert 5 <= allowed <= 5 + math.ceil(elapsed * 5), (codes, elapsed)
+        assert 200 in codes[0::2] and 200 in codes[1::2], "both replicas served the tenant"
+        limited = await a.get("/api/schedules", headers=headers)
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+        await asyncio.sleep(1.2)
+        assert (await b.get("/api/schedules", headers=headers)).status_code == 200, "the bucket refills"
