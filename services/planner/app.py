@@ -113,6 +113,7 @@ _CHANGE_BATCH = 500
 _CHANGE_BATCH_WAIT_S = 0.005
 # A change batch slower than this (from the broker's timestamp of its oldest record) is logged with where it waited.
 _SLOW_CHANGE_S = 0.5
+_SLOW_CHANGE_LOG_EVERY_S = 5.0
 
 __all__ = ["Planner", "PlannerMetrics"]
 
@@ -150,6 +151,9 @@ class Planner:
         self.gate = ChangeGate(self._change_offsets, settle_s=_OUTAGE_SETTLE_S, max_hold_s=_GATE_MAX_HOLD_S)
         # Commands waiting for their schedule to arrive, by key.
         self._awaiting: dict[bytes, asyncio.Event] = {}
+        # When a slow schedule change was last logged, and how many slow batches went unlogged since.
+        self._slow_logged_at = -_SLOW_CHANGE_LOG_EVERY_S
+        self._slow_unlogged = 0
         self._lookahead = timedelta(milliseconds=settings.planner_lookahead_ms)
         self._partitions = settings.partitions
         ident = instance_id(settings, "planner")
@@ -401,16 +405,25 @@ class Planner:
         oldest = min(event.message.timestamp for event in events)  # seconds since the epoch, as Faust gives it
         queued = time.time() - (time.monotonic() - taken) - oldest
         self.metrics.change_delay.observe(max(0.0, time.time() - oldest))
-        if queued > _SLOW_CHANGE_S or applied - taken > _SLOW_CHANGE_S:
-            log.warning(
-                "%d schedule changes took %.2f s to reach the plan: %.2f s before the planner read them, "
-                "%.2f s waiting for fires of the same schedules, %.2f s applying and publishing",
-                len(events),
-                queued + applied - taken,
-                queued,
-                held - taken,
-                applied - held,
-            )
+        if queued <= _SLOW_CHANGE_S and applied - taken <= _SLOW_CHANGE_S:
+            return
+        # A backlog (a restart, an outage) makes every batch slow for a while: one line per interval says so.
+        now = time.monotonic()
+        if now - self._slow_logged_at < _SLOW_CHANGE_LOG_EVERY_S:
+            self._slow_unlogged += 1
+            return
+        log.warning(
+            "%d schedule changes took %.2f s to reach the plan: %.2f s before the planner read them, "
+            "%.2f s waiting for fires of the same schedules, %.2f s applying and publishing "
+            "(%d more slow batches since the last report)",
+            len(events),
+            queued + applied - taken,
+            queued,
+            held - taken,
+            applied - held,
+            self._slow_unlogged,
+        )
+        self._slow_logged_at, self._slow_unlogged = now, 0
 
     async def _on_schedule_changes(self, changes: list[tuple[bytes, ScheduleUpserted | ScheduleDeleted]]) -> None:
         """Apply changes in the order they came (a key may change more than once), then publish and store."""

@@ -121,29 +121,32 @@ async def test_a_batch_in_any_order_records_each_run_once(
     assert datetime.fromisoformat(got["last_run_at"]) == d
 
 
-async def test_a_final_run_completes_the_schedule(settings: Settings, client: httpx.AsyncClient, tenant: str) -> None:
+async def _record(settings: Settings, values: list[bytes]) -> None:
+    engine = create_engine(settings)
+    try:
+        await Recorder(settings, engine).write(values)
+    finally:
+        await engine.dispose()
+
+
+async def _completed(settings: Settings, client: httpx.AsyncClient, tenant: str) -> dict[str, object]:
+    """A schedule whose one planned run the planner reported as its last."""
     created = await client.post("/api/schedules", json=schedule_body(), headers=auth(settings, tenant))
     schedule = {**created.json(), "tenant": tenant}
     nominal = datetime.fromisoformat(created.json()["created_at"]) + timedelta(minutes=1)
-    engine = create_engine(settings)
-    try:
-        await Recorder(settings, engine).write([_due(schedule, nominal, final=True)])
-    finally:
-        await engine.dispose()
+    await _record(settings, [_due(schedule, nominal, final=True)])
+    return schedule
+
+
+async def test_a_final_run_completes_the_schedule(settings: Settings, client: httpx.AsyncClient, tenant: str) -> None:
+    schedule = await _completed(settings, client, tenant)
     got = (await client.get(f"/api/schedules/{schedule['id']}", headers=auth(settings, tenant))).json()
     assert got["status"] == "completed" and got["run_count"] == 1
 
 
 async def test_an_edit_reopens_a_completed_schedule(settings: Settings, client: httpx.AsyncClient, tenant: str) -> None:
     headers = auth(settings, tenant)
-    created = await client.post("/api/schedules", json=schedule_body(), headers=headers)
-    schedule = {**created.json(), "tenant": tenant}
-    nominal = datetime.fromisoformat(created.json()["created_at"]) + timedelta(minutes=1)
-    engine = create_engine(settings)
-    try:
-        await Recorder(settings, engine).write([_due(schedule, nominal, final=True)])
-    finally:
-        await engine.dispose()
+    schedule = await _completed(settings, client, tenant)
     listed = await client.get("/api/schedules", params={"status": "completed"}, headers=headers)
     assert [s["id"] for s in listed.json()["items"]] == [schedule["id"]]
     paused = await client.post(f"/api/schedules/{schedule['id']}/pause", headers=headers)
@@ -201,16 +204,13 @@ async def test_a_run_now_answers_queued_until_the_recorder_has_its_run(
         duration_ms=5,
         http_status=200,
     )
-    engine = create_engine(settings)
-    try:
-        await Recorder(settings, engine).write(
-            [
-                encode_event(RunDue(subject=str(sid), tenant=tenant, time=utcnow(), data=due)),
-                encode_event(RunSucceeded(subject=str(sid), tenant=tenant, time=utcnow(), data=outcome)),
-            ]
-        )
-    finally:
-        await engine.dispose()
+    await _record(
+        settings,
+        [
+            encode_event(RunDue(subject=str(sid), tenant=tenant, time=utcnow(), data=due)),
+            encode_event(RunSucceeded(subject=str(sid), tenant=tenant, time=utcnow(), data=outcome)),
+        ],
+    )
     got = (await client.get(f"/api/runs/{run['id']}", headers=headers)).json()
     assert got["status"] == "succeeded" and [a["http_status"] for a in got["attempts"]] == [200]
     listed = (await client.get(f"/api/schedules/{schedule['id']}/runs", headers=headers)).json()["items"]
