@@ -34,6 +34,9 @@ tenants = Table(
     # quota check is exact even with several API processes.
     Column("schedule_count", Integer, nullable=False, server_default=text("0")),
     Column("signing_keys_version", Integer, nullable=False, server_default=text("0")),
+    # Planned fires per second of the tenant's active schedules (each one's ``fire_rate``), kept with every change
+    # and checked against CHIME_MAX_FIRES_PER_SECOND_PER_TENANT.
+    Column("planned_fire_rate", Float, nullable=False, server_default=text("0")),
     Column("created_at", TS, nullable=False, server_default=text("now()")),
 )
 

@@ -179,6 +179,12 @@ async def test_fire_rate_quota_is_429(settings: Settings, tenant: str) -> None:
         assert (await client.post(f"/api/schedules/{second.json()['id']}/resume", headers=headers)).status_code == 429
         cron = schedule_body(type="cron", interval_seconds=None, cron_expr="* * * * *")
         assert (await client.post("/api/schedules", json=cron, headers=headers)).status_code == 429
+        # A delete gives its share back, and the refused changes above took nothing: the quota is exactly full again.
+        assert (await client.delete(f"/api/schedules/{first.json()['id']}", headers=headers)).status_code == 204
+        assert (await client.post(f"/api/schedules/{second.json()['id']}/resume", headers=headers)).status_code == 200
+        assert (await client.post("/api/schedules", json=cron, headers=headers)).status_code == 429
+        assert (await client.delete(f"/api/schedules/{second.json()['id']}", headers=headers)).status_code == 204
+        assert (await client.post("/api/schedules", json=cron, headers=headers)).status_code == 201
 
 
 async def test_a_body_over_256_kib_is_413_problem_json(
