@@ -71,6 +71,21 @@ INVALID_BODIES: list[tuple[str, dict[str, Any], str]] = [
         "payload.headers",
     ),
     (
+        "header value over 8 KiB",
+        {"payload": {"url": "https://example.com/x", "headers": {"X-Big": "v" * 9000}}},
+        "payload.headers",
+    ),
+    (
+        "headers over 16 KiB in all",
+        {"payload": {"url": "https://example.com/x", "headers": {f"X-H{i}": "v" * 7000 for i in range(3)}}},
+        "payload.headers",
+    ),
+    (
+        "header name over 256 characters",
+        {"payload": {"url": "https://example.com/x", "headers": {"X-" + "n" * 300: "v"}}},
+        "payload.headers",
+    ),
+    (
         "hop-by-hop header",
         {"payload": {"url": "https://example.com/x", "headers": {"Transfer-Encoding": "chunked"}}},
         "payload.headers",
