@@ -36,5 +36,26 @@ async def check_definition(
         moved = previous is None or previous.run_at != definition.run_at
         if moved and definition.run_at < now - timedelta(seconds=definition.misfire_grace_seconds):
             raise InvalidSchedule("run_at", "run_at is in the past beyond misfire_grace_seconds")
+    _check_header_sizes(definition.payload.headers)
     if previous is None or previous.payload.url != definition.payload.url:
         await check_target(definition.payload.url, allow_private=settings.allow_private_targets)
+
+
+# Receivers commonly refuse a request whose headers pass 8–16 KiB: a schedule that could never be delivered is a
+# 422. Checked on what the API accepts, not in the event model, so schedules stored before the limit still load.
+MAX_HEADER_NAME_CHARS = 256
+MAX_HEADER_VALUE_BYTES = 8 * 1024
+MAX_HEADERS_BYTES = 16 * 1024
+
+
+def _check_header_sizes(headers: dict[str, str]) -> None:
+    total = 0
+    for name, value in headers.items():
+        if len(name) > MAX_HEADER_NAME_CHARS:
+            raise InvalidSchedule("payload.headers", f"a header name is over {MAX_HEADER_NAME_CHARS} characters")
+        size = len(value.encode())
+        if size > MAX_HEADER_VALUE_BYTES:
+            raise InvalidSchedule("payload.headers", f"header {name!r} is over {MAX_HEADER_VALUE_BYTES} bytes")
+        total += len(name) + size
+    if total > MAX_HEADERS_BYTES:
+        raise InvalidSchedule("payload.headers", f"the headers are over {MAX_HEADERS_BYTES} bytes in all")
