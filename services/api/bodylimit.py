@@ -6,11 +6,9 @@ they arrive, so a client cannot stream past the limit either.
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api.problems import PROBLEM_JSON, TYPE_BASE
+from services.api.problems import problem
 
 MAX_BODY_BYTES = 256 * 1024
 
@@ -59,15 +57,15 @@ class BodyLimitMiddleware:
                 raise
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        body = json.dumps(
-            {
-                "type": TYPE_BASE + "payload-too-large",
-                "title": "Payload too large",
-                "status": 413,
-                "detail": f"the request body is over {self._max} bytes",
-                "instance": scope.get("path", ""),
-            }
-        ).encode()
-        headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        response = problem(
+            413,
+            "Payload too large",
+            f"the request body is over {self._max} bytes",
+            "payload-too-large",
+            instance=scope.get("path", ""),
+        )
+        await response(scope, _no_body, send)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.disconnect"}

@@ -65,9 +65,6 @@ def decode_cursor(cursor: str) -> str:
 
 # A schedule as the API reads it: its own row, joined with what the recorder counted (``schedule_stats``).
 _WITH_STATS = schedules.outerjoin(schedule_stats, schedule_stats.c.schedule_id == schedules.c.id)
-_SELECT = select(
-    schedules, schedule_stats.c.run_count, schedule_stats.c.last_run_at, schedule_stats.c.completed_version
-).select_from(_WITH_STATS)
 # ``completed`` is the recorder's fact about a version: an active schedule whose current version the planner finished.
 _STATUS = case(
     (
@@ -79,13 +76,15 @@ _STATUS = case(
     ),
     else_=schedules.c.status,
 )
+_SELECT = select(
+    schedules, schedule_stats.c.run_count, schedule_stats.c.last_run_at, _STATUS.label("effective_status")
+).select_from(_WITH_STATS)
 
 
 def _record(row: Row[Any]) -> ScheduleRecord:
     m = row._mapping
     values = {k: m[k] for k in (*_DEFINITION_FIELDS, *_STATE_ONLY)}
-    if m["status"] == ScheduleStatus.ACTIVE.value and m["completed_version"] == m["version"]:
-        values["status"] = ScheduleStatus.COMPLETED.value
+    values["status"] = m["effective_status"]
     state = ScheduleState.model_validate(values)
     return ScheduleRecord(state=state, last_run_at=m["last_run_at"], run_count=m["run_count"] or 0)
 
