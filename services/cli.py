@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from shared.version import chime_version
@@ -159,50 +159,100 @@ def cmd_stack(args: argparse.Namespace) -> int:
     return stack.exec_with_stack(command)
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    from services.healthcheck import check
+
+    ok, line = check(_settings_quiet(), args.service)
+    print(line, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    from services.readme_tables import README, render
+
+    current = README.read_text()
+    wanted = render(current, build_parser())
+    if args.check:
+        if current != wanted:
+            print(f"{README} is stale; `chime docs` rewrites its generated tables", file=sys.stderr)
+            return 1
+        print(f"{README} is up to date")
+        return 0
+    README.write_text(wanted)
+    print(f"wrote {README}")
+    return 0
+
+
+def _settings_quiet() -> Settings:
+    from shared.settings import load_settings
+
+    return load_settings()
+
+
+SERVICES = ("api", "planner", "executor", "recorder", "dlq")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chime", description="Chime: multi-tenant webhook scheduler on Kafka")
     parser.add_argument("--version", action="version", version=f"chime {chime_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("api", help="serve the REST API").set_defaults(func=cmd_api)
-    sub.add_parser("planner", help="run the planner (Faust worker)").set_defaults(func=cmd_planner)
-    sub.add_parser("executor", help="run the webhook executor").set_defaults(func=cmd_executor)
-    sub.add_parser("recorder", help="record run history from Kafka into Postgres").set_defaults(func=cmd_recorder)
-    sub.add_parser("dlq", help="run the dead-letter service").set_defaults(func=cmd_dlq)
-    sub.add_parser("migrate", help="migrate the database to the newest schema").set_defaults(func=cmd_migrate)
-    topics = sub.add_parser("topics", help="manage Kafka topics")
-    topics.add_argument("action", choices=["create"])
-    topics.set_defaults(func=cmd_topics)
-    oa = sub.add_parser("openapi", help="write the API's OpenAPI document to docs/openapi.json")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        cmd.set_defaults(func=func)
+        return cmd
+
+    command("api", "serve the REST API on CHIME_API_HOST:CHIME_API_PORT", cmd_api)
+    command("planner", "run the planner: keeps the schedules, publishes run.due on time", cmd_planner)
+    command("executor", "run the executor: calls the webhooks, retries, dead-letters", cmd_executor)
+    command("recorder", "run the recorder: writes run history from Kafka into Postgres", cmd_recorder)
+    command("dlq", "run the dead-letter service: keeps dead runs, replays them on request", cmd_dlq)
+    command("migrate", "migrate the database to the newest schema (safe from several replicas)", cmd_migrate)
+    topics = command("topics", "manage Kafka topics", cmd_topics)
+    topics.add_argument("action", choices=["create"], help="create: make the topics that are missing")
+    health = command("health", "check a service's /health on this host (the image's HEALTHCHECK)", cmd_health)
+    health.add_argument(
+        "service", nargs="?", choices=SERVICES, help="which service (default: the one this container runs)"
+    )
+    oa = command("openapi", "write the API's OpenAPI 3.1 document to docs/openapi.json", cmd_openapi)
     oa.add_argument("--check", action="store_true", help="only check that the committed document is current")
-    oa.set_defaults(func=cmd_openapi)
-    token = sub.add_parser("token", help="print a development JWT signed with CHIME_JWT_SECRET")
-    token.add_argument("--tenant", required=True)
-    token.add_argument("--sub", default="dev")
-    token.add_argument("--scope", default=None, help="space-separated scopes (default: all but admin)")
-    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
-    token.set_defaults(func=cmd_token)
-    rp = sub.add_parser("replay", help="re-publish dead runs, or a time range of a topic, with filters")
-    rp.add_argument("source", choices=["dlq", "topic"])
-    rp.add_argument("topic", nargs="?", help="topic (with or without the prefix), for `replay topic`")
-    rp.add_argument("--from-time", help="RFC 3339 start (topic)")
-    rp.add_argument("--to-time", help="RFC 3339 end, exclusive (topic; default: now)")
-    rp.add_argument("--to-topic", help="publish to this topic instead of the source (topic)")
+    docs = command("docs", "rewrite README.md's generated tables (commands and settings)", cmd_docs)
+    docs.add_argument("--check", action="store_true", help="only check that they are current")
+    token = command("token", "print a development JWT signed with CHIME_JWT_SECRET", cmd_token)
+    token.add_argument("--tenant", required=True, metavar="TENANT", help="the tenant the token acts for")
+    token.add_argument("--sub", default="dev", metavar="SUBJECT", help="the token's subject (default: dev)")
+    token.add_argument(
+        "--scope", default=None, metavar="SCOPES", help="space-separated scopes (default: all but admin)"
+    )
+    token.add_argument("--ttl", type=int, default=3600, metavar="SECONDS", help="lifetime in seconds (default: 3600)")
+    rp = command("replay", "re-publish dead runs, or a time range of a topic, with filters", cmd_replay)
+    rp.add_argument("source", choices=["dlq", "topic"], help="dlq: dead runs; topic: a time range of a topic")
+    rp.add_argument("topic", nargs="?", metavar="TOPIC", help="topic (with or without the prefix), for `replay topic`")
+    rp.add_argument("--from-time", metavar="TIME", help="RFC 3339 start (topic)")
+    rp.add_argument("--to-time", metavar="TIME", help="RFC 3339 end, exclusive (topic; default: now)")
+    rp.add_argument("--to-topic", metavar="TOPIC", help="publish to this topic instead of the source (topic)")
     rp.add_argument("--dry-run", action="store_true", help="count, do not publish (topic)")
-    rp.add_argument("--tenant")
-    rp.add_argument("--schedule")
-    rp.add_argument("--status-code", type=int, help="last HTTP status (dlq)")
-    rp.add_argument("--limit", type=int, default=1000, help="at most this many (dlq)")
-    rp.set_defaults(func=cmd_replay)
-    sub.add_parser("dev", help="run the whole local stack in the foreground").set_defaults(func=cmd_dev)
-    stack = sub.add_parser("stack", help="local Kafka and Postgres: up, down, or exec a command with them")
-    actions = stack.add_subparsers(dest="action", required=True)
-    up = actions.add_parser("up", help="start (or reuse) the local broker and database; print their settings")
+    rp.add_argument("--tenant", metavar="TENANT", help="only this tenant's runs")
+    rp.add_argument("--schedule", metavar="ID", help="only this schedule's runs (its id)")
+    rp.add_argument("--status-code", type=int, metavar="CODE", help="last HTTP status (dlq)")
+    rp.add_argument("--limit", type=int, default=1000, metavar="N", help="at most this many (dlq; default: 1000)")
+    command("dev", "run the whole local stack in the foreground, with a demo schedule (make run)", cmd_dev)
+    stack = command("stack", "local Kafka and Postgres: up, down, or exec a command with them", cmd_stack)
+    actions = stack.add_subparsers(dest="action", required=True, metavar="ACTION")
+    up = actions.add_parser(
+        "up",
+        help="start (or reuse) the local broker and database; print their settings",
+        description="Start (or reuse) the local broker and database; print their settings.",
+    )
     up.add_argument("--kafka-only", action="store_true", help="the broker alone")
     up.set_defaults(func=cmd_stack)
-    actions.add_parser("down", help="stop the local broker and database").set_defaults(func=cmd_stack, kafka_only=False)
+    actions.add_parser(
+        "down", help="stop the local broker and database", description="Stop the local broker and database."
+    ).set_defaults(func=cmd_stack, kafka_only=False)
     run = actions.add_parser(
         "exec",
         help="run a command with the stack up (stopped afterwards if this started it)",
+        description="Run a command with the stack up (stopped afterwards if this started it).",
         usage="chime stack exec [-h] -- COMMAND [ARG ...]",
     )
     run.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
@@ -211,9 +261,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Bad settings, and bad arguments to a tool, end in one line on stderr and exit 1; a service
+    that fails at run time keeps its traceback."""
+    from pydantic import ValidationError
+
+    from shared.errors import ChimeError
+
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except (ChimeError, ValidationError, ValueError) as exc:
+        if args.command in SERVICES and not isinstance(exc, ChimeError | ValidationError):
+            raise
+        print(f"chime {args.command}: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
     return result
+
+
+def _one_line(exc: Exception) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"CHIME_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in exc.errors()
+        )
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -33,73 +33,124 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    env: Environment = Environment.DEV
-    log_level: str = "INFO"
-    log_format: Literal["json", "console"] = "console"
+    env: Environment = Field(
+        default=Environment.DEV, description="`dev` or `prod`; prod refuses placeholder and short secrets"
+    )
+    log_level: str = Field(default="INFO", description="log level: DEBUG, INFO, WARNING, ERROR")
+    log_format: Literal["json", "console"] = Field(
+        default="console", description="`json` (one object per line) or `console`"
+    )
 
-    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/chime"
-    database_pool_size: int = Field(default=10, ge=1)
-    database_ssl: Literal["disable", "prefer", "require", "verify-full"] = "disable"
+    database_url: str = Field(
+        default="postgresql+asyncpg://postgres@127.0.0.1:5432/chime",
+        description="SQLAlchemy URL of the Postgres database (asyncpg driver)",
+    )
+    database_pool_size: int = Field(default=10, ge=1, description="connections each process keeps open to Postgres")
+    database_ssl: Literal["disable", "prefer", "require", "verify-full"] = Field(
+        default="disable", description="TLS to Postgres: `disable`, `prefer`, `require` or `verify-full`"
+    )
 
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: str | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_cafile: str | None = None
-    kafka_request_timeout_ms: int = Field(default=10_000, ge=1_000)
-    topic_prefix: str = "chime."
-    partitions: int = Field(default=12, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`"
+    )
+    kafka_sasl_mechanism: str | None = Field(
+        default=None, description="SASL mechanism, e.g. `SCRAM-SHA-512` or `PLAIN`"
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password")
+    kafka_ssl_cafile: str | None = Field(
+        default=None, description="CA bundle (PEM) that signs the brokers' certificates"
+    )
+    kafka_request_timeout_ms: int = Field(default=10_000, ge=1_000, description="Kafka request timeout")
+    topic_prefix: str = Field(default="chime.", description="prefix of every topic and consumer group")
+    partitions: int = Field(
+        default=12,
+        ge=1,
+        description="partitions per topic `chime topics create` makes: the most replicas of a service that share work",
+    )
+    replication_factor: int = Field(default=1, ge=1, description="replication factor of the topics it makes")
 
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
-    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
-    jwt_jwks_url: str | None = None
+    api_host: str = Field(default="127.0.0.1", description="address the API listens on")
+    api_port: int = Field(default=8000, description="port the API listens on")
+    jwt_secret: SecretStr = Field(default=SecretStr(DEV_JWT_SECRET), description="HS256 key that signs tokens")
+    jwt_jwks_url: str | None = Field(
+        default=None, description="JWKS URL of an identity provider; tokens are then RS256/ES256 from its key set"
+    )
     # An unknown ``kid`` fetches the key set again, at most once per this many seconds (a token naming a key the
     # provider just published waits that long at worst; random kids cannot make Chime hammer the provider).
-    jwt_jwks_refresh_cooldown_seconds: float = Field(default=5.0, ge=0)
-    jwt_issuer: str | None = None
-    jwt_audience: str | None = None
-    master_key: SecretStr = SecretStr(DEV_MASTER_KEY)
-    key_rotation_grace_seconds: int = Field(default=86_400, ge=0)
+    jwt_jwks_refresh_cooldown_seconds: float = Field(
+        default=5.0, ge=0, description="least time between two fetches of the key set for an unknown key id"
+    )
+    jwt_issuer: str | None = Field(default=None, description="required `iss` of tokens, when set")
+    jwt_audience: str | None = Field(default=None, description="required `aud` of tokens, when set")
+    master_key: SecretStr = Field(
+        default=SecretStr(DEV_MASTER_KEY), description="key that encrypts signing secrets and webhook headers at rest"
+    )
+    key_rotation_grace_seconds: int = Field(
+        default=86_400, ge=0, description="how long a rotated-out signing secret still signs calls beside the new one"
+    )
 
-    max_schedules_per_tenant: int = Field(default=10_000, ge=1)
-    rate_limit_per_second: float = Field(default=100.0, gt=0)
-    max_fires_per_second_per_tenant: float = Field(default=1_000.0, gt=0)
-    allow_private_targets: bool = False
+    max_schedules_per_tenant: int = Field(default=10_000, ge=1, description="schedules one tenant may have")
+    rate_limit_per_second: float = Field(
+        default=100.0, gt=0, description="API requests per second per tenant, across all API replicas"
+    )
+    max_fires_per_second_per_tenant: float = Field(
+        default=1_000.0, gt=0, description="planned fires per second one tenant's schedules may add up to"
+    )
+    allow_private_targets: bool = Field(
+        default=False, description="allow webhook targets on loopback and private networks (development)"
+    )
 
-    outbox_poll_interval_ms: int = Field(default=200, ge=10)
-    outbox_batch_size: int = Field(default=500, ge=1)
+    outbox_poll_interval_ms: int = Field(
+        default=200, ge=10, description="how often the API's outbox relay looks for changes when idle"
+    )
+    outbox_batch_size: int = Field(default=500, ge=1, description="changes the relay publishes per round")
 
     instance_id: str | None = Field(
-        default=None, description="Static group membership id (the pod name); default: hostname and service."
+        default=None, description="static group membership id (the pod name); default: host name and service"
     )
-    ops_host: str = "127.0.0.1"
-    planner_port: int = 8001
-    executor_port: int = 8002
-    recorder_port: int = 8003
-    dlq_port: int = 8004
-    planner_store: str = "rocksdb://"
-    planner_data_dir: str = ".chime/planner"
-    planner_lookahead_ms: int = Field(default=2_000, ge=0, le=10_000)
+    ops_host: str = Field(default="127.0.0.1", description="address of the services' `/health` and `/metrics`")
+    planner_port: int = Field(default=8001, description="the planner's operations port")
+    executor_port: int = Field(default=8002, description="the executor's operations port")
+    recorder_port: int = Field(default=8003, description="the recorder's operations port")
+    dlq_port: int = Field(default=8004, description="the dead-letter service's operations port")
+    planner_store: str = Field(default="rocksdb://", description="Faust table store: `rocksdb://` or `memory://`")
+    planner_data_dir: str = Field(default=".chime/planner", description="where the planner keeps its table stores")
+    planner_lookahead_ms: int = Field(
+        default=2_000, ge=0, le=10_000, description="how early a run is announced to executors before its time"
+    )
     # Parsed schedule entries the planner keeps in memory (about 4 KB each); the rest are read from its tables.
-    planner_cache_entries: int = Field(default=20_000, ge=100)
+    planner_cache_entries: int = Field(
+        default=20_000, ge=100, description="parsed schedules a planner keeps in memory (about 4 KB each)"
+    )
     # Memory each RocksDB partition store of the planner may use for its write buffer and its block cache.
-    planner_rocksdb_write_buffer_bytes: int = Field(default=2 * 1024 * 1024, ge=1024 * 1024)
-    planner_rocksdb_block_cache_bytes: int = Field(default=2 * 1024 * 1024, ge=1024 * 1024)
-    consumer_session_timeout_ms: int = Field(default=6_000, ge=1_000)
+    planner_rocksdb_write_buffer_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1024 * 1024, description="write buffer of each RocksDB partition store"
+    )
+    planner_rocksdb_block_cache_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1024 * 1024, description="block cache of each RocksDB partition store"
+    )
+    consumer_session_timeout_ms: int = Field(
+        default=6_000, ge=1_000, description="Kafka group session timeout: how soon a dead consumer's partitions move"
+    )
     # Readiness fails when a consumer has lag and has committed nothing for this long.
-    consumer_stall_seconds: float = Field(default=60.0, gt=0)
-    consumer_heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    consumer_stall_seconds: float = Field(
+        default=60.0, gt=0, description="readiness fails when a consumer has lag and committed nothing for this long"
+    )
+    consumer_heartbeat_interval_ms: int = Field(default=1_000, ge=100, description="Kafka group heartbeat interval")
 
-    executor_concurrency: int = Field(default=200, ge=1)
-    executor_tenant_share: float = Field(default=0.5, gt=0, le=1.0)
-    executor_shutdown_grace_seconds: float = Field(default=20.0, ge=0)
-    run_retention_days: int = Field(default=30, ge=1)
-    backfill_max_runs: int = Field(default=1_000, ge=1)
-    dlq_replay_per_second: float = Field(default=50.0, gt=0)
-    dlq_bulk_replay_limit: int = Field(default=1_000, ge=1)
+    executor_concurrency: int = Field(default=200, ge=1, description="webhook calls one executor makes at once")
+    executor_tenant_share: float = Field(
+        default=0.5, gt=0, le=1.0, description="largest share of an executor's calls one tenant may hold"
+    )
+    executor_shutdown_grace_seconds: float = Field(
+        default=20.0, ge=0, description="how long a stopping executor lets calls in flight finish"
+    )
+    run_retention_days: int = Field(default=30, ge=1, description="days of run history the recorder keeps")
+    backfill_max_runs: int = Field(default=1_000, ge=1, description="runs one backfill request may create")
+    dlq_replay_per_second: float = Field(default=50.0, gt=0, description="pace of DLQ replays, runs per second")
+    dlq_bulk_replay_limit: int = Field(default=1_000, ge=1, description="dead runs one bulk replay may take")
 
     @model_validator(mode="after")
     def _refuse_placeholders_in_prod(self) -> Settings:
