@@ -128,6 +128,27 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_setup(_: argparse.Namespace) -> int:
+    from services.api.migrate import main as migrate
+    from shared.topics import create_topics
+
+    settings = _settings()
+    migrate(settings)
+    created = asyncio.run(create_topics(settings))
+    print(
+        f"database schema is up to date; created {len(created)} topic(s)"
+        if created
+        else "database and topics are set up"
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from services.devstack.demo import run_demo
+
+    return run_demo(_settings(), api_url=args.api_url, hook_url=args.hook_url, port=args.port)
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     from services.api.auth import mint_token
 
@@ -208,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("recorder", "run the recorder: writes run history from Kafka into Postgres", cmd_recorder)
     command("dlq", "run the dead-letter service: keeps dead runs, replays them on request", cmd_dlq)
     command("migrate", "migrate the database to the newest schema (safe from several replicas)", cmd_migrate)
+    command("setup", "migrate the database, then create missing topics (run on every install and upgrade)", cmd_setup)
     topics = command("topics", "manage Kafka topics", cmd_topics)
     topics.add_argument("action", choices=["create"], help="create: make the topics that are missing")
     health = command("health", "check a service's /health on this host (the image's HEALTHCHECK)", cmd_health)
@@ -237,6 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--status-code", type=int, metavar="CODE", help="last HTTP status (dlq)")
     rp.add_argument("--limit", type=int, default=1000, metavar="N", help="at most this many (dlq; default: 1000)")
     command("dev", "run the whole local stack in the foreground, with a demo schedule (make run)", cmd_dev)
+    demo = command(
+        "demo", "serve a webhook receiver that logs to stdout, and create a demo schedule firing into it", cmd_demo
+    )
+    demo.add_argument("--api-url", default="http://api:8000", metavar="URL", help="the API (default: http://api:8000)")
+    demo.add_argument(
+        "--hook-url", default="http://demo:9000/hook", metavar="URL", help="this receiver as the executor reaches it"
+    )
+    demo.add_argument("--port", type=int, default=9000, help="port to listen on (default: 9000)")
     stack = command("stack", "local Kafka and Postgres: up, down, or exec a command with them", cmd_stack)
     actions = stack.add_subparsers(dest="action", required=True, metavar="ACTION")
     up = actions.add_parser(

@@ -95,7 +95,7 @@ def run_dev() -> int:
                 stdout=sink_out,
                 stderr=subprocess.STDOUT,
             )
-        demo = _create_demo(api_url, token)
+        demo = create_demo(api_url, token)
         _banner(api_url, token, sink_log, demo)
         while not stopping:
             for name, proc in procs.items():
@@ -111,8 +111,8 @@ def run_dev() -> int:
         print("stopped", file=sys.stderr)
 
 
-def _create_demo(api_url: str, token: str) -> str:
-    """A demo schedule that fires every 5 s into the local sink (created once; later runs reuse it)."""
+def create_demo(api_url: str, token: str, hook_url: str = f"http://127.0.0.1:{SINK_PORT}/hook") -> str:
+    """A demo schedule that fires every 5 s into the sink at ``hook_url`` (created once; later runs reuse it)."""
     import httpx
 
     headers = {"Authorization": f"Bearer {token}"}
@@ -124,7 +124,7 @@ def _create_demo(api_url: str, token: str) -> str:
         "name": "demo: every 5 s",
         "type": "interval",
         "interval_seconds": 5,
-        "payload": {"url": f"http://127.0.0.1:{SINK_PORT}/hook", "body": {"hello": "from Chime"}},
+        "payload": {"url": hook_url, "body": {"hello": "from Chime"}},
     }
     response = httpx.post(
         f"{api_url}/api/schedules", json=body, headers={**headers, "Idempotency-Key": DEMO_IDEMPOTENCY_KEY}

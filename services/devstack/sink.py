@@ -67,13 +67,13 @@ class Sink:
         return web.json_response({"ok": True})
 
 
-async def serve(port: int, log_path: Path, api_url: str | None, token: str | None) -> None:
+async def serve(port: int, log_path: Path, api_url: str | None, token: str | None, host: str = "127.0.0.1") -> None:
     sink = Sink(log_path, api_url, token)
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", sink.handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, host, port).start()
     try:
         await asyncio.Event().wait()
     finally:
