@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CHIME := $(VENV)/bin/chime
 STAMP := $(VENV)/.installed
+# kustomize renders deploy/k8s in the tests; built from the Go module proxy once per machine.
+KUSTOMIZE_VERSION := v5.7.1
+KUSTOMIZE := .chime/bin/kustomize-$(KUSTOMIZE_VERSION)
 PYTEST_ARGS ?=
 
 .PHONY: install run test test-unit lint format bench chaos kafka stop clean
@@ -16,7 +19,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP)
+$(KUSTOMIZE):
+	@command -v go >/dev/null || { echo "Chime's tests need Go (1.22 or newer) to build kustomize" >&2; exit 1; }
+	GOBIN=$(CURDIR)/.chime/bin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	mv .chime/bin/kustomize $(KUSTOMIZE)
+
+install: $(STAMP) $(KUSTOMIZE)
 
 run: install
 	$(CHIME) dev
