@@ -39,8 +39,13 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 # The stack (Kafka, Postgres) is started when needed and stopped afterwards if this run started it.
+# CHIME_TEST_BACKEND=containers takes them from testcontainers instead (needs a Docker engine).
 test: lint
+ifeq ($(CHIME_TEST_BACKEND),containers)
+	$(PY) -m pytest $(PYTEST_ARGS)
+else
 	$(CHIME) stack exec -- $(PY) -m pytest $(PYTEST_ARGS)
+endif
 
 test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

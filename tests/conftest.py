@@ -23,9 +23,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def stack_env() -> Iterator[dict[str, str]]:
-    """CHIME_KAFKA_BOOTSTRAP and CHIME_DATABASE_URL: from the environment, or the local stack started here."""
+    """CHIME_KAFKA_BOOTSTRAP and CHIME_DATABASE_URL: from the environment, from testcontainers
+    (``CHIME_TEST_BACKEND=containers``), or the local stack started here."""
     if os.environ.get("CHIME_KAFKA_BOOTSTRAP") and os.environ.get("CHIME_DATABASE_URL"):
         yield {k: os.environ[k] for k in ("CHIME_KAFKA_BOOTSTRAP", "CHIME_DATABASE_URL")}
+        return
+    if os.environ.get("CHIME_TEST_BACKEND") == "containers":
+        from tests.containers import containers
+
+        with containers() as env:
+            os.environ.update(env)  # the services the end-to-end tests start read them too
+            yield env
         return
     from services.devstack.stack import up
 
