@@ -112,23 +112,26 @@ def run_dev() -> int:
 
 
 def create_demo(api_url: str, token: str, hook_url: str = f"http://127.0.0.1:{SINK_PORT}/hook") -> str:
-    """A demo schedule that fires every 5 s into the sink at ``hook_url`` (created once; later runs reuse it)."""
+    """A demo schedule that fires every 5 s into the sink at ``hook_url`` (created once per sink; later runs reuse
+    it)."""
+    import hashlib
+
     import httpx
 
     headers = {"Authorization": f"Bearer {token}"}
     existing = httpx.get(f"{api_url}/api/schedules", params={"name": "demo: every 5 s"}, headers=headers).json()
-    if existing["items"]:
-        schedule_id: str = existing["items"][0]["id"]
-        return schedule_id
+    for item in existing["items"]:
+        if item["payload"]["url"] == hook_url:
+            schedule_id: str = item["id"]
+            return schedule_id
     body = {
         "name": "demo: every 5 s",
         "type": "interval",
         "interval_seconds": 5,
         "payload": {"url": hook_url, "body": {"hello": "from Chime"}},
     }
-    response = httpx.post(
-        f"{api_url}/api/schedules", json=body, headers={**headers, "Idempotency-Key": DEMO_IDEMPOTENCY_KEY}
-    )
+    key = f"{DEMO_IDEMPOTENCY_KEY}-{hashlib.sha256(hook_url.encode()).hexdigest()[:16]}"
+    response = httpx.post(f"{api_url}/api/schedules", json=body, headers={**headers, "Idempotency-Key": key})
     response.raise_for_status()
     created: str = response.json()["id"]
     return created
