@@ -24,7 +24,18 @@ $(KUSTOMIZE):
 	GOBIN=$(CURDIR)/.chime/bin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 	mv .chime/bin/kustomize $(KUSTOMIZE)
 
-install: $(STAMP) $(KUSTOMIZE)
+# promtool checks the alert rules and the services' metrics in the tests: Debian's prometheus package, unpacked
+# into .chime (no root, nothing installed system-wide).
+PROMTOOL := .chime/prometheus/usr/bin/promtool
+$(PROMTOOL):
+	@command -v apt-get >/dev/null || { echo "Chime's tests need promtool: install Prometheus' promtool and link it to $(PROMTOOL)" >&2; exit 1; }
+	mkdir -p .chime/prometheus/deb
+	cd .chime/prometheus/deb && apt-get download prometheus
+	dpkg-deb -x .chime/prometheus/deb/prometheus_*.deb .chime/prometheus
+	rm -rf .chime/prometheus/deb
+	@test -x $(PROMTOOL)
+
+install: $(STAMP) $(KUSTOMIZE) $(PROMTOOL)
 
 run: install
 	$(CHIME) dev

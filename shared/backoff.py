@@ -20,6 +20,8 @@ class Retry:
 @dataclass(frozen=True, slots=True)
 class Dead:
     reason: str
+    # A bounded name for metrics: attempts_exhausted, too_old or permanent.
+    cause: str = "permanent"
 
 
 def base_delay(policy: RetryPolicy, failed_attempt: int) -> float:
@@ -65,13 +67,13 @@ def decide(
     keeps counting). ``Retry-After`` is honoured as a minimum, capped by ``max_delay_seconds``.
     """
     if attempts_used >= policy.max_attempts:
-        return Dead(f"attempts exhausted ({attempts_used} of {policy.max_attempts})")
+        return Dead(f"attempts exhausted ({attempts_used} of {policy.max_attempts})", "attempts_exhausted")
     delay = jittered(policy, attempts_used, run_id)
     if retry_after_seconds is not None:
         delay = min(max(delay, retry_after_seconds), policy.max_delay_seconds)
     not_before = failed_at + timedelta(seconds=delay)
     if not_before - age_origin > timedelta(seconds=policy.max_event_age_seconds):
-        return Dead(f"max_event_age_seconds ({policy.max_event_age_seconds}) exceeded")
+        return Dead(f"max_event_age_seconds ({policy.max_event_age_seconds}) exceeded", "too_old")
     return Retry(not_before=not_before, delay_seconds=delay)
 
 

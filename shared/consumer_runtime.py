@@ -167,12 +167,19 @@ class QuarantineTopic:
 class ConsumerProgress:
     """When the consumer last moved; readiness fails once it has lag and has not moved for a while."""
 
-    def __init__(self, stall_seconds: float, registry: CollectorRegistry) -> None:
+    def __init__(self, group: str, stall_seconds: float, registry: CollectorRegistry) -> None:
+        self._group = group
         self._stall = stall_seconds
         self.moved_at = time.monotonic()
         # The offset committed last, per partition: records fetched but not yet handled still count as lag.
         self._committed: dict[Any, int] = {}
-        self.lag = Gauge("chime_consumer_lag", "Records not yet handled, by topic", ["topic"], registry=registry)
+        self._reported: set[tuple[str, str, str]] = set()
+        self.lag = Gauge(
+            "chime_consumer_lag",
+            "Records not yet handled, by consumer group and partition (updated at each health check and scrape)",
+            ["group", "topic", "partition"],
+            registry=registry,
+        )
 
     def committed(self, consumer: AIOKafkaConsumer, offsets: Mapping[Any, int] | None = None) -> None:
         """A commit went through: of ``offsets``, or (without them) of everything fetched so far."""
@@ -184,20 +191,22 @@ class ConsumerProgress:
 
     def check(self, consumer: AIOKafkaConsumer) -> tuple[bool, int]:
         total = 0
-        by_topic: dict[str, int] = {}
         # A paused partition waits on purpose (a retry tier holding its head record until due): not lag.
         paused = consumer.paused()
-        for tp in consumer.assignment():
-            if tp in paused:
-                continue
+        assigned = consumer.assignment()
+        for tp in assigned:
             highwater = consumer.highwater(tp)
             if highwater is None:
                 continue  # no fetch has answered for this partition yet
-            behind = max(0, highwater - self._committed.get(tp, _position(consumer, tp)))
-            by_topic[tp.topic] = by_topic.get(tp.topic, 0) + behind
+            behind = 0 if tp in paused else max(0, highwater - self._committed.get(tp, _position(consumer, tp)))
+            self.lag.labels(self._group, tp.topic, str(tp.partition)).set(behind)
             total += behind
-        for topic, behind in by_topic.items():
-            self.lag.labels(topic).set(behind)
+        # Partitions this process no longer owns are another member's to report.
+        owned = {(self._group, tp.topic, str(tp.partition)) for tp in assigned}
+        for labels in list(self._reported):
+            if labels not in owned:
+                self.lag.remove(*labels)
+        self._reported = owned
         if total == 0:
             self.moved_at = time.monotonic()
         stalled = total > 0 and time.monotonic() - self.moved_at > self._stall
@@ -238,7 +247,7 @@ class ConsumerRuntime:
         self._consumer_options = consumer_options
         self._stopping = asyncio.Event()
         self._quarantine = QuarantineTopic(settings, service, registry)
-        self._progress = ConsumerProgress(settings.consumer_stall_seconds, registry)
+        self._progress = ConsumerProgress(f"{settings.topic_prefix}{group}", settings.consumer_stall_seconds, registry)
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.consuming = False

@@ -27,6 +27,8 @@ class OpsServer:
         return web.Response(text=body, status=200 if ok else 503, content_type="application/json")
 
     async def _metrics_view(self, _: web.Request) -> web.Response:
+        # The health check brings the gauges it computes (consumer lag) up to date before they are read.
+        await self._health()
         return web.Response(body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def start(self) -> None:

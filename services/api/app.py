@@ -30,7 +30,7 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
         async with AsyncExitStack() as stack:
             engine = create_engine(settings)
             stack.push_async_callback(engine.dispose)
-            relay = OutboxRelay(settings, engine)
+            relay = OutboxRelay(settings, engine, app.state.metrics)
             if run_relay:
                 await stack.enter_async_context(relay)
             app.state.rate_limiter = RateLimiter(engine, settings.rate_limit_per_second)

@@ -27,15 +27,25 @@ class ApiMetrics:
         self.success_rate = Gauge(
             "chime_run_attempt_success_ratio", "Share of finished attempts that got a 2xx", registry=self.registry
         )
+        # Over all recorded history; over a window, use the executor's chime_executor_call_duration_seconds.
         self.avg_duration = Gauge(
-            "chime_run_attempt_duration_ms_avg", "Average webhook call duration in ms", registry=self.registry
+            "chime_run_attempt_duration_average_seconds",
+            "Average webhook call duration over the recorded history",
+            registry=self.registry,
         )
         self.outbox_backlog = Gauge("chime_outbox_backlog", "Outbox rows not yet in Kafka", registry=self.registry)
         self.outbox_oldest = Gauge(
             "chime_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row", registry=self.registry
         )
-        self.outbox_published = Gauge(
-            "chime_outbox_published_total", "Outbox rows this process published", registry=self.registry
+        # The relay's (services.api.outbox.RelayMetrics).
+        self.published = Counter(
+            "chime_outbox_published_total", "Outbox rows this process published to Kafka", registry=self.registry
+        )
+        self.lag = Histogram(
+            "chime_outbox_relay_lag_seconds",
+            "From a change's commit to its publication in Kafka",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30, 120),
+            registry=self.registry,
         )
 
 

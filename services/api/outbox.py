@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from prometheus_client import Counter, Histogram
 from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -34,7 +35,7 @@ _PRUNE_EVERY_S = 600.0
 _INSERT = insert(outbox)
 _TRY_LOCK = select(func.pg_try_advisory_xact_lock(_RELAY_LOCK_KEY))
 _PENDING = (
-    select(outbox.c.id, outbox.c.topic_suffix, outbox.c.key, outbox.c.value, outbox.c.headers)
+    select(outbox.c.id, outbox.c.topic_suffix, outbox.c.key, outbox.c.value, outbox.c.headers, outbox.c.created_at)
     .where(outbox.c.published_at.is_(None))
     .order_by(outbox.c.id)
     .limit(bindparam("batch"))
@@ -61,12 +62,18 @@ async def enqueue(
     )
 
 
+class RelayMetrics(Protocol):
+    published: Counter
+    lag: Histogram
+
+
 class OutboxRelay:
     """Publishes outbox rows to Kafka in id order. Survives Kafka outages: rows wait until it is back."""
 
-    def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
+    def __init__(self, settings: Settings, engine: AsyncEngine, metrics: RelayMetrics | None = None) -> None:
         self._settings = settings
         self._engine = engine
+        self._metrics = metrics
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -177,6 +184,11 @@ class OutboxRelay:
             await asyncio.wait_for(asyncio.gather(*futures), timeout=timeout)
             await conn.execute(_MARK_PUBLISHED, {"ids": [r.id for r in rows]})
         self.published_total += len(rows)
+        if self._metrics is not None:
+            now = utcnow()
+            self._metrics.published.inc(len(rows))
+            for row in rows:
+                self._metrics.lag.observe(max(0.0, (now - row.created_at).total_seconds()))
         return len(rows)
 
     async def prune(self) -> None:

@@ -64,9 +64,23 @@ _PREPARE_LEAD_S = 0.6
 class ExecutorMetrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
-        self.attempts = Counter("chime_executor_attempts_total", "Webhook attempts", ["outcome"], registry=r)
+        self.attempts = Counter(
+            "chime_executor_attempts_total",
+            "Webhook attempts by outcome (succeeded, retrying, dead_lettered) and HTTP status class (none: no answer)",
+            ["outcome", "status_class"],
+            registry=r,
+        )
         # The common outcome's child, looked up once rather than on every call.
-        self.succeeded = self.attempts.labels("succeeded")
+        self.succeeded = self.attempts.labels("succeeded", "2xx")
+        self.retries = Counter(
+            "chime_executor_retries_total", "Attempts scheduled again, by retry tier", ["tier"], registry=r
+        )
+        self.dead_letters = Counter(
+            "chime_executor_dead_letters_total",
+            "Runs dead-lettered, by cause (attempts_exhausted, too_old, permanent)",
+            ["cause"],
+            registry=r,
+        )
         self.lag = Histogram(
             "chime_executor_call_lag_seconds",
             "Call start minus planned time",
@@ -92,6 +106,10 @@ class ExecutorMetrics:
             "Runs announced again while the first announcement was held",
             registry=r,
         )
+
+
+def _status_class(status: int | None) -> str:
+    return "none" if status is None else f"{status // 100}xx"
 
 
 @dataclass(slots=True)
@@ -120,7 +138,9 @@ class Executor:
         self.metrics = ExecutorMetrics()
         self.registry = self.metrics.registry
         self._quarantine = QuarantineTopic(settings, "executor", self.registry)
-        self._progress = ConsumerProgress(settings.consumer_stall_seconds, self.registry)
+        self._progress = ConsumerProgress(
+            f"{settings.topic_prefix}executor", settings.consumer_stall_seconds, self.registry
+        )
         self.keys = KeyStore(settings)
         self._due_topic = topic_name(settings, RUNS_DUE)
         self._results_topic = topic_name(settings, RUNS_RESULTS)
@@ -430,7 +450,8 @@ class Executor:
             tenant_slots = self._tenants[due.tenant_id] = asyncio.Semaphore(self._tenant_limit)
         async with tenant_slots, self._global:
             started = utcnow()
-            if age > timedelta(seconds=due.retry_policy.max_event_age_seconds):
+            age_expired = age > timedelta(seconds=due.retry_policy.max_event_age_seconds)
+            if age_expired:
                 result = CallResult(False, None, f"expired: {age.total_seconds():.0f}s past its time", None, 0)
                 permanent_reason: str | None = "max_event_age_seconds exceeded before the attempt"
             else:
@@ -466,7 +487,7 @@ class Executor:
             self.metrics.succeeded.inc()
             return
         decision: Retry | Dead = (
-            Dead(permanent_reason)
+            Dead(permanent_reason, "too_old" if age_expired else "permanent")
             if permanent_reason is not None
             else decide(
                 due.retry_policy,
@@ -484,18 +505,21 @@ class Executor:
             retry = due.model_copy(
                 update={"attempt": due.attempt + 1, "not_before": decision.not_before, "history": history}
             )
-            topic = self._retry_topics[tier_for(decision.delay_seconds, RETRY_TIERS)]
+            tier = tier_for(decision.delay_seconds, RETRY_TIERS)
+            topic = self._retry_topics[tier]
             # The next attempt is safely in Kafka before the outcome is reported and the offset may move.
             await self._publish(topic, key, RunDue, due, retry)
             await self._publish(self._results_topic, key, RunAttemptFailed, due, outcome)
-            self.metrics.attempts.labels("retrying").inc()
+            self.metrics.attempts.labels("retrying", _status_class(result.http_status)).inc()
+            self.metrics.retries.labels(tier).inc()
             return
         outcome = outcome.model_copy(update={"status": RunStatus.DEAD_LETTERED, "reason": decision.reason})
         entry = DlqEntryData(run=due, attempts=history, reason=decision.reason, dead_at=finished)
         await self._publish(self._dlq_topic, key, DlqEntry, due, entry)
         await self._publish(self._results_topic, key, RunDeadLettered, due, outcome)
         await self._report_finish(key, due, RunStatus.DEAD_LETTERED)
-        self.metrics.attempts.labels("dead_lettered").inc()
+        self.metrics.attempts.labels("dead_lettered", _status_class(result.http_status)).inc()
+        self.metrics.dead_letters.labels(decision.cause).inc()
 
     async def _report_finish(self, key: bytes, due: RunDueData, status: RunStatus) -> None:
         """Tell the planner a run that holds its schedule back (overlap skip or buffer_one) has ended."""

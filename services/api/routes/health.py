@@ -89,10 +89,9 @@ async def metrics(request: Request, deps: Deps) -> Response:
         m.runs.labels(status).set(count)
     finished, succeeded, avg_ms = await deps.runs.attempt_stats()
     m.success_rate.set(succeeded / finished if finished else 0.0)
-    m.avg_duration.set(avg_ms)
+    m.avg_duration.set(avg_ms / 1000)
     async with deps.engine.connect() as conn:
         count, oldest = await backlog(conn)
     m.outbox_backlog.set(count)
     m.outbox_oldest.set(oldest)
-    m.outbox_published.set(deps.relay.published_total)
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
