@@ -188,6 +188,21 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from shared.events.docs import COMMITTED, stale, write
+
+    if args.check:
+        outdated = stale()
+        if outdated:
+            print(f"{COMMITTED} is stale ({', '.join(outdated)}); `chime schema export` writes it", file=sys.stderr)
+            return 1
+        print(f"{COMMITTED} is up to date")
+        return 0
+    write(COMMITTED)
+    print(f"wrote {COMMITTED}")
+    return 0
+
+
 def cmd_docs(args: argparse.Namespace) -> int:
     from services.readme_tables import README, render
 
@@ -238,6 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     oa = command("openapi", "write the API's OpenAPI 3.1 document to docs/openapi.json", cmd_openapi)
     oa.add_argument("--check", action="store_true", help="only check that the committed document is current")
+    schema = command("schema", "the event contracts: JSON Schemas and the AsyncAPI document in docs/events", cmd_schema)
+    schema_actions = schema.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = schema_actions.add_parser(
+        "export",
+        help="write docs/events from the event models",
+        description="Write docs/events (a JSON Schema per event type, and asyncapi.json) from the event models.",
+    )
+    export.add_argument("--check", action="store_true", help="only check that the committed files are current")
+    export.set_defaults(func=cmd_schema)
     docs = command("docs", "rewrite README.md's generated tables (commands and settings)", cmd_docs)
     docs.add_argument("--check", action="store_true", help="only check that they are current")
     token = command("token", "print a development JWT signed with CHIME_JWT_SECRET", cmd_token)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, PlainSerializer
+from pydantic import AfterValidator, AwareDatetime, PlainSerializer, WithJsonSchema
 
 from shared.timefmt import format_utc, to_utc
 
@@ -15,6 +15,8 @@ Instant = Annotated[
     AwareDatetime,
     AfterValidator(to_utc),
     PlainSerializer(format_utc, return_type=str, when_used="json"),
+    # The serializer's plain ``str`` would hide what the string is from the published schemas.
+    WithJsonSchema({"type": "string", "format": "date-time"}, mode="serialization"),
 ]
 
 __all__ = ["Instant", "datetime"]

@@ -7,18 +7,22 @@ import asyncio
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 import yaml
+from cloudevents.core.bindings.kafka import KafkaMessage, from_kafka_event
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from shared.settings import Settings
+from shared.topics import PLANNER_COMMANDS, RUNS_DLQ, RUNS_DUE, RUNS_RESULTS, SCHEDULES, SIGNING_KEYS, topic_name
 from tests.e2e.stack import RecordingSink, Stack
-from tests.integration.helpers import auth, schedule_body
+from tests.integration.helpers import auth, read_all, schedule_body
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMTOOL = ROOT / ".chime" / "prometheus" / "usr" / "bin" / "promtool"
@@ -157,3 +161,51 @@ def test_dashboard_and_alerts_name_only_exported_metrics(scrapes: dict[str, Scra
     for where, expr in queries:
         for name in re.findall(r"\bchime_[a-z0-9_]+", expr):
             assert name in exported, f"{where}: {name} is not exported by any service"
+
+
+async def test_every_record_is_a_cloudevent_matching_its_published_schema(
+    scrapes: dict[str, Scrape], e2e_settings: Settings
+) -> None:
+    """Read back what the stack wrote with the CloudEvents SDK, and check each against docs/events."""
+    schemas = {p.stem: json.loads(p.read_text()) for p in (ROOT / "docs" / "events").glob("dev.chime.*.json")}
+    seen: set[str] = set()
+    for spec in (SCHEDULES, SIGNING_KEYS, PLANNER_COMMANDS, RUNS_DUE, RUNS_RESULTS, RUNS_DLQ):
+        for record in await read_all(e2e_settings, topic_name(e2e_settings, spec)):
+            if record.value is None:
+                continue  # a compacted topic's tombstone
+            message = KafkaMessage(headers=dict(record.headers), key=record.key, value=record.value)
+            event = from_kafka_event(message)
+            assert event.get_attributes()["specversion"] == "1.0"
+            event_type = str(event.get_attributes()["type"])
+            assert event_type in schemas, f"{spec.suffix}: {event_type} has no published schema"
+            jsonschema.Draft202012Validator(schemas[event_type]).validate(json.loads(record.value))
+            seen.add(event_type)
+    assert {
+        "dev.chime.schedule.upserted.v1",
+        "dev.chime.run.due.v1",
+        "dev.chime.run.succeeded.v1",
+        "dev.chime.run.dead_lettered.v1",
+        "dev.chime.dlq.entry.v1",
+    } <= seen
+
+
+def test_the_consumer_example_reads_and_validates_results(scrapes: dict[str, Scrape], e2e_settings: Settings) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "consume_results.py"),
+            "--bootstrap",
+            e2e_settings.kafka_bootstrap,
+            "--topic",
+            topic_name(e2e_settings, RUNS_RESULTS),
+            "--from-beginning",
+            "--limit",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3 and all(line.startswith("run.") for line in lines), done.stdout
