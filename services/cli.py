@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("setup", "migrate the database, then create missing topics (run on every install and upgrade)", cmd_setup)
     topics = command("topics", "manage Kafka topics", cmd_topics)
     topics.add_argument("action", choices=["create"], help="create: make the topics that are missing")
-    health = command("health", "check a service's /health on this host (the image's HEALTHCHECK)", cmd_health)
+    health = command("health", "check a service's liveness (/health) on this host: the image's HEALTHCHECK", cmd_health)
     health.add_argument(
         "service", nargs="?", choices=SERVICES, help="which service (default: the one this container runs)"
     )

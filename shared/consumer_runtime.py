@@ -68,13 +68,17 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, DependencyMissing):
         return True
     if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
-    # Raised as they are where a query runs on the driver's connection: the server gone, restarting, or full.
+        # Class 40 (a deadlock, a serialization failure) rolls the transaction back for timing, not for its content.
+        rolled_back = str(getattr(exc.orig, "sqlstate", "") or "").startswith("40")
+        return exc.connection_invalidated or rolled_back or isinstance(exc, OperationalError | InterfaceError)
+    # Raised as they are where a query runs on the driver's connection: the server gone, restarting, or full, or
+    # the transaction rolled back by a deadlock or serialization failure.
     pg_unavailable = (
         pg_errors.PostgresConnectionError
         | pg_errors.OperatorInterventionError
         | pg_errors.InsufficientResourcesError
         | pg_errors.InterfaceError
+        | pg_errors.TransactionRollbackError
     )
     if isinstance(exc, pg_unavailable):
         return True

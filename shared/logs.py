@@ -27,12 +27,33 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class ConsoleFormatter(logging.Formatter):
+    """One readable line, with the record's context (``extra=``) as ``key=value`` pairs after the message."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        context = {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+        if not context:
+            return line
+        head, newline, rest = line.partition("\n")  # a traceback stays below the line
+        pairs = " ".join(f"{k}={v}" for k, v in context.items())
+        return f"{head} [{pairs}]{newline}{rest}"
+
+
+def run_context(tenant: str, schedule_id: object, run_id: object, attempt: int) -> dict[str, Any]:
+    """The ``extra=`` of every log line about a run: which tenant, schedule, run and attempt it is."""
+    return {"tenant": tenant, "schedule": str(schedule_id), "run_id": str(run_id), "attempt": attempt}
+
+
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(ConsoleFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.engine import create_engine
 from shared.gcpause import GcPauses, freeze_startup_heap, tune_collector
+from shared.health import Check, KafkaProbe, database_check
 from shared.opsserver import OpsServer
 from shared.settings import Settings
 
@@ -28,8 +29,11 @@ class ConsumingService(Protocol):
         ...
 
 
-async def serve(service: ConsumingService, host: str, port: int) -> None:
-    """Run ``service`` until SIGINT/SIGTERM; it then drains and returns, and the process exits 0."""
+async def serve(
+    service: ConsumingService, settings: Settings, port: int, dependencies: dict[str, Check] | None = None
+) -> None:
+    """Run ``service`` until SIGINT/SIGTERM; it then drains and returns, and the process exits 0. Readiness
+    (``/health/detailed``) also asks Kafka for metadata, and checks ``dependencies``."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, service.stop)
@@ -43,11 +47,14 @@ async def serve(service: ConsumingService, host: str, port: int) -> None:
         freeze_startup_heap()
 
     freezer = asyncio.create_task(freeze_once_consuming())
+    kafka = KafkaProbe(settings)
+    checks = {"kafka": kafka.check, **(dependencies or {})}
     try:
-        async with OpsServer(host, port, service.registry, service.health):
+        async with OpsServer(settings.ops_host, port, service.registry, service.health, checks):
             await service.run()
     finally:
         freezer.cancel()
+        await kafka.close()
 
 
 async def serve_with_database(
@@ -56,6 +63,6 @@ async def serve_with_database(
     """``serve`` a service that needs the database, disposing of the engine afterwards."""
     engine = create_engine(settings)
     try:
-        await serve(build(settings, engine), settings.ops_host, port)
+        await serve(build(settings, engine), settings, port, {"database": database_check(engine)})
     finally:
         await engine.dispose()

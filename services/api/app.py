@@ -20,6 +20,7 @@ from services.api.outbox import OutboxRelay
 from services.api.ratelimit import RateLimiter
 from services.api.routes import dlq, health, runs, schedules, signing_keys
 from shared.db.engine import create_engine
+from shared.health import KafkaProbe
 from shared.settings import Settings
 from shared.version import chime_version
 
@@ -34,6 +35,8 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
             if run_relay:
                 await stack.enter_async_context(relay)
             app.state.rate_limiter = RateLimiter(engine, settings.rate_limit_per_second)
+            app.state.kafka_probe = KafkaProbe(settings)
+            stack.push_async_callback(app.state.kafka_probe.close)
             app.state.services = Services(
                 settings=settings,
                 engine=engine,

@@ -11,4 +11,4 @@ from shared.settings import Settings
 
 def main(settings: Settings) -> None:
     executor = Executor(settings, instance_id(settings, "executor"))
-    eventloop.run(serve(executor, settings.ops_host, settings.executor_port))
+    eventloop.run(serve(executor, settings, settings.executor_port))

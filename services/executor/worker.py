@@ -43,6 +43,7 @@ from shared.events import (
 from shared.events.probe import probe_run
 from shared.events.runs import DlqEntryData, RunDueData, RunFinishedData, RunOutcomeData, RunStatus
 from shared.kafka import AHEAD_FETCH, BATCH_LINGER_MS, build_group_consumer, build_producer
+from shared.logs import run_context
 from shared.publisher import BatchPublisher, PublisherStopped
 from shared.settings import Settings
 from shared.timefmt import utcnow
@@ -422,7 +423,8 @@ class Executor:
             if tracker is not None:
                 tracker.finished(offset)
             if exc is not None:
-                log.error("run handler failed", exc_info=exc)
+                context = run_context(due.tenant_id, due.schedule_id, due.run_id, due.attempt)
+                log.error("run handler failed", exc_info=exc, extra=context)
 
         task.add_done_callback(_done)
 
@@ -520,6 +522,8 @@ class Executor:
         await self._report_finish(key, due, RunStatus.DEAD_LETTERED)
         self.metrics.attempts.labels("dead_lettered", _status_class(result.http_status)).inc()
         self.metrics.dead_letters.labels(decision.cause).inc()
+        context = run_context(due.tenant_id, due.schedule_id, due.run_id, due.attempt)
+        log.warning("run dead-lettered: %s", decision.reason, extra={**context, "http_status": result.http_status})
 
     async def _report_finish(self, key: bytes, due: RunDueData, status: RunStatus) -> None:
         """Tell the planner a run that holds its schedule back (overlap skip or buffer_one) has ended."""

@@ -11,6 +11,7 @@ import faust
 from services.planner.app import Planner
 from shared import eventloop
 from shared.gcpause import GcPauses, freeze_startup_heap, tune_collector
+from shared.health import KafkaProbe
 from shared.opsserver import OpsServer
 from shared.settings import Settings
 
@@ -52,8 +53,14 @@ def main(settings: Settings) -> None:
         }
 
     async def serve_ops() -> None:
-        async with OpsServer(settings.ops_host, settings.planner_port, planner.metrics.registry, health):
-            await asyncio.Event().wait()
+        kafka = KafkaProbe(settings)
+        try:
+            async with OpsServer(
+                settings.ops_host, settings.planner_port, planner.metrics.registry, health, {"kafka": kafka.check}
+            ):
+                await asyncio.Event().wait()
+        finally:
+            await kafka.close()
 
     planner.app.task(serve_ops)
     worker = _Worker(planner, loglevel=settings.log_level.lower(), redirect_stdouts=False)

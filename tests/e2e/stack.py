@@ -224,9 +224,13 @@ class Stack:
         path = self.log_dir / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
+    def ready_url(self, name: str) -> str:
+        """Readiness: the API's liveness (it takes writes while Kafka is away), the others' ``/health/detailed``."""
+        return f"{self.api_url}/health" if name == "api" else f"{self.ops_url(name)}/health/detailed"
+
     async def health(self, name: str) -> dict[str, Any]:
-        """A service's ``/health`` body, whatever its status (empty when it does not answer)."""
-        url = f"{self.api_url}/health" if name == "api" else f"{self.ops_url(name)}/health"
+        """A service's readiness body, whatever its status (empty when it does not answer)."""
+        url = self.ready_url(name)
         try:
             async with httpx.AsyncClient(timeout=5) as client:
                 body = (await client.get(url)).json()
@@ -235,7 +239,7 @@ class Stack:
         return body if isinstance(body, dict) else {}
 
     async def wait_healthy(self, name: str, timeout: float = 60) -> None:
-        url = f"{self.api_url}/health" if name == "api" else f"{self.ops_url(name)}/health"
+        url = self.ready_url(name)
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=2) as client:
             while time.monotonic() < deadline:

@@ -209,3 +209,40 @@ def test_the_consumer_example_reads_and_validates_results(scrapes: dict[str, Scr
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 3 and all(line.startswith("run.") for line in lines), done.stdout
+
+
+async def test_every_service_reports_liveness_and_readiness_with_its_dependencies(stack: Stack) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        for name in ("planner", "executor", "recorder", "dlq"):
+            live = await client.get(f"{stack.ops_url(name)}/health")
+            assert (live.status_code, live.json()) == (200, {"status": "ok"}), name
+            ready = await client.get(f"{stack.ops_url(name)}/health/detailed")
+            assert ready.status_code == 200, (name, ready.text)
+            checks = ready.json()["checks"]
+            expected = {"kafka", "database"} if name in ("recorder", "dlq") else {"kafka"}
+            assert set(checks) == expected, name
+            for check in checks.values():
+                assert check["status"] == "ok" and check["latency_ms"] >= 0, (name, check)
+            assert checks["kafka"]["detail"].startswith("metadata from"), checks
+        api = (await client.get(f"{stack.api_url}/health/detailed")).json()
+        assert api["checks"]["kafka"]["detail"].startswith("metadata from"), api
+
+
+async def test_logs_name_the_run_and_never_a_secret(
+    scrapes: dict[str, Scrape], stack: Stack, api: httpx.AsyncClient, e2e_settings: Settings
+) -> None:
+    headers = auth(e2e_settings, "observability")
+    keys = (await api.get("/api/signing-keys", headers=headers)).json()["items"]
+    secrets = [k["secret"] for k in keys]
+    secrets += [s.split("_", 1)[-1] for s in secrets]  # the key material without its whsec_ prefix
+    secrets += [headers["Authorization"].removeprefix("Bearer ")]
+    secrets += [e2e_settings.jwt_secret.get_secret_value(), e2e_settings.master_key.get_secret_value()]
+    logs = {path.name: path.read_text(errors="replace") for path in stack.log_dir.glob("*.log")}
+    assert {"api.log", "planner.log", "executor.log", "recorder.log", "dlq.log"} <= set(logs)
+    for name, text in logs.items():
+        for secret in secrets:
+            assert secret not in text, f"{name} carries a secret"
+    dead = [line for line in logs["executor.log"].splitlines() if "run dead-lettered" in line]
+    assert dead, "the dead-lettered run was not logged"
+    for field in ("tenant=observability", "schedule=", "run_id=", "attempt="):
+        assert field in dead[0], dead[0]

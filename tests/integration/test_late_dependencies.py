@@ -36,7 +36,7 @@ def late_broker(tmp_path: Path) -> Iterator[LocalKafka]:
 async def _health(stack: Stack, name: str) -> int | None:
     try:
         async with httpx.AsyncClient(timeout=2) as client:
-            return (await client.get(f"http://127.0.0.1:{stack.ops_ports[name]}/health")).status_code
+            return (await client.get(stack.ready_url(name))).status_code
     except httpx.TransportError:
         return None
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -14,10 +11,10 @@ from services.api.deps import Deps
 from services.api.metrics import ApiMetrics
 from services.api.models import HealthCheck, HealthOut
 from services.api.outbox import backlog
+from shared.health import check_all
 
 router = APIRouter(tags=["operations"])
 
-_CHECK_TIMEOUT_S = 2.0
 # An outbox row older than this means the relay is stuck (Kafka unreachable or the relay failing).
 _OUTBOX_STALE_S = 30.0
 
@@ -27,41 +24,18 @@ async def health() -> HealthOut:
     return HealthOut(status="ok")
 
 
-async def _timed(check: asyncio.Future[str] | asyncio.Task[str]) -> HealthCheck:
-    start = time.perf_counter()
-    try:
-        detail = await asyncio.wait_for(check, timeout=_CHECK_TIMEOUT_S)
-        return HealthCheck(status="ok", latency_ms=round((time.perf_counter() - start) * 1000, 2), detail=detail)
-    except Exception as exc:  # noqa: BLE001 - every failure is reported as the check's status
-        return HealthCheck(
-            status="down",
-            latency_ms=round((time.perf_counter() - start) * 1000, 2),
-            detail=f"{type(exc).__name__}: {exc}",
-        )
-
-
 @router.get("/health/detailed", response_model=HealthOut)
-async def health_detailed(deps: Deps) -> JSONResponse:
+async def health_detailed(request: Request, deps: Deps) -> JSONResponse:
     async def db() -> str:
         async with deps.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
         return "connected"
 
     async def kafka() -> str:
-        errors = []
-        for server in deps.settings.kafka_bootstrap.split(","):
-            host, _, port = server.strip().rpartition(":")
-            try:
-                _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
-            except OSError as exc:
-                errors.append(f"{server}: {exc}")
-                continue
-            writer.close()
-            await writer.wait_closed()
-            if deps.relay.last_error:
-                raise ConnectionError(f"broker reachable but the relay fails: {deps.relay.last_error}")
-            return f"{server} reachable"
-        raise ConnectionError("; ".join(errors))
+        answer = await request.app.state.kafka_probe.check()
+        if deps.relay.last_error:
+            raise ConnectionError(f"brokers answer but the relay fails: {deps.relay.last_error}")
+        return str(answer)
 
     async def outbox() -> str:
         async with deps.engine.connect() as conn:
@@ -70,11 +44,8 @@ async def health_detailed(deps: Deps) -> JSONResponse:
             raise RuntimeError(f"{count} unpublished, oldest {oldest:.1f}s")
         return f"{count} unpublished, oldest {oldest:.1f}s"
 
-    checks = {
-        "database": await _timed(asyncio.ensure_future(db())),
-        "kafka": await _timed(asyncio.ensure_future(kafka())),
-        "outbox": await _timed(asyncio.ensure_future(outbox())),
-    }
+    results = await check_all({"database": db, "kafka": kafka, "outbox": outbox})
+    checks = {name: HealthCheck(**result.model_dump()) for name, result in results.items()}
     overall = "ok" if all(c.status == "ok" for c in checks.values()) else "degraded"
     body = HealthOut(status=overall, checks=checks)
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if overall == "ok" else 503)
