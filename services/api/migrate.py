@@ -36,6 +36,11 @@ async def upgrade(engine: AsyncEngine, url: str, revision: str = "head") -> None
         try:
             await connection.run_sync(_upgrade)
             await connection.commit()
+        except BaseException:
+            # A failed migration leaves the transaction aborted: roll it back so the unlock below can run and
+            # the migration's own error is the one reported.
+            await connection.rollback()
+            raise
         finally:
             await connection.exec_driver_sql("SELECT pg_advisory_unlock(727465)")
 

@@ -6,8 +6,10 @@ import uuid
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.api.db.runs_repo import RunRepository
 from services.api.recorder import Recorder
 from shared.db.engine import create_engine
 from shared.db.tables import run_attempts, runs
@@ -217,3 +219,45 @@ async def test_a_run_now_answers_queued_until_the_recorder_has_its_run(
     assert [(r["id"], r["status"]) for r in listed] == [(run["id"], "succeeded")], "one run, not the request as well"
     schedule_now = (await client.get(f"/api/schedules/{schedule['id']}", headers=headers)).json()
     assert schedule_now["run_count"] == 0, "run-now does not count toward max_runs"
+
+
+async def _actual_figures(engine: AsyncEngine) -> dict[str, float]:
+    async with engine.connect() as conn:
+        by_status = (await conn.execute(select(runs.c.status, func.count()).group_by(runs.c.status))).all()
+        finished = run_attempts.c.finished_at.is_not(None)
+        ok = run_attempts.c.http_status.between(200, 299)
+        attempts = (
+            await conn.execute(
+                select(
+                    func.count().filter(finished),
+                    func.count().filter(finished & ok),
+                    func.coalesce(func.sum(run_attempts.c.duration_ms).filter(finished), 0),
+                )
+            )
+        ).one()
+    figures = {f"runs:{status}": float(n) for status, n in by_status}
+    names = ("attempts:finished", "attempts:succeeded", "attempts:duration_ms")
+    figures |= {name: float(value) for name, value in zip(names, attempts, strict=True) if value}
+    return figures
+
+
+async def test_history_figures_are_kept_equal_to_the_history(
+    settings: Settings, client: httpx.AsyncClient, tenant: str
+) -> None:
+    """The counts behind /metrics follow inserts, status moves, redeliveries and deletes."""
+    schedule, t0 = await created_schedule(settings, client, tenant)
+    a, b, c = (t0 + timedelta(minutes=n) for n in range(3))
+    engine = create_engine(settings)
+    try:
+        repo = RunRepository(engine)
+        recorder = Recorder(settings, engine)
+        batch = [_due(schedule, a), _outcome(schedule, a, 1, RunStatus.RETRYING), _due(schedule, b), _due(schedule, c)]
+        await recorder.write(batch)
+        await recorder.write([*batch, _outcome(schedule, a, 2, RunStatus.SUCCEEDED)])
+        await recorder.write([_outcome(schedule, c, 1, RunStatus.SUCCEEDED)])
+        assert {k: v for k, v in (await repo.history_figures()).items() if v} == await _actual_figures(engine)
+        async with engine.begin() as conn:
+            await conn.execute(delete(runs).where(runs.c.id == planned_run_id(uuid.UUID(str(schedule["id"])), a)))
+        assert {k: v for k, v in (await repo.history_figures()).items() if v} == await _actual_figures(engine)
+    finally:
+        await engine.dispose()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, exists, func, literal, null, select, tuple_, union_all
+from sqlalchemy import String, exists, literal, null, select, text, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api.db.schedules_repo import decode_cursor, encode_cursor
@@ -54,6 +54,9 @@ _RUNS = union_all(
     ),
     _PENDING,
 ).subquery("all_runs")
+
+
+_HISTORY_FIGURES = text("SELECT name, sum(value) FROM history_counts GROUP BY name")
 
 
 class RunRepository:
@@ -113,21 +116,10 @@ class RunRepository:
             out.setdefault(r.run_id, []).append(dict(r._mapping))
         return out
 
-    async def counts_by_status(self) -> dict[str, int]:
+    async def history_figures(self) -> dict[str, float]:
+        """Runs by status (``runs:<status>``) and finished attempts (``attempts:finished``, ``:succeeded``,
+        ``:duration_ms``) over the whole history: counts kept by triggers (migration 0007), so reading them costs
+        the same at any history size."""
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(select(runs.c.status, func.count()).group_by(runs.c.status))).all()
-        return {status: count for status, count in rows}
-
-    async def attempt_stats(self) -> tuple[int, int, float]:
-        """Finished attempts, the successful ones among them, and their average duration in ms."""
-        async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(
-                        func.count(),
-                        func.count().filter((run_attempts.c.http_status >= 200) & (run_attempts.c.http_status < 300)),
-                        func.coalesce(func.avg(run_attempts.c.duration_ms), 0.0),
-                    ).where(run_attempts.c.finished_at.is_not(None))
-                )
-            ).one()
-        return int(row[0]), int(row[1]), float(row[2])
+            rows = (await conn.execute(_HISTORY_FIGURES)).all()
+        return {name: float(value) for name, value in rows}

@@ -56,11 +56,13 @@ async def metrics(request: Request, deps: Deps) -> Response:
     m: ApiMetrics = request.app.state.metrics
     for status, count in (await deps.schedules.counts_by_status()).items():
         m.schedules.labels(status).set(count)
-    for status, count in (await deps.runs.counts_by_status()).items():
-        m.runs.labels(status).set(count)
-    finished, succeeded, avg_ms = await deps.runs.attempt_stats()
-    m.success_rate.set(succeeded / finished if finished else 0.0)
-    m.avg_duration.set(avg_ms / 1000)
+    figures = await deps.runs.history_figures()
+    for name, value in figures.items():
+        if name.startswith("runs:"):
+            m.runs.labels(name.removeprefix("runs:")).set(value)
+    finished = figures.get("attempts:finished", 0.0)
+    m.success_rate.set(figures.get("attempts:succeeded", 0.0) / finished if finished else 0.0)
+    m.avg_duration.set(figures.get("attempts:duration_ms", 0.0) / finished / 1000 if finished else 0.0)
     async with deps.engine.connect() as conn:
         count, oldest = await backlog(conn)
     m.outbox_backlog.set(count)
