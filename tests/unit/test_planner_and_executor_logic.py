@@ -130,8 +130,8 @@ def _late_entry(policy: str, missed: int, grace: int = 1) -> tuple[object, datet
     sched = state(interval=2).model_copy(update={"misfire_policy": policy, "misfire_grace_seconds": grace})
     entry, _ = apply_upsert(None, sched, now=T0)
     assert isinstance(entry, PlanEntry)
-    # The first fire is T0+2 s; at `now`, `missed` fires are later than the grace period.
-    now = T0 + timedelta(seconds=2 * missed + grace + 1)
+    # The first fire is T0+2 s; at `now`, `missed` fires are later than the grace period, and the next is not due.
+    now = T0 + timedelta(seconds=2 * missed + grace + 0.5)
     return entry, now
 
 
@@ -154,6 +154,23 @@ def test_misfire_policies() -> None:
     assert isinstance(entry, PlanEntry)
     bounded = plan_misfire(entry, now)
     assert bounded is not None and len(bounded.fire) == FIRE_ALL_BOUND and bounded.skipped_count == 50
+
+
+def test_fires_already_due_within_grace_run_with_the_catch_up() -> None:
+    """Decided with the misfires, not a turn later, when a few milliseconds could make it one more misfire."""
+    from services.planner.entries import PlanEntry, plan_misfire
+
+    entry, _ = _late_entry("skip", 5)
+    assert isinstance(entry, PlanEntry)
+    got = plan_misfire(entry, T0 + timedelta(seconds=12, milliseconds=900))  # T0+12 is 0.9 s late: within grace
+    assert got is not None
+    assert [f.nominal for f in got.fire] == [T0 + timedelta(seconds=12)]
+    assert (got.skipped_count, got.skipped_first, got.skipped_last) == (
+        5,
+        T0 + timedelta(seconds=2),
+        T0 + timedelta(seconds=10),
+    )
+    assert got.last_considered == T0 + timedelta(seconds=12)
 
 
 def test_a_fire_within_grace_is_not_a_misfire() -> None:
