@@ -330,6 +330,8 @@ class Planner:
             self.metrics.heap_size.set(len(self.heaps))
             self.metrics.cached.set(len(self.cache))
             earliest = self.heaps.earliest()
+            overdue = (utcnow() - earliest).total_seconds() if earliest is not None else 0.0
+            self.metrics.oldest_overdue.set(max(0.0, overdue))
             wait = (
                 _IDLE_SLEEP_S
                 if earliest is None or not self.gate.is_open

@@ -24,7 +24,12 @@ class PlannerMetrics:
         self.lateness = Histogram(
             "chime_planner_publish_late_seconds",
             "How long after its planned time a run.due was published (0 when announced ahead, as it should be)",
-            buckets=(0, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
+            buckets=(0, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30),
+            registry=r,
+        )
+        self.oldest_overdue = Gauge(
+            "chime_planner_oldest_overdue_seconds",
+            "How far past its announce time the earliest fire in the heaps is (0 when none is overdue)",
             registry=r,
         )
         self.publish_ack = Histogram(

@@ -118,6 +118,7 @@ def test_planner_recorder_dlq_and_api_metrics(scrapes: dict[str, Scrape]) -> Non
     assert planner.value("chime_planner_partitions_owned") > 0
     assert planner.value("chime_planner_recovered") == 1
     planner.family("chime_planner_heap_entries", "gauge")
+    assert planner.value("chime_planner_oldest_overdue_seconds") < 5
     assert scrapes["recorder"].value("chime_recorder_events_total") >= 4
     assert scrapes["dlq"].value("chime_dlq_entries_total") >= 1
     api = scrapes["api"]
