@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.version import chime_version
 
@@ -228,15 +228,26 @@ def _settings_quiet() -> Settings:
 SERVICES = ("api", "planner", "executor", "recorder", "dlq")
 
 
+def _subcommand(
+    parent: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_text: str,
+    func: Callable[[argparse.Namespace], int],
+    **kwargs: Any,
+) -> argparse.ArgumentParser:
+    """A subcommand whose description is its one-line help, as a sentence."""
+    cmd = parent.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".", **kwargs)
+    cmd.set_defaults(func=func)
+    return cmd
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chime", description="Chime: multi-tenant webhook scheduler on Kafka")
     parser.add_argument("--version", action="version", version=f"chime {chime_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
-        cmd = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
-        cmd.set_defaults(func=func)
-        return cmd
+        return _subcommand(sub, name, help_text, func)
 
     command("api", "serve the REST API on CHIME_API_HOST:CHIME_API_PORT", cmd_api)
     command("planner", "run the planner: keeps the schedules, publishes run.due on time", cmd_planner)
@@ -255,13 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     oa.add_argument("--check", action="store_true", help="only check that the committed document is current")
     schema = command("schema", "the event contracts: JSON Schemas and the AsyncAPI document in docs/events", cmd_schema)
     schema_actions = schema.add_subparsers(dest="action", required=True, metavar="ACTION")
-    export = schema_actions.add_parser(
-        "export",
-        help="write docs/events from the event models",
-        description="Write docs/events (a JSON Schema per event type, and asyncapi.json) from the event models.",
+    export = _subcommand(
+        schema_actions, "export", "write docs/events (JSON Schemas, asyncapi.json) from the event models", cmd_schema
     )
     export.add_argument("--check", action="store_true", help="only check that the committed files are current")
-    export.set_defaults(func=cmd_schema)
     docs = command("docs", "rewrite README.md's generated tables (commands and settings)", cmd_docs)
     docs.add_argument("--check", action="store_true", help="only check that they are current")
     token = command("token", "print a development JWT signed with CHIME_JWT_SECRET", cmd_token)
@@ -293,24 +301,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=9000, help="port to listen on (default: 9000)")
     stack = command("stack", "local Kafka and Postgres: up, down, or exec a command with them", cmd_stack)
     actions = stack.add_subparsers(dest="action", required=True, metavar="ACTION")
-    up = actions.add_parser(
-        "up",
-        help="start (or reuse) the local broker and database; print their settings",
-        description="Start (or reuse) the local broker and database; print their settings.",
-    )
+    up = _subcommand(actions, "up", "start (or reuse) the local broker and database; print their settings", cmd_stack)
     up.add_argument("--kafka-only", action="store_true", help="the broker alone")
-    up.set_defaults(func=cmd_stack)
-    actions.add_parser(
-        "down", help="stop the local broker and database", description="Stop the local broker and database."
-    ).set_defaults(func=cmd_stack, kafka_only=False)
-    run = actions.add_parser(
+    _subcommand(actions, "down", "stop the local broker and database", cmd_stack).set_defaults(kafka_only=False)
+    run = _subcommand(
+        actions,
         "exec",
-        help="run a command with the stack up (stopped afterwards if this started it)",
-        description="Run a command with the stack up (stopped afterwards if this started it).",
+        "run a command with the stack up (stopped afterwards if this started it)",
+        cmd_stack,
         usage="chime stack exec [-h] -- COMMAND [ARG ...]",
     )
     run.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
-    run.set_defaults(func=cmd_stack, kafka_only=False)
+    run.set_defaults(kafka_only=False)
     return parser
 
 

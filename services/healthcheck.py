@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from services.cli import SERVICES
 from shared.settings import Settings
 
 _TIMEOUT_S = 3.0
@@ -31,7 +32,7 @@ def running_service(cmdline: Path = Path("/proc/1/cmdline")) -> str | None:
         return None
     names = [w.decode(errors="replace") for w in words if w]
     for name in names[1:]:
-        if name in ("api", "planner", "executor", "recorder", "dlq"):
+        if name in SERVICES:
             return name
     return None
 

@@ -9,8 +9,6 @@ from typing import Literal
 
 from aiokafka.client import AIOKafkaClient
 from pydantic import BaseModel
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.kafka import client_options
 from shared.settings import Settings
@@ -73,12 +71,3 @@ class KafkaProbe:
         client, self._client = self._client, None
         if client is not None:
             await client.close()
-
-
-def database_check(engine: AsyncEngine) -> Check:
-    async def check() -> str:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        return "connected"
-
-    return check

@@ -8,11 +8,12 @@ from collections.abc import Callable
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.engine import create_engine
 from shared.gcpause import GcPauses, freeze_startup_heap, tune_collector
-from shared.health import Check, KafkaProbe, database_check
+from shared.health import Check, KafkaProbe
 from shared.opsserver import OpsServer
 from shared.settings import Settings
 
@@ -55,6 +56,15 @@ async def serve(
     finally:
         freezer.cancel()
         await kafka.close()
+
+
+def database_check(engine: AsyncEngine) -> Check:
+    async def check() -> str:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return "connected"
+
+    return check
 
 
 async def serve_with_database(

@@ -4,19 +4,13 @@ engine; see docs/decisions.md. Both give the tests the same two settings."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from tests.e2e.stack import free_port
+
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 POSTGRES_IMAGE = "postgres:17.6-bookworm"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextmanager
@@ -27,7 +21,7 @@ def containers() -> Iterator[dict[str, str]]:
     from testcontainers.core.waiting_utils import wait_for_logs
 
     # The broker advertises the host port it is published on, so that port is chosen first and mapped 1:1.
-    port = _free_port()
+    port = free_port()
     kafka = (
         DockerContainer(KAFKA_IMAGE)
         .with_bind_ports(port, port)

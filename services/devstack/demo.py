@@ -5,35 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from pathlib import Path
 
-import httpx
-
-from services.devstack.dev import create_demo
+from services.devstack.dev import create_demo, wait_http
 from services.devstack.sink import serve
 from shared.settings import Settings
 
 _API_WAIT_S = 180.0
 
 
-def _wait_for_api(api_url: str) -> None:
-    deadline = time.monotonic() + _API_WAIT_S
-    while True:
-        try:
-            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the API at {api_url} did not answer within {_API_WAIT_S:.0f} s")
-        time.sleep(1)
-
-
 def run_demo(settings: Settings, *, api_url: str, hook_url: str, port: int) -> int:
     from services.api.auth import mint_token
 
-    _wait_for_api(api_url)
+    if not wait_http(f"{api_url}/health", _API_WAIT_S):
+        raise TimeoutError(f"the API at {api_url} did not answer within {_API_WAIT_S:.0f} s")
     token = mint_token(settings, tenant="demo", subject="demo", ttl_seconds=7 * 86_400)
     schedule = create_demo(api_url, token, hook_url)
     print(f"demo schedule {schedule} fires every 5 s into {hook_url}", file=sys.stderr, flush=True)

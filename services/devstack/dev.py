@@ -25,7 +25,8 @@ def _spawn(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "services.cli", name], env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def _wait_http(url: str, timeout: float) -> bool:
+def wait_http(url: str, timeout: float) -> bool:
+    """Whether ``url`` answered 200 within ``timeout`` seconds."""
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -81,7 +82,7 @@ def run_dev() -> int:
 
         settings = load_settings(**{k.removeprefix("CHIME_").lower(): v for k, v in values.items()})
         api_url = f"http://{settings.api_host}:{settings.api_port}"
-        if not _wait_http(f"{api_url}/health", timeout=30):
+        if not wait_http(f"{api_url}/health", timeout=30):
             print(f"the API did not come up; see {LOG_DIR / 'api.log'}", file=sys.stderr)
             return 1
         from services.api.auth import mint_token
