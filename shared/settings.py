@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     max_fires_per_second_per_tenant: float = Field(
         default=1_000.0, gt=0, description="planned fires per second one tenant's schedules may add up to"
     )
+    run_now_per_minute: float = Field(
+        default=60.0, gt=0, description="run-now requests per minute per tenant, across all API replicas"
+    )
+    replays_per_minute: float = Field(
+        default=60.0, gt=0, description="DLQ replay requests (one entry or bulk) per minute per tenant, across replicas"
+    )
     allow_private_targets: bool = Field(
         default=False, description="allow webhook targets on loopback and private networks (development)"
     )

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api import openapi, problems
 from services.api.auth import TokenVerifier
@@ -23,6 +24,13 @@ from shared.db.engine import create_engine
 from shared.health import KafkaProbe
 from shared.settings import Settings
 from shared.version import chime_version
+
+
+def _per_minute(engine: AsyncEngine, per_minute: float, kind: str) -> RateLimiter:
+    """A cap of ``per_minute`` requests a minute per tenant, all of them usable at once."""
+    return RateLimiter(
+        engine, per_minute / 60, burst=per_minute, kind=kind, limit=f"{per_minute:g} {kind} requests per minute"
+    )
 
 
 def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
@@ -45,6 +53,8 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
                 runs=RunRepository(engine),
                 keys=SigningKeyRepository(engine, settings, relay.notify),
                 dlq=DlqRepository(engine, relay.notify),
+                run_now_limit=_per_minute(engine, settings.run_now_per_minute, "run-now"),
+                replay_limit=_per_minute(engine, settings.replays_per_minute, "replay"),
             )
             yield
 

@@ -13,6 +13,7 @@ from services.api.db.keys_repo import SigningKeyRepository
 from services.api.db.runs_repo import RunRepository
 from services.api.db.schedules_repo import ScheduleRepository
 from services.api.outbox import OutboxRelay
+from services.api.ratelimit import RateLimiter
 from shared.settings import Settings
 
 
@@ -25,6 +26,9 @@ class Services:
     runs: RunRepository
     keys: SigningKeyRepository
     dlq: DlqRepository
+    # Caps on the requests that make runs outside the plan, shared by every API replica.
+    run_now_limit: RateLimiter
+    replay_limit: RateLimiter
 
 
 async def get_services(request: Request) -> Services:

@@ -33,9 +33,18 @@ class _Lease:
 
 
 class RateLimiter:
-    def __init__(self, engine: AsyncEngine, per_second: float, burst: float | None = None, kind: str = "api") -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        per_second: float,
+        burst: float | None = None,
+        kind: str = "api",
+        limit: str | None = None,
+    ) -> None:
         self._engine = engine
         self._rate = per_second
+        # What the 429 says the limit is.
+        self._limit = limit or f"{per_second:g} requests per second"
         self._burst = burst if burst is not None else max(per_second, 1.0)
         self._kind = kind
         self._slice = max(1.0, math.floor(per_second * _LEASE_S))
@@ -61,7 +70,7 @@ class RateLimiter:
             if self._spend(tenant):
                 return
         wait = max(1, math.ceil(1.0 / self._rate))
-        raise RateLimited(f"tenant exceeds {self._rate:g} requests per second", headers={"Retry-After": str(wait)})
+        raise RateLimited(f"tenant exceeds {self._limit}", headers={"Retry-After": str(wait)})
 
     def _spend(self, tenant: str) -> bool:
         lease = self._leases.get(tenant)

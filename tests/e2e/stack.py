@@ -179,6 +179,8 @@ class Stack:
             "CHIME_MASTER_KEY": s.master_key.get_secret_value(),
             "CHIME_ALLOW_PRIVATE_TARGETS": "true",
             "CHIME_RATE_LIMIT_PER_SECOND": "100000",
+            "CHIME_RUN_NOW_PER_MINUTE": "1000000",
+            "CHIME_REPLAYS_PER_MINUTE": "1000000",
             "CHIME_MAX_FIRES_PER_SECOND_PER_TENANT": "100000",
             "CHIME_API_PORT": str(self.api_port),
             "CHIME_PLANNER_PORT": str(self.ops_ports["planner"]),

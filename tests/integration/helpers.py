@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -104,3 +110,39 @@ async def read_all(settings: Settings, topic: str) -> list[ConsumerRecord[bytes,
                 if records and records[-1].offset + 1 >= ends[tp]:
                     left.discard(tp)
         return found
+
+
+@contextmanager
+def live_api(settings: Settings, log: Path, **env: str) -> Iterator[str]:
+    """A `chime api` process on a port of its own over ``settings``' database and broker; yields its URL."""
+    from tests.e2e.stack import free_port
+
+    port = free_port()
+    variables = {
+        **os.environ,
+        "CHIME_DATABASE_URL": settings.database_url,
+        "CHIME_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "CHIME_TOPIC_PREFIX": settings.topic_prefix,
+        "CHIME_API_HOST": "127.0.0.1",
+        "CHIME_API_PORT": str(port),
+        "CHIME_JWT_SECRET": settings.jwt_secret.get_secret_value(),
+        "CHIME_LOG_LEVEL": "WARNING",
+        **env,
+    }
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "services.cli", "api"], env=variables, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)

@@ -8,15 +8,10 @@ same ones on every run (derandomized), with a token holding every scope.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given
@@ -31,8 +26,8 @@ from schemathesis.checks import (
 
 from services.api.openapi import COMMITTED
 from shared.settings import Settings
-from tests.e2e.stack import free_port
 from tests.integration.helpers import auth
+from tests.integration.helpers import live_api as running_api
 
 CHECKS = [
     not_a_server_error,
@@ -45,36 +40,14 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def live_api(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "CHIME_DATABASE_URL": settings.database_url,
-        "CHIME_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "CHIME_TOPIC_PREFIX": settings.topic_prefix,
-        "CHIME_API_HOST": "127.0.0.1",
-        "CHIME_API_PORT": str(port),
-        "CHIME_RATE_LIMIT_PER_SECOND": "100000",
-        "CHIME_JWT_SECRET": settings.jwt_secret.get_secret_value(),
-        "CHIME_LOG_LEVEL": "WARNING",
-    }
     log = Path(tmp_path_factory.mktemp("fuzz")) / "api.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "services.cli", "api"], env=env, stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-            time.sleep(0.2)
+    unlimited = {
+        "CHIME_RATE_LIMIT_PER_SECOND": "100000",
+        "CHIME_RUN_NOW_PER_MINUTE": "1000000",
+        "CHIME_REPLAYS_PER_MINUTE": "1000000",
+    }
+    with running_api(settings, log, **unlimited) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 def test_the_api_keeps_its_contract(live_api: str, settings: Settings) -> None:

@@ -9,6 +9,7 @@ import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +18,7 @@ import pytest
 
 from services.api.app import create_app
 from shared.settings import Settings
-from tests.integration.helpers import auth, schedule_body
+from tests.integration.helpers import auth, live_api, schedule_body
 
 
 @asynccontextmanager
@@ -231,18 +232,48 @@ async def test_the_api_answers_503_while_postgres_is_unreachable(settings: Setti
                 assert response.headers["Retry-After"] == "1"
 
 
-async def test_the_request_rate_holds_across_api_replicas(settings: Settings, tenant: str) -> None:
-    # Two API instances over one database, as two replicas behind a load balancer: nothing shared but Postgres.
-    async with api_with(settings, rate_limit_per_second=5) as a, api_with(settings, rate_limit_per_second=5) as b:
-        headers = auth(settings, tenant)
-        started = time.monotonic()
-        codes = [(await (a if n % 2 else b).get("/api/schedules", headers=headers)).status_code for n in range(12)]
-        elapsed = time.monotonic() - started
-        allowed = codes.count(200)
-        # A burst of 5, plus what refilled while the calls ran; with a bucket each, the replicas would let 10 through.
-        assert 5 <= allowed <= 5 + math.ceil(elapsed * 5), (codes, elapsed)
-        assert 200 in codes[0::2] and 200 in codes[1::2], "both replicas served the tenant"
-        limited = await a.get("/api/schedules", headers=headers)
-        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
-        await asyncio.sleep(1.2)
-        assert (await b.get("/api/schedules", headers=headers)).status_code == 200, "the bucket refills"
+async def test_the_request_rate_holds_across_api_replicas(settings: Settings, tenant: str, tmp_path: Path) -> None:
+    # Two `chime api` processes on their own ports over one database, as two replicas behind a load balancer.
+    with (
+        live_api(settings, tmp_path / "a.log", CHIME_RATE_LIMIT_PER_SECOND="5") as url_a,
+        live_api(settings, tmp_path / "b.log", CHIME_RATE_LIMIT_PER_SECOND="5") as url_b,
+    ):
+        async with httpx.AsyncClient(base_url=url_a) as a, httpx.AsyncClient(base_url=url_b) as b:
+            headers = auth(settings, tenant)
+            started = time.monotonic()
+            codes = [(await (a if n % 2 else b).get("/api/schedules", headers=headers)).status_code for n in range(12)]
+            elapsed = time.monotonic() - started
+            allowed = codes.count(200)
+            # A burst of 5, plus what refilled while the calls ran; with a bucket each, they would let 10 through.
+            assert 5 <= allowed <= 5 + math.ceil(elapsed * 5), (codes, elapsed)
+            assert 200 in codes[0::2] and 200 in codes[1::2], "both replicas served the tenant"
+            limited = await a.get("/api/schedules", headers=headers)
+            assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+            await asyncio.sleep(1.2)
+            assert (await b.get("/api/schedules", headers=headers)).status_code == 200, "the bucket refills"
+
+
+async def test_run_now_and_replay_caps_hold_across_api_replicas(
+    settings: Settings, tenant: str, tmp_path: Path
+) -> None:
+    caps = {"CHIME_RUN_NOW_PER_MINUTE": "3", "CHIME_REPLAYS_PER_MINUTE": "2"}
+    with (
+        live_api(settings, tmp_path / "a.log", **caps) as url_a,
+        live_api(settings, tmp_path / "b.log", **caps) as url_b,
+    ):
+        async with httpx.AsyncClient(base_url=url_a) as a, httpx.AsyncClient(base_url=url_b) as b:
+            headers = auth(settings, tenant)
+            created = await a.post("/api/schedules", json=schedule_body(), headers=headers)
+            assert created.status_code == 201, created.text
+            run_now = f"/api/schedules/{created.json()['id']}/run-now"
+            codes = [(await (a if n % 2 else b).post(run_now, headers=headers)).status_code for n in range(5)]
+            assert codes == [202, 202, 202, 429, 429], codes
+            limited = await b.post(run_now, headers=headers)
+            assert limited.headers["content-type"] == "application/problem+json"
+            assert limited.json()["detail"] == "tenant exceeds 3 run-now requests per minute"
+            assert int(limited.headers["Retry-After"]) == 20  # one run-now comes back every 20 s
+            replay = "/api/dlq/replay"
+            replays = [(await (b if n % 2 else a).post(replay, json={}, headers=headers)).status_code for n in range(3)]
+            assert replays == [202, 202, 429], replays
+            # Another tenant's caps are its own.
+            assert (await a.post(replay, json={}, headers=auth(settings, f"{tenant}-other"))).status_code == 202

@@ -40,6 +40,8 @@ def _process_env(settings: Settings, port: int) -> dict[str, str]:
         "CHIME_MASTER_KEY": settings.master_key.get_secret_value(),
         "CHIME_ALLOW_PRIVATE_TARGETS": "true",
         "CHIME_RATE_LIMIT_PER_SECOND": "100000",
+        "CHIME_RUN_NOW_PER_MINUTE": "1000000",
+        "CHIME_REPLAYS_PER_MINUTE": "1000000",
         "CHIME_API_PORT": str(port),
         "CHIME_LOG_LEVEL": "WARNING",
     }

@@ -81,7 +81,9 @@ async def get_dead_letter(entry_id: uuid.UUID, principal: ReadDlq, deps: Deps) -
 @router.post("/replay", status_code=status.HTTP_202_ACCEPTED, response_model=BulkReplayOut)
 async def replay_dead_letters(body: BulkReplay, principal: WriteDlq, deps: Deps) -> BulkReplayOut:
     """Replay every dead entry matching the filter (at most ``limit``, ≤ 1,000 a call; the DLQ service paces
-    the deliveries at ``CHIME_DLQ_REPLAY_PER_SECOND``)."""
+    the deliveries at ``CHIME_DLQ_REPLAY_PER_SECOND``). Replay requests are capped at ``CHIME_REPLAYS_PER_MINUTE``
+    a minute per tenant."""
+    await deps.replay_limit.check(principal.tenant)
     flt = DlqFilter(schedule_id=body.schedule_id, http_status=body.http_status, since=body.from_, until=body.to)
     limit = min(body.limit, deps.settings.dlq_bulk_replay_limit)
     return BulkReplayOut(count=await deps.dlq.replay_matching(principal.tenant, flt, limit=limit))
@@ -89,6 +91,8 @@ async def replay_dead_letters(body: BulkReplay, principal: WriteDlq, deps: Deps)
 
 @router.post("/{entry_id}/replay", status_code=status.HTTP_202_ACCEPTED, response_model=DlqEntryOut)
 async def replay_dead_letter(entry_id: uuid.UUID, principal: WriteDlq, deps: Deps) -> DlqEntryOut:
+    """Replay one dead entry. Replay requests are capped at ``CHIME_REPLAYS_PER_MINUTE`` a minute per tenant."""
+    await deps.replay_limit.check(principal.tenant)
     return entry_out(await deps.dlq.replay(principal.tenant, entry_id))
 
 

@@ -203,7 +203,9 @@ async def resume_schedule(
 
 @router.post("/{schedule_id}/run-now", status_code=status.HTTP_202_ACCEPTED, response_model=RunOut)
 async def run_schedule_now(schedule_id: uuid.UUID, principal: WriteSchedules, deps: Deps) -> RunOut:
-    """Fire one run now, outside the plan. It does not count towards ``max_runs``."""
+    """Fire one run now, outside the plan. It does not count towards ``max_runs``. At most
+    ``CHIME_RUN_NOW_PER_MINUTE`` a minute per tenant (429 with ``Retry-After`` beyond)."""
+    await deps.run_now_limit.check(principal.tenant)
     return run_out(await deps.schedules.run_now(principal.tenant, schedule_id))
 
 
