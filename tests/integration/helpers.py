@@ -126,11 +126,15 @@ def live_api(settings: Settings, log: Path, **env: str) -> Iterator[str]:
         "CHIME_API_HOST": "127.0.0.1",
         "CHIME_API_PORT": str(port),
         "CHIME_JWT_SECRET": settings.jwt_secret.get_secret_value(),
+        "CHIME_ALLOW_PRIVATE_TARGETS": str(settings.allow_private_targets).lower(),
         "CHIME_LOG_LEVEL": "WARNING",
         **env,
     }
+    # Started beside its log, not in the checkout, so a developer's .chime/dev.env plays no part.
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "services.cli", "api"], env=variables, stdout=out, stderr=out)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "api"], env=variables, stdout=out, stderr=out, cwd=log.parent
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
