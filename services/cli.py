@@ -117,15 +117,8 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     from shared.settings import load_settings
 
     document = render(create_app(load_settings(_env_file=None)))
-    if args.check:
-        if not COMMITTED.exists() or COMMITTED.read_text() != document:
-            print(f"{COMMITTED} is stale; `chime openapi` writes it", file=sys.stderr)
-            return 1
-        print(f"{COMMITTED} is up to date")
-        return 0
-    COMMITTED.write_text(document)
-    print(f"wrote {COMMITTED}")
-    return 0
+    stale = not COMMITTED.exists() or COMMITTED.read_text() != document
+    return _generated(args.check, COMMITTED, stale, lambda: COMMITTED.write_text(document), "chime openapi")
 
 
 def cmd_setup(_: argparse.Namespace) -> int:
@@ -183,7 +176,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
 def cmd_health(args: argparse.Namespace) -> int:
     from services.healthcheck import check
 
-    ok, line = check(_settings_quiet(), args.service)
+    ok, line = check(_settings(), args.service)
     print(line, file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1
 
@@ -191,16 +184,9 @@ def cmd_health(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from shared.events.docs import COMMITTED, stale, write
 
-    if args.check:
-        outdated = stale()
-        if outdated:
-            print(f"{COMMITTED} is stale ({', '.join(outdated)}); `chime schema export` writes it", file=sys.stderr)
-            return 1
-        print(f"{COMMITTED} is up to date")
-        return 0
-    write(COMMITTED)
-    print(f"wrote {COMMITTED}")
-    return 0
+    outdated = stale()
+    target = f"{COMMITTED} ({', '.join(outdated)})" if outdated else str(COMMITTED)
+    return _generated(args.check, target, bool(outdated), lambda: write(COMMITTED), "chime schema export")
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
@@ -208,21 +194,20 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
     current = README.read_text()
     wanted = render(current, build_parser())
-    if args.check:
-        if current != wanted:
-            print(f"{README} is stale; `chime docs` rewrites its generated tables", file=sys.stderr)
+    return _generated(args.check, README, current != wanted, lambda: README.write_text(wanted), "chime docs")
+
+
+def _generated(check: bool, target: object, stale: bool, write: Callable[[], object], command: str) -> int:
+    """A generated file: with ``--check``, say whether it is current (exit 1 when stale); otherwise write it."""
+    if check:
+        if stale:
+            print(f"{target} is stale; `{command}` writes it", file=sys.stderr)
             return 1
-        print(f"{README} is up to date")
+        print(f"{target} is up to date")
         return 0
-    README.write_text(wanted)
-    print(f"wrote {README}")
+    write()
+    print(f"wrote {target}")
     return 0
-
-
-def _settings_quiet() -> Settings:
-    from shared.settings import load_settings
-
-    return load_settings()
 
 
 SERVICES = ("api", "planner", "executor", "recorder", "dlq")

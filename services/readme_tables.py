@@ -17,7 +17,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 _SECTION = re.compile(r"(<!-- generated: (?P<name>[a-z]+) -->\n).*?(<!-- end generated -->)", re.S)
 
 
-def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.ArgumentParser, str]]:
+def subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.ArgumentParser, str]]:
     """(name, parser, help) of each subcommand, in the order they were added."""
     for action in parser._actions:  # noqa: SLF001 - argparse keeps its subparsers nowhere public
         if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
@@ -33,8 +33,8 @@ def _usage(parser: argparse.ArgumentParser) -> str:
 
 def commands_table(parser: argparse.ArgumentParser) -> str:
     rows = ["| command | does |", "|---|---|"]
-    for _name, sub, help_text in _subcommands(parser):
-        nested = _subcommands(sub)
+    for _name, sub, help_text in subcommands(parser):
+        nested = subcommands(sub)
         for _child, child, child_help in nested or [("", sub, help_text)]:
             rows.append(f"| `{_usage(child)}` | {child_help} |")
     rows.append("| `chime --version` | print the version |")

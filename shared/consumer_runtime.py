@@ -37,7 +37,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.kafka import build_group_consumer, build_producer
+from shared.kafka import build_group_consumer, build_producer, group_id
 from shared.settings import Settings
 from shared.topics import QUARANTINE, topic_name
 
@@ -251,7 +251,7 @@ class ConsumerRuntime:
         self._consumer_options = consumer_options
         self._stopping = asyncio.Event()
         self._quarantine = QuarantineTopic(settings, service, registry)
-        self._progress = ConsumerProgress(f"{settings.topic_prefix}{group}", settings.consumer_stall_seconds, registry)
+        self._progress = ConsumerProgress(group_id(settings, group), settings.consumer_stall_seconds, registry)
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.consuming = False

@@ -61,12 +61,17 @@ def build_consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKaf
     return AIOKafkaConsumer(*topics, **opts)
 
 
+def group_id(settings: Settings, group: str) -> str:
+    """A service's consumer group: its name under the installation's topic prefix (``chime.executor``)."""
+    return f"{settings.topic_prefix}{group}"
+
+
 def build_group_consumer(
     settings: Settings, group: str, instance: str, *topics: str, **overrides: Any
 ) -> AIOKafkaConsumer:
     """A member of the service's consumer group, with static membership and Chime's failover timeouts."""
     opts: dict[str, Any] = {
-        "group_id": f"{settings.topic_prefix}{group}",
+        "group_id": group_id(settings, group),
         "group_instance_id": instance,
         "session_timeout_ms": settings.consumer_session_timeout_ms,
         "heartbeat_interval_ms": settings.consumer_heartbeat_interval_ms,

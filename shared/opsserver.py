@@ -9,28 +9,31 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from shared.health import Check, check_all
+from shared.health import Check, KafkaProbe, check_all
+from shared.settings import Settings
 
 HealthCheck = Callable[[], Awaitable[tuple[bool, dict[str, object]]]]
 
 
 class OpsServer:
     """An async context manager. ``health`` returns (ready, details): whether the service does its work (consuming
-    and progressing, owning partitions); ``dependencies`` are checked beside it for ``/health/detailed``."""
+    and progressing, owning partitions); Kafka (asked for metadata) and ``dependencies`` are checked beside it for
+    ``/health/detailed``."""
 
     def __init__(
         self,
-        host: str,
+        settings: Settings,
         port: int,
         registry: CollectorRegistry,
         health: HealthCheck,
         dependencies: dict[str, Check] | None = None,
     ) -> None:
-        self._host = host
+        self._host = settings.ops_host
         self._port = port
         self._registry = registry
         self._health = health
-        self._dependencies = dependencies or {}
+        self._kafka = KafkaProbe(settings)
+        self._dependencies = {"kafka": self._kafka.check, **(dependencies or {})}
         self._runner: web.AppRunner | None = None
 
     async def _live_view(self, _: web.Request) -> web.Response:
@@ -68,6 +71,7 @@ class OpsServer:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        await self._kafka.close()
 
     async def __aenter__(self) -> OpsServer:
         await self.start()

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.engine import create_engine
 from shared.gcpause import GcPauses, freeze_startup_heap, tune_collector
-from shared.health import Check, KafkaProbe
+from shared.health import Check
 from shared.opsserver import OpsServer
 from shared.settings import Settings
 
@@ -34,7 +34,7 @@ async def serve(
     service: ConsumingService, settings: Settings, port: int, dependencies: dict[str, Check] | None = None
 ) -> None:
     """Run ``service`` until SIGINT/SIGTERM; it then drains and returns, and the process exits 0. Readiness
-    (``/health/detailed``) also asks Kafka for metadata, and checks ``dependencies``."""
+    (``/health/detailed``) also checks ``dependencies``."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, service.stop)
@@ -48,14 +48,11 @@ async def serve(
         freeze_startup_heap()
 
     freezer = asyncio.create_task(freeze_once_consuming())
-    kafka = KafkaProbe(settings)
-    checks = {"kafka": kafka.check, **(dependencies or {})}
     try:
-        async with OpsServer(settings.ops_host, port, service.registry, service.health, checks):
+        async with OpsServer(settings, port, service.registry, service.health, dependencies):
             await service.run()
     finally:
         freezer.cancel()
-        await kafka.close()
 
 
 def database_check(engine: AsyncEngine) -> Check:

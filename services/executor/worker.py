@@ -42,7 +42,7 @@ from shared.events import (
 )
 from shared.events.probe import probe_run
 from shared.events.runs import DlqEntryData, RunDueData, RunFinishedData, RunOutcomeData, RunStatus
-from shared.kafka import AHEAD_FETCH, BATCH_LINGER_MS, build_group_consumer, build_producer
+from shared.kafka import AHEAD_FETCH, BATCH_LINGER_MS, build_group_consumer, build_producer, group_id
 from shared.logs import run_context
 from shared.publisher import BatchPublisher, PublisherStopped
 from shared.settings import Settings
@@ -139,9 +139,8 @@ class Executor:
         self.metrics = ExecutorMetrics()
         self.registry = self.metrics.registry
         self._quarantine = QuarantineTopic(settings, "executor", self.registry)
-        self._progress = ConsumerProgress(
-            f"{settings.topic_prefix}executor", settings.consumer_stall_seconds, self.registry
-        )
+        stall = settings.consumer_stall_seconds
+        self._progress = ConsumerProgress(group_id(settings, "executor"), stall, self.registry)
         self.keys = KeyStore(settings)
         self._due_topic = topic_name(settings, RUNS_DUE)
         self._results_topic = topic_name(settings, RUNS_RESULTS)

@@ -11,7 +11,6 @@ import faust
 from services.planner.app import Planner
 from shared import eventloop
 from shared.gcpause import GcPauses, freeze_startup_heap, tune_collector
-from shared.health import KafkaProbe
 from shared.opsserver import OpsServer
 from shared.settings import Settings
 
@@ -53,14 +52,8 @@ def main(settings: Settings) -> None:
         }
 
     async def serve_ops() -> None:
-        kafka = KafkaProbe(settings)
-        try:
-            async with OpsServer(
-                settings.ops_host, settings.planner_port, planner.metrics.registry, health, {"kafka": kafka.check}
-            ):
-                await asyncio.Event().wait()
-        finally:
-            await kafka.close()
+        async with OpsServer(settings, settings.planner_port, planner.metrics.registry, health):
+            await asyncio.Event().wait()
 
     planner.app.task(serve_ops)
     worker = _Worker(planner, loglevel=settings.log_level.lower(), redirect_stdouts=False)

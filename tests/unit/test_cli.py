@@ -12,25 +12,22 @@ from pathlib import Path
 import pytest
 
 from services.cli import build_parser, cmd_stack
-from services.readme_tables import README, render
+from services.readme_tables import README, render, subcommands
 
 
 def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Every command path, e.g. ("stack", "down")."""
     found: list[tuple[str, ...]] = []
-    for action in parser._actions:  # noqa: SLF001 - the parser's own structure is what is under test
-        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
-            for name, sub in action.choices.items():
-                found.append((*prefix, name))
-                found.extend(_commands(sub, (*prefix, name)))
+    for name, sub, _ in subcommands(parser):
+        found.append((*prefix, name))
+        found.extend(_commands(sub, (*prefix, name)))
     return found
 
 
 def _parser_of(path: tuple[str, ...]) -> argparse.ArgumentParser:
     parser = build_parser()
     for name in path:
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
-        parser = sub.choices[name]
+        parser = next(sub for child, sub, _ in subcommands(parser) if child == name)
     return parser
 
 
