@@ -51,8 +51,9 @@ start() {
     "$java" -cp "$lib/*" -Dlog4j2.configurationFile="$here/log4j2.properties" kafka.tools.StorageTool format \
       --standalone -t "$(cat "$state/cluster.id")" -c "$state/server.properties" --ignore-formatted >&2
   fi
-  # setsid: the broker outlives this script and is stopped explicitly with `kafka.sh stop`.
-  setsid "$java" -Xms512m -Xmx1g -XX:+UseParallelGC -XX:ParallelGCThreads=2 -Djava.awt.headless=true \
+  # setsid: the broker outlives this script and is stopped explicitly with `kafka.sh stop`. nice: on a shared
+  # host the executor, not the broker, must win a contended core (services/devstack/priority.py).
+  setsid nice -n "${KAFKA_NICE:-10}" "$java" -Xms512m -Xmx1g -XX:+UseParallelGC -XX:ParallelGCThreads=2 -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$here/log4j2.properties" -cp "$lib/*" kafka.Kafka "$state/server.properties" \
     > "$state/kafka.log" 2>&1 < /dev/null &
   echo $! > "$state/kafka.pid"

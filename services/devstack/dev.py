@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from services.devstack.priority import lower_priority
 from services.devstack.stack import STATE_DIR, dev_secrets, up, write_env_file
 
 DEV_ENV = STATE_DIR / "dev.env"
@@ -22,7 +23,13 @@ DEMO_IDEMPOTENCY_KEY = "chime-dev-demo-schedule"
 def _spawn(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = (LOG_DIR / f"{name}.log").open("ab")
-    return subprocess.Popen([sys.executable, "-m", "services.cli", name], env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", name],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lower_priority(name),  # noqa: PLW1509 - os.nice only, no locks taken
+    )
 
 
 def wait_http(url: str, timeout: float) -> bool:

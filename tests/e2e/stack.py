@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from aiohttp import web
 
+from services.devstack.priority import lower_priority
 from shared.settings import Settings
 
 SERVICES = ("api", "recorder", "planner", "executor", "dlq")
@@ -205,6 +206,7 @@ class Stack:
                 env=self.env(name),
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=lower_priority(self.service_of(name)),  # noqa: PLW1509 - os.nice only, no locks taken
             )
 
     def kill(self, name: str) -> None:
