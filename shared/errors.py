@@ -24,5 +24,9 @@ class InvalidSchedule(ChimeError, ValueError):
         self.message = message
 
 
+class InvalidSelector(InvalidSchedule):
+    """A bulk operation's selector is empty or matches too many schedules."""
+
+
 class EventDecodeError(ChimeError, ValueError):
     """A Kafka record is not a valid Chime CloudEvent."""

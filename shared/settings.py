@@ -155,6 +155,9 @@ class Settings(BaseSettings):
     )
     run_retention_days: int = Field(default=30, ge=1, description="days of run history the recorder keeps")
     backfill_max_runs: int = Field(default=1_000, ge=1, description="runs one backfill request may create")
+    bulk_max: int = Field(
+        default=10_000, ge=1, description="schedules one bulk pause, resume or delete may change (422 beyond)"
+    )
     dlq_replay_per_second: float = Field(default=50.0, gt=0, description="pace of DLQ replays, runs per second")
     dlq_bulk_replay_limit: int = Field(default=1_000, ge=1, description="dead runs one bulk replay may take")
 

@@ -19,7 +19,7 @@ from services.api.deps import Services
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.outbox import OutboxRelay
 from services.api.ratelimit import RateLimiter
-from services.api.routes import dlq, health, runs, schedules, signing_keys
+from services.api.routes import bulk, dlq, health, runs, schedules, signing_keys
 from shared.db.engine import create_engine
 from shared.health import KafkaProbe
 from shared.settings import Settings
@@ -73,6 +73,7 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     problems.install(app)
+    app.include_router(bulk.router)
     app.include_router(schedules.router)
     app.include_router(runs.router)
     app.include_router(signing_keys.router)

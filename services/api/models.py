@@ -7,6 +7,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.events.runs import SkipReason
 from shared.events.schedule import ScheduleDefinition, ScheduleStatus
 from shared.types import Instant
 
@@ -44,6 +45,21 @@ class ScheduleCreate(ScheduleDefinition):
     )
 
 
+class ScheduleStats(BaseModel):
+    """The schedule's health, kept by the run-history writer as runs end and fires are skipped."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    consecutive_failures: int = Field(
+        default=0, ge=0, description="Runs that ended failed (dead-lettered) since the last one that succeeded."
+    )
+    last_success_at: Instant | None = Field(default=None, description="When the last successful run ended.")
+    last_failure_at: Instant | None = Field(default=None, description="When the last failed run ended.")
+    skipped_total: int = Field(default=0, ge=0, description="Planned fires not run (misfire, overlap, calendar).")
+    last_skipped_at: Instant | None = Field(default=None, description="The nominal time of the last skipped fire.")
+    last_skip_reason: SkipReason | None = None
+
+
 class ScheduleOut(ScheduleDefinition):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -54,6 +70,7 @@ class ScheduleOut(ScheduleDefinition):
     next_run_at: Instant | None
     last_run_at: Instant | None
     run_count: int
+    stats: ScheduleStats
     created_at: Instant
     updated_at: Instant
 

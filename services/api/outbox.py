@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -59,6 +60,24 @@ async def enqueue(
             "value": encode_event(event),
             "headers": {"tenant": event.tenant, "content-type": CONTENT_TYPE},
         },
+    )
+
+
+async def enqueue_many(conn: AsyncConnection, events: Sequence[tuple[Envelope, TopicSpec, str, int]]) -> None:
+    """Add many (event, topic, key, version) to the outbox in one round trip; the key is the aggregate id."""
+    await conn.execute(
+        _INSERT,
+        [
+            {
+                "aggregate_id": key,
+                "version": version,
+                "topic_suffix": topic.suffix,
+                "key": key.encode(),
+                "value": encode_event(event),
+                "headers": {"tenant": event.tenant, "content-type": CONTENT_TYPE},
+            }
+            for event, topic, key, version in events
+        ],
     )
 
 

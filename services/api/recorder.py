@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.api.run_batch import RunBatch
-from services.api.run_writes import write_batch
+from services.api.run_writes import count_skip, write_batch
 from shared import eventloop
 from shared.consumer_runtime import ConsumerRuntime
 from shared.db.tables import runs, schedule_stats
@@ -221,8 +221,10 @@ class Recorder:
 
     async def _skipped(self, conn: AsyncConnection, event: RunSkipped) -> None:
         d = event.data
+        counted = True
         if d.run_id is not None:
-            await self._insert_run(
+            # A single skip has a run row: a repeated event inserts nothing and is not counted twice.
+            counted = await self._insert_run(
                 conn,
                 run_id=d.run_id,
                 schedule_id=d.schedule_id,
@@ -232,6 +234,8 @@ class Recorder:
                 trigger=Trigger.SCHEDULE,
                 status=RunStatus.SKIPPED,
             )
+        if counted:
+            await count_skip(conn, d.schedule_id, d.count, d.last_nominal, d.reason.value)
         if d.final and d.schedule_version is not None:
             await self._complete(conn, d.schedule_id, d.schedule_version)
 

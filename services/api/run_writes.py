@@ -14,13 +14,14 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.api.run_batch import RANK, RunBatch
+from services.api.run_health import Health
 from shared.events.runs import Trigger
 
 _INSERT_RUNS = """
 INSERT INTO runs (id, schedule_id, tenant_id, scheduled_for, planned_for, status, trigger)
 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[])
 ON CONFLICT DO NOTHING
-RETURNING schedule_id, trigger, scheduled_for
+RETURNING id, schedule_id, trigger, scheduled_for, status
 """
 
 # Only schedules the API knows get statistics (the join); runs of others are still recorded.
@@ -41,7 +42,36 @@ UPDATE runs AS r
 SET status = v.status, updated_at = now(), finished_at = v.fin
 FROM unnest($1::uuid[], $2::text[], $3::int[], $4::timestamptz[]) AS v(rid, status, rank, fin)
 WHERE r.id = v.rid AND {_RANK_SQL} < v.rank
+RETURNING r.id, r.schedule_id, v.status
 """  # noqa: S608 - the only interpolation is the fixed status-to-rank table
+
+# Health moves only with runs that reached an end in this statement (a repeated event moves nothing), so a
+# redelivered outcome cannot lengthen a failure streak. ``reset``: the batch saw a success, and ``fails`` counts the
+# failures after the last one; otherwise ``fails`` adds to the streak.
+_STATS_ROWS = """
+INSERT INTO schedule_stats (schedule_id)
+SELECT v.sid FROM unnest($1::uuid[]) AS v(sid) JOIN schedules AS s ON s.id = v.sid
+ON CONFLICT DO NOTHING
+"""
+_MOVE_HEALTH = """
+UPDATE schedule_stats AS st
+SET consecutive_failures = CASE WHEN v.reset THEN v.fails ELSE st.consecutive_failures + v.fails END,
+    last_success_at = greatest(st.last_success_at, v.ok_at),
+    last_failure_at = greatest(st.last_failure_at, v.failed_at)
+FROM unnest($1::uuid[], $2::int[], $3::bool[], $4::timestamptz[], $5::timestamptz[])
+  AS v(sid, fails, reset, ok_at, failed_at)
+WHERE st.schedule_id = v.sid
+"""
+_COUNT_SKIPS = """
+INSERT INTO schedule_stats AS st (schedule_id, skipped_total, last_skipped_at, last_skip_reason)
+SELECT s.id, $2, $3, $4 FROM schedules AS s WHERE s.id = $1
+ON CONFLICT (schedule_id) DO UPDATE
+SET skipped_total = st.skipped_total + excluded.skipped_total,
+    last_skip_reason = CASE
+      WHEN st.last_skipped_at IS NULL OR excluded.last_skipped_at >= st.last_skipped_at THEN excluded.last_skip_reason
+      ELSE st.last_skip_reason END,
+    last_skipped_at = greatest(st.last_skipped_at, excluded.last_skipped_at)
+"""
 
 _UPSERT_ATTEMPTS = """
 INSERT INTO run_attempts
@@ -73,14 +103,22 @@ def _columns(rows: list[dict[str, Any]], names: tuple[str, ...]) -> list[list[An
     return [[row[name] for row in rows] for name in names]
 
 
+async def _driver(conn: AsyncConnection) -> Any:
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection  # asyncpg.Connection, inside the transaction SQLAlchemy began
+
+
 async def write_batch(conn: AsyncConnection, batch: RunBatch) -> None:
     """Apply ``batch`` inside the connection's transaction."""
-    raw = await conn.get_raw_connection()
-    pg: Any = raw.driver_connection  # asyncpg.Connection, inside the transaction SQLAlchemy began
+    pg = await _driver(conn)
+    health = Health()
     if batch.runs:
         created = await pg.fetch(_INSERT_RUNS, *_columns(list(batch.runs.values()), _RUN_COLUMNS))
         counts: dict[uuid.UUID, tuple[int, datetime]] = {}
         for row in created:
+            change = batch.statuses.get(row["id"])
+            if change is not None and row["status"] == change.status.value:
+                health.ended(row["schedule_id"], change.status, change.finished_at)
             if row["trigger"] == Trigger.SCHEDULE.value:
                 n, last = counts.get(row["schedule_id"], (0, row["scheduled_for"]))
                 counts[row["schedule_id"]] = (n + 1, max(last, row["scheduled_for"]))
@@ -91,12 +129,27 @@ async def write_batch(conn: AsyncConnection, batch: RunBatch) -> None:
             )
     if batch.statuses:
         moves = list(batch.statuses.items())
-        await pg.execute(
+        moved = await pg.fetch(
             _MOVE_STATUSES,
             [rid for rid, _ in moves],
             [c.status.value for _, c in moves],
             [c.rank for _, c in moves],
             [c.finished_at for _, c in moves],
         )
+        for row in moved:
+            change = batch.statuses[row["id"]]
+            health.ended(row["schedule_id"], change.status, change.finished_at)
     if batch.attempts:
         await pg.execute(_UPSERT_ATTEMPTS, *_columns(list(batch.attempts.values()), _ATTEMPT_COLUMNS))
+    if health:
+        sids, fails, resets, ok_at, failed_at = health.columns()
+        await pg.execute(_STATS_ROWS, sids)
+        await pg.execute(_MOVE_HEALTH, sids, fails, resets, ok_at, failed_at)
+
+
+async def count_skip(
+    conn: AsyncConnection, schedule_id: uuid.UUID, count: int, last_nominal: datetime, reason: str
+) -> None:
+    """Add ``count`` skipped fires to the schedule's health, the last of them at ``last_nominal``."""
+    pg = await _driver(conn)
+    await pg.execute(_COUNT_SKIPS, schedule_id, count, last_nominal, reason)

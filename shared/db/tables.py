@@ -85,6 +85,14 @@ schedule_stats = Table(
     Column("last_run_at", TS),
     # The schedule is completed while its version is still this one; an edit (a new version) reopens it.
     Column("completed_version", Integer),
+    # Health: finished runs that failed since the last success, and what was skipped (migration 0008).
+    Column("consecutive_failures", Integer, nullable=False, server_default=text("0")),
+    Column("last_success_at", TS),
+    Column("last_failure_at", TS),
+    Column("skipped_total", BigInteger, nullable=False, server_default=text("0")),
+    Column("last_skipped_at", TS),
+    Column("last_skip_reason", Text),
+    Index("ix_schedule_stats_failing", "schedule_id", postgresql_where=text("consecutive_failures > 0")),
 )
 
 # Per-tenant token buckets shared by the API processes (``chime_take_tokens``, migration 0005). Key: kind:tenant.

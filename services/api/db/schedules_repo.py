@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import dataclasses
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Float, Row, and_, bindparam, case, func, insert, literal, select, update
+from sqlalchemy import Float, Row, Select, and_, bindparam, case, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -22,9 +23,10 @@ from services.api.errors import (
     ScheduleNotFound,
     VersionMismatch,
 )
-from services.api.outbox import enqueue
+from services.api.models import ScheduleStats
+from services.api.outbox import enqueue, enqueue_many
 from shared.db.tables import idempotency_keys, run_requests, runs, schedule_stats, schedules, tenants
-from shared.errors import InvalidSchedule
+from shared.errors import InvalidSchedule, InvalidSelector
 from shared.events import BackfillCommand, RunNowCommand, ScheduleDeleted, ScheduleUpserted
 from shared.events.catalog import BackfillCommandData, RunNowCommandData
 from shared.events.runs import RunStatus, Trigger
@@ -44,6 +46,7 @@ class ScheduleRecord:
     state: ScheduleState
     last_run_at: datetime | None
     run_count: int
+    stats: ScheduleStats = ScheduleStats()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,8 @@ class ListFilter:
     type: str | None = None
     name_prefix: str | None = None
     labels: dict[str, str | None] | None = None
+    failing: bool | None = None
+    ids: tuple[uuid.UUID, ...] | None = None
 
 
 def encode_cursor(value: str) -> str:
@@ -76,8 +81,13 @@ _STATUS = case(
     ),
     else_=schedules.c.status,
 )
+_HEALTH_COLUMNS = tuple(ScheduleStats.model_fields)
 _SELECT = select(
-    schedules, schedule_stats.c.run_count, schedule_stats.c.last_run_at, _STATUS.label("effective_status")
+    schedules,
+    schedule_stats.c.run_count,
+    schedule_stats.c.last_run_at,
+    *(schedule_stats.c[name] for name in _HEALTH_COLUMNS),
+    _STATUS.label("effective_status"),
 ).select_from(_WITH_STATS)
 
 
@@ -86,7 +96,14 @@ def _record(row: Row[Any]) -> ScheduleRecord:
     values = {k: m[k] for k in (*_DEFINITION_FIELDS, *_STATE_ONLY)}
     values["status"] = m["effective_status"]
     state = ScheduleState.model_validate(values)
-    return ScheduleRecord(state=state, last_run_at=m["last_run_at"], run_count=m["run_count"] or 0)
+    # Before the recorder's first write for a schedule there is no stats row: the defaults stand.
+    health = {k: m[k] for k in _HEALTH_COLUMNS if m[k] is not None}
+    return ScheduleRecord(
+        state=state,
+        last_run_at=m["last_run_at"],
+        run_count=m["run_count"] or 0,
+        stats=ScheduleStats.model_validate(health),
+    )
 
 
 _STATE_ONLY = ("id", "tenant_id", "status", "version", "created_at", "updated_at")
@@ -175,6 +192,59 @@ async def _add_fire_rate(conn: AsyncConnection, settings: Settings, tenant: str,
         raise FireRateExceeded(
             f"this change would plan {current + delta:.2f} fires per second for the tenant; the limit is {limit:g}"
         )
+
+
+class BulkAction(StrEnum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    DELETE = "delete"
+
+
+_SET_STATUS = (
+    update(schedules)
+    .where(schedules.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        version=bindparam("b_version"),
+        updated_at=bindparam("b_now"),
+        fire_rate=bindparam("b_rate"),
+    )
+)
+_DELETE_ROW = (
+    update(schedules)
+    .where(schedules.c.id == bindparam("b_id"))
+    .values(
+        status=ScheduleStatus.DELETED.value,
+        version=bindparam("b_version"),
+        updated_at=bindparam("b_now"),
+        deleted_at=bindparam("b_now"),
+    )
+)
+
+
+def filtered(query: Select[Any], tenant: str, flt: ListFilter) -> Select[Any]:
+    """``query`` (over ``_SELECT``) narrowed to the tenant's live schedules that ``flt`` matches."""
+    query = query.where(schedules.c.tenant_id == tenant)
+    if flt.status is not None:
+        query = query.where(_STATUS == flt.status.value)
+    else:
+        query = query.where(schedules.c.status != ScheduleStatus.DELETED.value)
+    if flt.type is not None:
+        query = query.where(schedules.c.type == flt.type)
+    if flt.name_prefix:
+        query = query.where(schedules.c.name.startswith(flt.name_prefix, autoescape=True))
+    for key, value in (flt.labels or {}).items():
+        if value is None:
+            query = query.where(schedules.c.labels.has_key(key))
+        else:
+            query = query.where(schedules.c.labels.contains({key: value}))
+    if flt.failing is True:
+        query = query.where(schedule_stats.c.consecutive_failures > 0)
+    elif flt.failing is False:
+        query = query.where(func.coalesce(schedule_stats.c.consecutive_failures, 0) == 0)
+    if flt.ids is not None:
+        query = query.where(schedules.c.id.in_(flt.ids))
+    return query
 
 
 class ScheduleRepository:
@@ -267,20 +337,7 @@ class ScheduleRepository:
     async def list(
         self, tenant: str, flt: ListFilter, *, limit: int, cursor: str | None
     ) -> tuple[list[ScheduleRecord], str | None]:
-        query = _SELECT.where(schedules.c.tenant_id == tenant)
-        if flt.status is not None:
-            query = query.where(_STATUS == flt.status.value)
-        else:
-            query = query.where(schedules.c.status != ScheduleStatus.DELETED.value)
-        if flt.type is not None:
-            query = query.where(schedules.c.type == flt.type)
-        if flt.name_prefix:
-            query = query.where(schedules.c.name.startswith(flt.name_prefix, autoescape=True))
-        for key, value in (flt.labels or {}).items():
-            if value is None:
-                query = query.where(schedules.c.labels.has_key(key))
-            else:
-                query = query.where(schedules.c.labels.contains({key: value}))
+        query = filtered(_SELECT, tenant, flt)
         if cursor is not None:
             query = query.where(schedules.c.id > uuid.UUID(decode_cursor(cursor)))
         query = query.order_by(schedules.c.id).limit(limit + 1)
@@ -313,7 +370,9 @@ class ScheduleRepository:
             await conn.execute(update(schedules).where(schedules.c.id == schedule_id).values(**_columns(state)))
             await self._publish_upsert(conn, state)
         self._on_commit()
-        return ScheduleRecord(state=state, last_run_at=current.last_run_at, run_count=current.run_count)
+        return ScheduleRecord(
+            state=state, last_run_at=current.last_run_at, run_count=current.run_count, stats=current.stats
+        )
 
     async def replace(
         self, tenant: str, schedule_id: uuid.UUID, definition: ScheduleDefinition, *, if_match: str | None
@@ -432,6 +491,81 @@ class ScheduleRepository:
             await enqueue(conn, command, PLANNER_COMMANDS, key=str(state.id), aggregate_id=str(state.id), version=0)
         self._on_commit()
         return len(nominals)
+
+    async def bulk(self, tenant: str, action: BulkAction, flt: ListFilter, *, dry_run: bool) -> tuple[int, int]:
+        """Pause, resume or delete every live schedule ``flt`` matches, each as its own versioned change through
+        the outbox, in one transaction. Returns (matched, changed); a dry run changes nothing."""
+        limit = self._settings.bulk_max
+        query = filtered(_SELECT, tenant, flt).order_by(schedules.c.id).limit(limit + 1)
+        now = utcnow()
+        async with self._engine.begin() as conn:
+            # Locked in id order, as every other writer locks one row: bulk changes cannot deadlock each other.
+            rows = (await conn.execute(query if dry_run else query.with_for_update(of=schedules))).all()
+            if len(rows) > limit:
+                raise InvalidSelector(
+                    "selector",
+                    f"the selector matches more than {limit} schedules (CHIME_BULK_MAX); narrow it",
+                )
+            wanted_from = {BulkAction.PAUSE: ScheduleStatus.ACTIVE, BulkAction.RESUME: ScheduleStatus.PAUSED}
+            eligible = [
+                r for r in rows if action is BulkAction.DELETE or r.effective_status == wanted_from[action].value
+            ]
+            if dry_run or not eligible:
+                return len(rows), 0
+            if action is BulkAction.DELETE:
+                await self._delete_rows(conn, tenant, eligible, now)
+            else:
+                await self._set_status_rows(conn, tenant, eligible, action, now)
+        self._on_commit()
+        return len(rows), len(eligible)
+
+    async def _set_status_rows(
+        self, conn: AsyncConnection, tenant: str, rows: Sequence[Row[Any]], action: BulkAction, now: datetime
+    ) -> None:
+        status = ScheduleStatus.PAUSED if action is BulkAction.PAUSE else ScheduleStatus.ACTIVE
+        states = [
+            _record(r).state.model_copy(update={"status": status, "version": r.version + 1, "updated_at": now})
+            for r in rows
+        ]
+        rates = [fire_rate(state) for state in states]
+        await _add_fire_rate(conn, self._settings, tenant, sum(rates) - sum(r.fire_rate for r in rows))
+        await conn.execute(
+            _SET_STATUS,
+            [
+                {"b_id": st.id, "b_status": status.value, "b_version": st.version, "b_now": now, "b_rate": rate}
+                for st, rate in zip(states, rates, strict=True)
+            ],
+        )
+        await enqueue_many(
+            conn,
+            [
+                (
+                    ScheduleUpserted(subject=str(st.id), tenant=tenant, time=now, data=st),
+                    SCHEDULES,
+                    str(st.id),
+                    st.version,
+                )
+                for st in states
+            ],
+        )
+
+    async def _delete_rows(self, conn: AsyncConnection, tenant: str, rows: Sequence[Row[Any]], now: datetime) -> None:
+        await conn.execute(
+            _DELETE_ROW,
+            [{"b_id": r.id, "b_version": r.version + 1, "b_now": now} for r in rows],
+        )
+        await conn.execute(
+            update(tenants)
+            .where(tenants.c.id == tenant)
+            .values(schedule_count=func.greatest(0, tenants.c.schedule_count - len(rows)))
+        )
+        await _add_fire_rate(conn, self._settings, tenant, -sum(r.fire_rate for r in rows))
+        events = []
+        for r in rows:
+            data = ScheduleDeletedData(id=r.id, tenant_id=tenant, version=r.version + 1, deleted_at=now)
+            event = ScheduleDeleted(subject=str(r.id), tenant=tenant, time=now, data=data)
+            events.append((event, SCHEDULES, str(r.id), r.version + 1))
+        await enqueue_many(conn, events)
 
     async def counts_by_status(self) -> dict[str, int]:
         async with self._engine.connect() as conn:

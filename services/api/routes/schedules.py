@@ -44,6 +44,7 @@ def schedule_out(record: ScheduleRecord, now: datetime | None = None) -> Schedul
         next_run_at=next_run_at,
         last_run_at=record.last_run_at,
         run_count=record.run_count,
+        stats=record.stats,
     )
 
 
@@ -83,6 +84,9 @@ async def list_schedules(
     type_: Annotated[str | None, Query(alias="type", pattern="^(cron|interval|oneoff)$")] = None,
     name: Annotated[str | None, Query(max_length=200, description="Name prefix")] = None,
     label: Annotated[list[str] | None, Query(description="key=value, or key alone; repeatable")] = None,
+    failing: Annotated[
+        bool | None, Query(description="true: only schedules whose last run failed (a failure streak of 1 or more)")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Page[ScheduleOut]:
@@ -90,7 +94,7 @@ async def list_schedules(
     for item in label or []:
         key, sep, value = item.partition("=")
         labels[key] = value if sep else None
-    flt = ListFilter(status=status_, type=type_, name_prefix=name, labels=labels)
+    flt = ListFilter(status=status_, type=type_, name_prefix=name, labels=labels, failing=failing)
     try:
         records, next_cursor = await deps.schedules.list(principal.tenant, flt, limit=limit, cursor=cursor)
     except ValueError as exc:
