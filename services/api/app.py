@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.api import openapi, problems
 from services.api.auth import TokenVerifier
 from services.api.bodylimit import BodyLimitMiddleware
+from services.api.db.calendars_repo import CalendarRepository
 from services.api.db.dlq_repo import DlqRepository
 from services.api.db.keys_repo import SigningKeyRepository
 from services.api.db.runs_repo import RunRepository
@@ -19,7 +20,7 @@ from services.api.deps import Services
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.outbox import OutboxRelay
 from services.api.ratelimit import RateLimiter
-from services.api.routes import bulk, dlq, health, runs, schedules, signing_keys
+from services.api.routes import bulk, calendars, dlq, health, runs, schedules, signing_keys
 from shared.db.engine import create_engine
 from shared.health import KafkaProbe
 from shared.settings import Settings
@@ -45,11 +46,13 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
             app.state.rate_limiter = RateLimiter(engine, settings.rate_limit_per_second)
             app.state.kafka_probe = KafkaProbe(settings)
             stack.push_async_callback(app.state.kafka_probe.close)
+            schedule_repo = ScheduleRepository(engine, settings, relay.notify)
             app.state.services = Services(
                 settings=settings,
                 engine=engine,
                 relay=relay,
-                schedules=ScheduleRepository(engine, settings, relay.notify),
+                schedules=schedule_repo,
+                calendars=CalendarRepository(engine, schedule_repo, relay.notify),
                 runs=RunRepository(engine),
                 keys=SigningKeyRepository(engine, settings, relay.notify),
                 dlq=DlqRepository(engine, relay.notify),
@@ -75,6 +78,7 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
     problems.install(app)
     app.include_router(bulk.router)
     app.include_router(schedules.router)
+    app.include_router(calendars.router)
     app.include_router(runs.router)
     app.include_router(signing_keys.router)
     app.include_router(dlq.router)

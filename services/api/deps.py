@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.api.db.calendars_repo import CalendarRepository
 from services.api.db.dlq_repo import DlqRepository
 from services.api.db.keys_repo import SigningKeyRepository
 from services.api.db.runs_repo import RunRepository
@@ -23,6 +24,7 @@ class Services:
     engine: AsyncEngine
     relay: OutboxRelay
     schedules: ScheduleRepository
+    calendars: CalendarRepository
     runs: RunRepository
     keys: SigningKeyRepository
     dlq: DlqRepository

@@ -38,6 +38,14 @@ class RunNotFound(NotFound):
     slug = "run-not-found"
 
 
+class CalendarNotFound(NotFound):
+    slug = "calendar-not-found"
+
+
+class CalendarInUse(ApiError):
+    status, title, slug = 409, "Calendar in use", "calendar-in-use"
+
+
 class DlqEntryNotFound(NotFound):
     slug = "dlq-entry-not-found"
 

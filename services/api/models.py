@@ -7,6 +7,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.events.calendar import CalendarDefinition
 from shared.events.runs import SkipReason
 from shared.events.schedule import ScheduleDefinition, ScheduleStatus
 from shared.types import Instant
@@ -43,6 +44,34 @@ class ScheduleCreate(ScheduleDefinition):
             ]
         }
     )
+
+
+class CalendarCreate(CalendarDefinition):
+    """``POST /api/calendars`` and ``PUT /api/calendars/{id}``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Paris business days",
+                    "timezone": "Europe/Paris",
+                    "exclude_dates": ["2026-12-25", "2027-01-01"],
+                    "exclude_weekdays": ["sat", "sun"],
+                    "exclude_ranges": [{"from": "2026-12-31T18:00:00Z", "to": "2027-01-01T06:00:00Z"}],
+                }
+            ]
+        }
+    )
+
+
+class CalendarOut(CalendarDefinition):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: uuid.UUID
+    tenant_id: str
+    version: int
+    created_at: Instant
+    updated_at: Instant
 
 
 class ScheduleStats(BaseModel):
@@ -84,6 +113,9 @@ class PreviewItem(BaseModel):
     utc: str = Field(examples=["2026-12-01T09:00:00.000Z"])
     local: str = Field(examples=["2026-12-01T10:00:00.000+01:00"])
     planned: str = Field(description="When the call is made: the nominal time plus the schedule's jitter.")
+    skipped: SkipReason | None = Field(
+        default=None, description="calendar: a calendar excludes this time (listed with include_skipped=true)."
+    )
 
 
 class PreviewOut(BaseModel):

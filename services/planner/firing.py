@@ -21,6 +21,7 @@ from services.planner.entries import (
     plan_misfire,
     skip_over,
 )
+from shared.events.calendar import excluded_by
 from shared.events.runs import RunDueData, RunSkippedData, SkipReason, Trigger
 from shared.events.schedule import OverlapPolicy
 from shared.runid import planned_run_id
@@ -82,11 +83,27 @@ def fire(entry: PlanEntry, now: datetime) -> Firing:
         return Firing(entry)
     misfire = plan_misfire(entry, now)
     if misfire is not None:
-        after = advance_past(entry, misfire.last_considered, len(misfire.fire))
+        calendars = entry.schedule.calendars
+        runs = [f for f in misfire.fire if not calendars or excluded_by(calendars, f.nominal) is None]
+        excluded = [f for f in misfire.fire if f not in runs]
+        after = advance_past(entry, misfire.last_considered, len(runs))
         done = after.next_nominal is None
         out = Firing(after)
-        for n, missed in enumerate(misfire.fire, 1):
-            out.due.append(due_data(entry, missed, final=done and n == len(misfire.fire)))
+        for missed in excluded:
+            run_id = planned_run_id(entry.schedule.id, missed.nominal)
+            out.skipped.append(
+                skipped_data(
+                    entry,
+                    SkipReason.CALENDAR,
+                    1,
+                    missed.nominal,
+                    missed.nominal,
+                    final=done and not runs and not misfire.skipped_count and missed is excluded[-1],
+                    run_id=run_id,
+                )
+            )
+        for n, missed in enumerate(runs, 1):
+            out.due.append(due_data(entry, missed, final=done and n == len(runs)))
             out.after = opened(out.after, planned_run_id(entry.schedule.id, missed.nominal), missed.nominal)
         if misfire.skipped_count and misfire.skipped_first and misfire.skipped_last:
             out.skipped.append(
@@ -96,10 +113,23 @@ def fire(entry: PlanEntry, now: datetime) -> Firing:
                     misfire.skipped_count,
                     misfire.skipped_first,
                     misfire.skipped_last,
-                    final=done and not misfire.fire,
+                    final=done and not runs,
                 )
             )
         return out
+    if entry.schedule.calendars and excluded_by(entry.schedule.calendars, nxt.nominal) is not None:
+        # Not run and not counted towards max_runs: the plan moves on as if the time were not in it.
+        after = skip_over(entry, nxt, buffer=False)
+        skip = skipped_data(
+            entry,
+            SkipReason.CALENDAR,
+            1,
+            nxt.nominal,
+            nxt.nominal,
+            final=after.next_nominal is None and after.buffered is None,
+            run_id=planned_run_id(entry.schedule.id, nxt.nominal),
+        )
+        return Firing(after, skipped=[skip])
     decision = overlap_decision(entry, now)
     if decision is Overlap.FIRE:
         after = advance(entry, nxt)

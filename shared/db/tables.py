@@ -20,7 +20,7 @@ from sqlalchemy import (
     Uuid,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData()
 
@@ -62,6 +62,7 @@ schedules = Table(
     Column("overlap_policy", String(16), nullable=False),
     Column("payload", JSONB, nullable=False),
     Column("retry_policy", JSONB, nullable=False),
+    Column("calendar_ids", ARRAY(Uuid), nullable=False, server_default=text("'{}'::uuid[]")),
     Column("status", String(16), nullable=False),
     Column("version", Integer, nullable=False),
     # Planned fires per second (average over a day), summed per tenant against
@@ -71,12 +72,30 @@ schedules = Table(
     Column("updated_at", TS, nullable=False),
     Column("deleted_at", TS),
     Index("ix_schedules_tenant_id_id", "tenant_id", "id"),
+    Index("ix_schedules_calendar_ids", "calendar_ids", postgresql_using="gin"),
     Index("ix_schedules_tenant_status_id", "tenant_id", "status", "id"),
     Index("ix_schedules_labels", "labels", postgresql_using="gin"),
 )
 
 # What the runs of a schedule add up to. The recorder is its only writer (the API owns ``schedules`` and joins this
 # when it reads one): planned runs counted, the latest nominal time run, and the version the planner finished.
+# Exclusion calendars (migration 0009); their content travels inside the schedules that name them.
+calendars = Table(
+    "calendars",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("tenant_id", String(200), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("exclude_dates", JSONB, nullable=False),
+    Column("exclude_weekdays", JSONB, nullable=False),
+    Column("exclude_ranges", JSONB, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Index("ix_calendars_tenant_id_id", "tenant_id", "id"),
+)
+
 schedule_stats = Table(
     "schedule_stats",
     metadata,

@@ -160,6 +160,7 @@ class ReplayCommandData(_Data):
 class SkipReason(StrEnum):
     MISFIRE = "misfire"
     OVERLAP = "overlap"
+    CALENDAR = "calendar"
 
 
 class RunSkippedData(_Data):

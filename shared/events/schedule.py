@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.events.calendar import CalendarRules
 from shared.schedule import PlanSpec, ScheduleType
 from shared.types import Instant
 
@@ -162,6 +163,17 @@ class ScheduleDefinition(Frozen):
     overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW
     payload: DeliverySpec
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
+    calendar_ids: Annotated[list[uuid.UUID], Field(max_length=5)] = Field(
+        default_factory=list,
+        description="Exclusion calendars of the tenant: a fire they exclude is skipped (reason calendar).",
+    )
+
+    @field_validator("calendar_ids")
+    @classmethod
+    def _distinct_calendars(cls, value: list[uuid.UUID]) -> list[uuid.UUID]:
+        if len(set(value)) != len(value):
+            raise ValueError("a calendar is named twice")
+        return value
 
 
 class ScheduleState(ScheduleDefinition):
@@ -173,6 +185,9 @@ class ScheduleState(ScheduleDefinition):
     version: int = Field(ge=1)
     created_at: Instant
     updated_at: Instant
+    calendars: list[CalendarRules] = Field(
+        default_factory=list, description="The calendars named by calendar_ids, as they were at this version."
+    )
 
 
 class ScheduleDeletedData(Frozen):

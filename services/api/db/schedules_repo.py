@@ -15,6 +15,7 @@ from sqlalchemy import Float, Row, Select, and_, bindparam, case, func, insert, 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.api.db.calendar_rows import named_calendars
 from services.api.errors import (
     FireRateExceeded,
     IdempotencyKeyReused,
@@ -116,7 +117,7 @@ def fire_rate(state: ScheduleState) -> float:
 
 
 def _columns(state: ScheduleState) -> dict[str, Any]:
-    values = state.model_dump(mode="python")
+    values = state.model_dump(mode="python", exclude={"calendars"})
     values["fire_rate"] = fire_rate(state)
     values["payload"] = state.payload.model_dump(mode="json")
     values["retry_policy"] = state.retry_policy.model_dump(mode="json")
@@ -210,6 +211,11 @@ _SET_STATUS = (
         fire_rate=bindparam("b_rate"),
     )
 )
+_BUMP = (
+    update(schedules)
+    .where(schedules.c.id == bindparam("b_id"))
+    .values(version=bindparam("b_version"), updated_at=bindparam("b_now"))
+)
 _DELETE_ROW = (
     update(schedules)
     .where(schedules.c.id == bindparam("b_id"))
@@ -220,6 +226,14 @@ _DELETE_ROW = (
         deleted_at=bindparam("b_now"),
     )
 )
+
+
+async def with_calendars(conn: AsyncConnection, tenant: str, states: Sequence[ScheduleState]) -> list[ScheduleState]:
+    """``states`` carrying the calendars they name, as they are now (share-locked until the transaction ends)."""
+    found = await named_calendars(conn, tenant, (c for st in states for c in st.calendar_ids))
+    if not found:
+        return list(states)
+    return [st.model_copy(update={"calendars": [found[c] for c in st.calendar_ids]}) for st in states]
 
 
 def filtered(query: Select[Any], tenant: str, flt: ListFilter) -> Select[Any]:
@@ -254,8 +268,45 @@ class ScheduleRepository:
         self._on_commit = on_commit
 
     async def _publish_upsert(self, conn: AsyncConnection, state: ScheduleState) -> None:
+        (state,) = await with_calendars(conn, state.tenant_id, [state])
         event = ScheduleUpserted(subject=str(state.id), tenant=state.tenant_id, time=state.updated_at, data=state)
         await enqueue(conn, event, SCHEDULES, key=str(state.id), aggregate_id=str(state.id), version=state.version)
+
+    async def _publish_upserts(self, conn: AsyncConnection, tenant: str, states: Sequence[ScheduleState]) -> None:
+        resolved = await with_calendars(conn, tenant, states)
+        await enqueue_many(
+            conn,
+            [
+                (
+                    ScheduleUpserted(subject=str(st.id), tenant=tenant, time=st.updated_at, data=st),
+                    SCHEDULES,
+                    str(st.id),
+                    st.version,
+                )
+                for st in resolved
+            ],
+        )
+
+    async def lock_calendar_users(self, conn: AsyncConnection, tenant: str, calendar_id: uuid.UUID) -> list[Row[Any]]:
+        """The tenant's live schedules that name the calendar, locked in id order (as every schedule change locks)."""
+        query = (
+            _SELECT.where(
+                schedules.c.tenant_id == tenant,
+                schedules.c.status != ScheduleStatus.DELETED.value,
+                schedules.c.calendar_ids.contains([calendar_id]),
+            )
+            .order_by(schedules.c.id)
+            .with_for_update(of=schedules)
+        )
+        return list((await conn.execute(query)).all())
+
+    async def republish(self, conn: AsyncConnection, tenant: str, rows: Sequence[Row[Any]], now: datetime) -> None:
+        """A new version of each schedule, unchanged but for the calendars it carries (they changed)."""
+        if not rows:
+            return
+        states = [_record(r).state.model_copy(update={"version": r.version + 1, "updated_at": now}) for r in rows]
+        await conn.execute(_BUMP, [{"b_id": st.id, "b_version": st.version, "b_now": now} for st in states])
+        await self._publish_upserts(conn, tenant, states)
 
     async def create(
         self, tenant: str, definition: ScheduleDefinition, *, idempotency_key: str | None, request_hash: str
@@ -536,18 +587,7 @@ class ScheduleRepository:
                 for st, rate in zip(states, rates, strict=True)
             ],
         )
-        await enqueue_many(
-            conn,
-            [
-                (
-                    ScheduleUpserted(subject=str(st.id), tenant=tenant, time=now, data=st),
-                    SCHEDULES,
-                    str(st.id),
-                    st.version,
-                )
-                for st in states
-            ],
-        )
+        await self._publish_upserts(conn, tenant, states)
 
     async def _delete_rows(self, conn: AsyncConnection, tenant: str, rows: Sequence[Row[Any]], now: datetime) -> None:
         await conn.execute(

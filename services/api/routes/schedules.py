@@ -20,8 +20,10 @@ from services.api.problems import invalid_cursor
 from services.api.routes.runs import run_out
 from services.api.validation import check_definition
 from shared.errors import InvalidSchedule
+from shared.events.calendar import preview_with_calendars
+from shared.events.runs import SkipReason
 from shared.events.schedule import ScheduleDefinition, ScheduleStatus, plan_spec
-from shared.schedule import next_fire_after, preview
+from shared.schedule import next_fire_after
 from shared.schedule.plan import load_zone
 from shared.timefmt import format_local, format_utc, utcnow
 
@@ -40,7 +42,7 @@ def schedule_out(record: ScheduleRecord, now: datetime | None = None) -> Schedul
         fire = next_fire_after(plan_spec(state, state.id, state.created_at), after, record.run_count)
         next_run_at = fire.nominal if fire else None
     return ScheduleOut(
-        **state.model_dump(),
+        **state.model_dump(exclude={"calendars"}),
         next_run_at=next_run_at,
         last_run_at=record.last_run_at,
         run_count=record.run_count,
@@ -244,6 +246,9 @@ async def preview_schedule(
     deps: Deps,
     count: Annotated[int, Query(ge=1, le=1000)] = 10,
     after: Annotated[datetime | None, Query(description="Start after this instant (default: now)")] = None,
+    include_skipped: Annotated[
+        bool, Query(description="Also list the times a calendar excludes, each with skipped: calendar")
+    ] = False,
 ) -> PreviewOut:
     record = await deps.schedules.get(principal.tenant, schedule_id)
     state = record.state
@@ -255,14 +260,23 @@ async def preview_schedule(
     if state.status is ScheduleStatus.COMPLETED:
         return PreviewOut(items=[])
     zone = load_zone(state.timezone)
-    fires = preview(plan_spec(state, state.id, state.created_at), start, count, record.run_count)
+    calendars = await deps.calendars.rules(principal.tenant, state.calendar_ids)
+    fires = preview_with_calendars(
+        plan_spec(state, state.id, state.created_at),
+        start,
+        count,
+        record.run_count,
+        calendars,
+        include_skipped=include_skipped,
+    )
     return PreviewOut(
         items=[
             PreviewItem(
                 utc=format_utc(f.nominal),
                 local=format_local(f.nominal.astimezone(zone)),
                 planned=format_utc(f.planned),
+                skipped=SkipReason.CALENDAR if excluded else None,
             )
-            for f in fires
+            for f, excluded in fires
         ]
     )
