@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -91,49 +92,54 @@ async def test_bulk_pause_by_label_stops_only_the_labelled_and_resume_restores_t
 ) -> None:
     settings = e2e_settings
     team = f"bulk-{uuid.uuid4().hex[:6]}"
-    labelled: list[str] = []
-    for _ in range(40):
-        body = schedule_body(interval_seconds=1, labels={"team": team}, payload={"url": f"{sink.url}/bulk"})
-        labelled.append((await api.post("/api/schedules", json=body, headers=auth(settings, tenant))).json()["id"])
-    body = schedule_body(interval_seconds=1, labels={"team": f"{team}-x"}, payload={"url": f"{sink.url}/bulk"})
-    bystander = (await api.post("/api/schedules", json=body, headers=auth(settings, tenant))).json()["id"]
+    count, every = 1_000, 5
+    headers = {**auth(settings, tenant), "Content-Type": "application/json"}
+    slots = asyncio.Semaphore(16)
+
+    async def create(labels: dict[str, str]) -> str:
+        body = schedule_body(interval_seconds=every, labels=labels, payload={"url": f"{sink.url}/bulk"})
+        async with slots:
+            response = await api.post("/api/schedules", json=body, headers=headers)
+        assert response.status_code == 201, response.text
+        schedule_id: str = response.json()["id"]
+        return schedule_id
+
+    labelled = list(await asyncio.gather(*(create({"team": team}) for _ in range(count))))
+    bystander = await create({"team": f"{team}-x"})
+    wanted = {*labelled, bystander}
 
     def all_firing() -> bool:
-        return all(len(sink.for_schedule(s)) >= 2 for s in [*labelled, bystander])
+        return wanted <= {a.schedule_id for a in sink.arrivals}
 
-    assert await sink.wait_until(all_firing, timeout=30), "the schedules did not start firing"
+    assert await sink.wait_until(all_firing, timeout=60), "the schedules did not start firing"
     selector = {"labels": {"team": team}}
     dry = await api.post(
-        "/api/schedules/bulk",
-        json={"action": "pause", "selector": selector, "dry_run": True},
-        headers=auth(settings, tenant),
+        "/api/schedules/bulk", json={"action": "pause", "selector": selector, "dry_run": True}, headers=headers
     )
-    assert dry.json() == {"matched": 40, "changed": 0}
-    paused = await api.post(
-        "/api/schedules/bulk", json={"action": "pause", "selector": selector}, headers=auth(settings, tenant)
-    )
-    assert paused.json() == {"matched": 40, "changed": 40}
-    # Runs announced before the pause are cancelled; within a second nothing of the labelled ones is called.
-    await asyncio.sleep(1.0)
-    counts = {s: len(sink.for_schedule(s)) for s in labelled}
-    bystander_before = len(sink.for_schedule(bystander))
-    await asyncio.sleep(3.0)
-    assert {s: len(sink.for_schedule(s)) for s in labelled} == counts
-    assert len(sink.for_schedule(bystander)) >= bystander_before + 2, "the unlabelled schedule stopped too"
+    assert dry.json() == {"matched": count, "changed": 0}
+    paused = await api.post("/api/schedules/bulk", json={"action": "pause", "selector": selector}, headers=headers)
+    paused_at = datetime.now(UTC)
+    assert paused.json() == {"matched": count, "changed": count}
+    await asyncio.sleep(2 * every)
+    # Runs announced before the pause are cancelled: nothing labelled is called for a time a second after the
+    # answer. A thousand changes at once take the planner about 0.3 s to apply on this box; a single change's
+    # propagation is what `make bench` measures against its 100 ms target.
+    cutoff = paused_at + timedelta(seconds=1)
+    late = [a for a in sink.arrivals if a.schedule_id in labelled and a.nominal > cutoff]
+    spread = sorted((a.nominal - paused_at).total_seconds() for a in late)
+    assert late == [], f"{len(late)} labelled calls for times after the pause, at +{spread} s"
+    assert any(a.nominal > cutoff for a in sink.for_schedule(bystander)), "the unlabelled schedule stopped too"
 
-    resumed = await api.post(
-        "/api/schedules/bulk", json={"action": "resume", "selector": selector}, headers=auth(settings, tenant)
-    )
-    assert resumed.json() == {"matched": 40, "changed": 40}
+    resumed = await api.post("/api/schedules/bulk", json={"action": "resume", "selector": selector}, headers=headers)
+    resumed_at = datetime.now(UTC)
+    assert resumed.json() == {"matched": count, "changed": count}
 
     def all_again() -> bool:
-        return all(len(sink.for_schedule(s)) >= counts[s] + 2 for s in labelled)
+        return set(labelled) <= {a.schedule_id for a in sink.arrivals if a.nominal > resumed_at}
 
     assert await sink.wait_until(all_again, timeout=30), "resumed schedules did not fire again"
     deleted = await api.post(
-        "/api/schedules/bulk",
-        json={"action": "delete", "selector": {"labels": {"team": team}}},
-        headers=auth(settings, tenant),
+        "/api/schedules/bulk", json={"action": "delete", "selector": {"labels": {"team": team}}}, headers=headers
     )
-    assert deleted.json() == {"matched": 40, "changed": 40}
-    await api.delete(f"/api/schedules/{bystander}", headers=auth(settings, tenant))
+    assert deleted.json() == {"matched": count, "changed": count}
+    await api.delete(f"/api/schedules/{bystander}", headers=headers)
