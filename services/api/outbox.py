@@ -46,39 +46,27 @@ _MARK_PUBLISHED = (
 )
 
 
+def _row(event: Envelope, topic: TopicSpec, key: str, aggregate_id: str, version: int) -> dict[str, Any]:
+    return {
+        "aggregate_id": aggregate_id,
+        "version": version,
+        "topic_suffix": topic.suffix,
+        "key": key.encode(),
+        "value": encode_event(event),
+        "headers": {"tenant": event.tenant, "content-type": CONTENT_TYPE},
+    }
+
+
 async def enqueue(
     conn: AsyncConnection, event: Envelope, topic: TopicSpec, *, key: str, aggregate_id: str, version: int
 ) -> None:
     """Add ``event`` to the outbox inside the caller's transaction."""
-    await conn.execute(
-        _INSERT,
-        {
-            "aggregate_id": aggregate_id,
-            "version": version,
-            "topic_suffix": topic.suffix,
-            "key": key.encode(),
-            "value": encode_event(event),
-            "headers": {"tenant": event.tenant, "content-type": CONTENT_TYPE},
-        },
-    )
+    await conn.execute(_INSERT, _row(event, topic, key, aggregate_id, version))
 
 
 async def enqueue_many(conn: AsyncConnection, events: Sequence[tuple[Envelope, TopicSpec, str, int]]) -> None:
     """Add many (event, topic, key, version) to the outbox in one round trip; the key is the aggregate id."""
-    await conn.execute(
-        _INSERT,
-        [
-            {
-                "aggregate_id": key,
-                "version": version,
-                "topic_suffix": topic.suffix,
-                "key": key.encode(),
-                "value": encode_event(event),
-                "headers": {"tenant": event.tenant, "content-type": CONTENT_TYPE},
-            }
-            for event, topic, key, version in events
-        ],
-    )
+    await conn.execute(_INSERT, [_row(event, topic, key, key, version) for event, topic, key, version in events])
 
 
 class RelayMetrics(Protocol):

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Float, Row, Select, and_, bindparam, case, func, insert, literal, select, update
+from sqlalchemy import Float, Row, Select, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -454,21 +454,7 @@ class ScheduleRepository:
         async with self._engine.begin() as conn:
             row = await _live_row(conn, tenant, schedule_id, for_update=True)
             check_if_match(if_match, row.version)
-            version = row.version + 1
-            await conn.execute(
-                update(schedules)
-                .where(schedules.c.id == schedule_id)
-                .values(status=ScheduleStatus.DELETED.value, version=version, updated_at=now, deleted_at=now)
-            )
-            await conn.execute(
-                update(tenants)
-                .where(and_(tenants.c.id == tenant, tenants.c.schedule_count > literal(0)))
-                .values(schedule_count=tenants.c.schedule_count - 1)
-            )
-            await _add_fire_rate(conn, self._settings, tenant, -row.fire_rate)
-            data = ScheduleDeletedData(id=schedule_id, tenant_id=tenant, version=version, deleted_at=now)
-            event = ScheduleDeleted(subject=str(schedule_id), tenant=tenant, time=now, data=data)
-            await enqueue(conn, event, SCHEDULES, key=str(schedule_id), aggregate_id=str(schedule_id), version=version)
+            await self._delete_rows(conn, tenant, [row], now)
         self._on_commit()
 
     async def run_now(self, tenant: str, schedule_id: uuid.UUID) -> dict[str, Any]:
