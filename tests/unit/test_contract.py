@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from services.api.routes.schedules import merge_patch
+from services.api.patching import merge_patch
 from shared.errors import EventDecodeError
 from shared.events import ScheduleUpserted, decode_event, encode_event
 from shared.events.schedule import DeliverySpec, RetryPolicy, ScheduleState

@@ -6,22 +6,18 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response, status
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 
 from services.api.auth import ReadSchedules, WriteSchedules
 from services.api.db.calendars_repo import CalendarRecord
 from services.api.deps import Deps
-from services.api.errors import CalendarNotFound, VersionMismatch
 from services.api.models import CalendarCreate, CalendarOut, Page
+from services.api.patching import patched, with_retries
 from services.api.problems import invalid_cursor
-from services.api.routes.schedules import merge_patch
 from shared.events.calendar import CalendarDefinition
 
 router = APIRouter(prefix="/api/calendars", tags=["calendars"])
 
 IfMatch = Annotated[str | None, Header(alias="If-Match")]
-_PATCH_RETRIES = 3
 
 
 def _out(response: Response | None, record: CalendarRecord) -> CalendarOut:
@@ -85,24 +81,16 @@ async def patch_calendar(
     response: Response,
     if_match: IfMatch = None,
 ) -> CalendarOut:
-    for attempt in range(_PATCH_RETRIES):
+    async def attempt() -> CalendarOut:
         current = await deps.calendars.get(principal.tenant, calendar_id)
         base = current.rules.model_dump(mode="json", by_alias=True, include=set(CalendarDefinition.model_fields))
-        try:
-            definition = CalendarDefinition.model_validate(merge_patch(base, body))
-        except ValidationError as exc:
-            raise RequestValidationError(
-                [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-            ) from exc
+        definition = patched(CalendarDefinition, base, body)
         expected = if_match if if_match is not None else f'"{current.rules.version}"'
-        try:
-            record = await deps.calendars.replace(principal.tenant, calendar_id, definition, if_match=expected)
-        except VersionMismatch:
-            if if_match is not None or attempt == _PATCH_RETRIES - 1:
-                raise
-            continue
-        return _out(response, record)
-    raise CalendarNotFound(f"no calendar {calendar_id}")  # pragma: no cover - loop always returns or raises
+        return _out(
+            response, await deps.calendars.replace(principal.tenant, calendar_id, definition, if_match=expected)
+        )
+
+    return await with_retries(if_match, attempt)
 
 
 @router.delete("/{calendar_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -9,13 +9,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from services.api.auth import ReadSchedules, WriteSchedules
 from services.api.db.schedules_repo import ListFilter, ScheduleRecord
 from services.api.deps import Deps
-from services.api.errors import ScheduleNotFound, VersionMismatch
 from services.api.models import Page, PreviewItem, PreviewOut, RunOut, ScheduleCreate, ScheduleOut
+from services.api.patching import patched, with_retries
 from services.api.problems import invalid_cursor
 from services.api.routes.runs import run_out
 from services.api.validation import check_definition
@@ -30,7 +30,6 @@ from shared.timefmt import format_local, format_utc, utcnow
 router = APIRouter(prefix="/api/schedules", tags=["schedules"])
 
 IfMatch = Annotated[str | None, Header(alias="If-Match")]
-_PATCH_RETRIES = 3
 
 
 def schedule_out(record: ScheduleRecord, now: datetime | None = None) -> ScheduleOut:
@@ -132,19 +131,6 @@ async def replace_schedule(
     return _tagged(response, record)
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7396 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
 @router.patch("/{schedule_id}", response_model=ScheduleOut)
 async def patch_schedule(
     schedule_id: uuid.UUID,
@@ -154,15 +140,10 @@ async def patch_schedule(
     response: Response,
     if_match: IfMatch = None,
 ) -> ScheduleOut:
-    for attempt in range(_PATCH_RETRIES):
+    async def attempt() -> ScheduleOut:
         current = await deps.schedules.get(principal.tenant, schedule_id)
         base = current.state.model_dump(mode="json", include=set(ScheduleDefinition.model_fields))
-        try:
-            definition = ScheduleDefinition.model_validate(merge_patch(base, body))
-        except ValidationError as exc:
-            raise RequestValidationError(
-                [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-            ) from exc
+        definition = patched(ScheduleDefinition, base, body)
         await check_definition(
             definition,
             settings=deps.settings,
@@ -173,14 +154,10 @@ async def patch_schedule(
         )
         # The merge was computed from this version; apply it only to this version.
         expected = if_match if if_match is not None else f'"{current.state.version}"'
-        try:
-            record = await deps.schedules.replace(principal.tenant, schedule_id, definition, if_match=expected)
-        except VersionMismatch:
-            if if_match is not None or attempt == _PATCH_RETRIES - 1:
-                raise
-            continue
+        record = await deps.schedules.replace(principal.tenant, schedule_id, definition, if_match=expected)
         return _tagged(response, record)
-    raise ScheduleNotFound(f"no schedule {schedule_id}")  # pragma: no cover - loop always returns or raises
+
+    return await with_retries(if_match, attempt)
 
 
 @router.delete("/{schedule_id}", status_code=status.HTTP_204_NO_CONTENT)
