@@ -25,6 +25,7 @@ from services.executor.delivery import CallResult, build_client, call
 from services.executor.httpclient import HttpClient
 from services.executor.keys import KeyStore
 from services.executor.offsets import OffsetTracker
+from services.executor.stops import StoppedSchedules
 from shared.backoff import Dead, Retry, decide, tier_for
 from shared.consumer_runtime import Backoff, ConsumerProgress, QuarantineTopic, Stopping, is_transient, started
 from shared.errors import EventDecodeError
@@ -33,6 +34,7 @@ from shared.events import (
     DlqEntry,
     Envelope,
     RunAttemptFailed,
+    RunCancelled,
     RunDeadLettered,
     RunDue,
     RunFinishedCommand,
@@ -41,7 +43,14 @@ from shared.events import (
     encode_event,
 )
 from shared.events.probe import probe_run
-from shared.events.runs import DlqEntryData, RunDueData, RunFinishedData, RunOutcomeData, RunStatus
+from shared.events.runs import (
+    DlqEntryData,
+    RunCancelledData,
+    RunDueData,
+    RunFinishedData,
+    RunOutcomeData,
+    RunStatus,
+)
 from shared.kafka import AHEAD_FETCH, BATCH_LINGER_MS, build_group_consumer, build_producer, group_id
 from shared.logs import run_context
 from shared.publisher import BatchPublisher, PublisherStopped
@@ -157,6 +166,7 @@ class Executor:
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = defaultdict(set)
         # Runs waiting for their planned time, by run id: a cancel finds them here.
         self._held: dict[uuid.UUID, _Held] = {}
+        self._stopped = StoppedSchedules()
         # Runs that were already due when their batch was read start after the whole batch is dispatched, so a
         # cancel behind them in the same batch (a delete while this executor catches up) still wins.
         self._overdue: set[uuid.UUID] = set()
@@ -285,6 +295,7 @@ class Executor:
                     self._start_overdue()
             if loop.time() >= next_commit:
                 await self._commit()
+                self._stopped.prune()
                 next_commit = loop.time() + _COMMIT_EVERY_S
 
     def _dispatch(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> bool:
@@ -296,15 +307,19 @@ class Executor:
             self._set_aside(tp, record.offset, raw, record.key)
             return True
         if probe.is_cancel:
-            self._cancel(probe.data.run_id)
+            self._cancel(probe.run_id)
+            return True
+        if probe.is_stop:
+            self._stopped.stop(*probe.stop)
             return True
         head = probe.data
+        run_id = probe.run_id
         planned = head.planned_time
         if not probe.is_due or planned is None:
             return True
         if tp.topic in self._retry_topic_names and not self._due_soon(tp, record.offset, head.not_before):
             return False
-        held = self._held.get(head.run_id)
+        held = self._held.get(run_id)
         if held is not None and held.attempt == head.attempt:
             # The same run announced twice (a planner re-fired it after a crash): one call is enough.
             self.metrics.repeats_dropped.inc()
@@ -322,10 +337,10 @@ class Executor:
         if delay <= 0:
             # Due now, started once this batch is dispatched (``_start_overdue``): held until then, so a cancel (or a
             # repeat of the same announcement) further on in the batch still finds it.
-            release = self._prepare(tp, record.offset, key, raw, head.run_id, due_at)
+            release = self._prepare(tp, record.offset, key, raw, run_id, due_at)
             if release is not None:
-                self._held[head.run_id] = _Held(head.attempt, tp, record.offset, release)
-                self._overdue.add(head.run_id)
+                self._held[run_id] = _Held(head.attempt, tp, record.offset, release)
+                self._overdue.add(run_id)
             return True
         # A timer, not a task, holds the run until its time, and it holds the record's bytes, not the parsed event:
         # thousands of held runs cost a heap entry each and add nothing for the garbage collector to walk. Shortly
@@ -335,10 +350,10 @@ class Executor:
         lead = _PREPARE_LEAD_S * (0.5 + 0.5 * random.random())  # noqa: S311 - spreading work, not security
         handle: asyncio.Handle
         if delay > lead:
-            handle = loop.call_later(delay - lead, self._prepare, tp, record.offset, key, raw, head.run_id, due_at)
+            handle = loop.call_later(delay - lead, self._prepare, tp, record.offset, key, raw, run_id, due_at)
         else:
-            handle = loop.call_soon(self._prepare, tp, record.offset, key, raw, head.run_id, due_at)
-        self._held[head.run_id] = _Held(head.attempt, tp, record.offset, handle)
+            handle = loop.call_soon(self._prepare, tp, record.offset, key, raw, run_id, due_at)
+        self._held[run_id] = _Held(head.attempt, tp, record.offset, handle)
         return True
 
     def _prepare(
@@ -378,7 +393,47 @@ class Executor:
         held = self._held.get(due.run_id)
         if held is not None and held.offset == offset and held.tp == tp:
             del self._held[due.run_id]
+        if self._stopped:
+            status = self._stopped.withdrawn(due)
+            if status is not None:
+                self._withdraw(tp, offset, key, due, status)
+                return
         self._start(tp, offset, key, due)
+
+    def _withdraw(self, tp: TopicPartition, offset: int, key: bytes, due: RunDueData, status: str) -> None:
+        """A planned run of a schedule paused or deleted since it was announced: say so instead of calling.
+
+        The ``run.cancelled`` closes the run in the history (the planner may have applied the change after the run's
+        time, and then cancels nothing); the planner is told a run it holds the schedule back for has ended.
+        """
+        assert self._publisher is not None  # noqa: S101 - set in run()
+        self.metrics.cancelled.inc()
+        data = RunCancelledData(
+            run_id=due.run_id,
+            schedule_id=due.schedule_id,
+            tenant_id=due.tenant_id,
+            nominal_time=due.nominal_time,
+            reason=f"schedule {status}",
+        )
+        event = RunCancelled(subject=str(due.schedule_id), tenant=due.tenant_id, time=utcnow(), data=data)
+        headers = [("tenant", due.tenant_id.encode()), ("content-type", CONTENT_TYPE.encode())]
+        published = [self._publisher.publish(self._due_topic, encode_event(event), key, headers)]
+        if due.report_finish:
+            finished = RunFinishedData(
+                run_id=due.run_id, schedule_id=due.schedule_id, tenant_id=due.tenant_id, status=RunStatus.SKIPPED
+            )
+            command = RunFinishedCommand(
+                subject=str(due.schedule_id), tenant=due.tenant_id, time=utcnow(), data=finished
+            )
+            published.append(self._publisher.publish(self._planner_topic, encode_event(command), key, headers))
+
+        def _done(_: object) -> None:
+            # Committed past only once both records are in Kafka; a failed publish leaves the run to a redelivery.
+            if all(f.done() and not f.cancelled() and f.exception() is None for f in published):
+                self._finish(tp, offset)
+
+        gathered = asyncio.gather(*published, return_exceptions=True)
+        gathered.add_done_callback(_done)
 
     def _start_overdue(self) -> None:
         """Start the overdue runs of the batch just dispatched that nothing in it cancelled."""

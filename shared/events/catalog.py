@@ -18,7 +18,7 @@ from shared.events.runs import (
     RunOutcomeData,
     RunSkippedData,
 )
-from shared.events.schedule import ScheduleDeletedData, ScheduleState
+from shared.events.schedule import ScheduleDeletedData, ScheduleState, ScheduleStoppedData
 from shared.events.signing import SigningKeysData
 from shared.types import Instant
 
@@ -31,6 +31,11 @@ class ScheduleUpserted(Envelope):
 class ScheduleDeleted(Envelope):
     type: Literal["dev.chime.schedule.deleted.v1"] = "dev.chime.schedule.deleted.v1"
     data: ScheduleDeletedData
+
+
+class ScheduleStopped(Envelope):
+    type: Literal["dev.chime.schedule.stopped.v1"] = "dev.chime.schedule.stopped.v1"
+    data: ScheduleStoppedData
 
 
 class SigningKeysUpdated(Envelope):
@@ -113,6 +118,7 @@ class RunFinishedCommand(Envelope):
 ChimeEvent = Annotated[
     ScheduleUpserted
     | ScheduleDeleted
+    | ScheduleStopped
     | SigningKeysUpdated
     | RunDue
     | RunCancelled
@@ -131,6 +137,7 @@ ChimeEvent = Annotated[
 EVENT_TYPES: tuple[type[Envelope], ...] = (
     ScheduleUpserted,
     ScheduleDeleted,
+    ScheduleStopped,
     SigningKeysUpdated,
     RunDue,
     RunCancelled,

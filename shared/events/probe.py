@@ -7,17 +7,19 @@ holds announced runs until their time and needs only when, and which run, to do 
 from __future__ import annotations
 
 import uuid
+from typing import cast
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from shared.errors import EventDecodeError
-from shared.events.catalog import RunCancelled, RunDue, RunSucceeded
+from shared.events.catalog import RunCancelled, RunDue, RunSucceeded, ScheduleStopped
 from shared.events.runs import Trigger
 from shared.types import Instant
 
 _SUCCEEDED = RunSucceeded.model_fields["type"].default
 _DUE: str = RunDue.model_fields["type"].default
 _CANCELLED: str = RunCancelled.model_fields["type"].default
+_STOPPED: str = ScheduleStopped.model_fields["type"].default
 
 
 class _ProbeData(BaseModel):
@@ -43,10 +45,14 @@ class ResultProbe(BaseModel):
 class _RunHead(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    run_id: uuid.UUID
+    run_id: uuid.UUID | None = None
     attempt: int = 1
     planned_time: Instant | None = None
     not_before: Instant | None = None
+    # schedule.stopped
+    schedule_id: uuid.UUID | None = None
+    schedule_version: int | None = None
+    status: str | None = None
 
 
 class RunProbe(BaseModel):
@@ -61,6 +67,14 @@ class RunProbe(BaseModel):
     type: str
     data: _RunHead
 
+    @model_validator(mode="after")
+    def _complete(self) -> RunProbe:
+        if self.type in (_DUE, _CANCELLED) and self.data.run_id is None:
+            raise ValueError("a run event without data.run_id")
+        if self.type == _STOPPED and (self.data.schedule_id is None or self.data.schedule_version is None):
+            raise ValueError("schedule.stopped without data.schedule_id and data.schedule_version")
+        return self
+
     @property
     def is_due(self) -> bool:
         return self.type == _DUE
@@ -68,6 +82,20 @@ class RunProbe(BaseModel):
     @property
     def is_cancel(self) -> bool:
         return self.type == _CANCELLED
+
+    @property
+    def is_stop(self) -> bool:
+        return self.type == _STOPPED
+
+    @property
+    def run_id(self) -> uuid.UUID:
+        """The run of a ``run.due`` or ``run.cancelled`` (checked when probed)."""
+        return cast(uuid.UUID, self.data.run_id)
+
+    @property
+    def stop(self) -> tuple[uuid.UUID, int, str]:
+        """(schedule id, version, status) of a ``schedule.stopped`` (checked when probed)."""
+        return cast(uuid.UUID, self.data.schedule_id), cast(int, self.data.schedule_version), self.data.status or ""
 
 
 def probe_run(raw: bytes) -> RunProbe:

@@ -197,6 +197,18 @@ class ScheduleDeletedData(Frozen):
     deleted_at: Instant
 
 
+class ScheduleStoppedData(Frozen):
+    """A schedule was paused or deleted at ``schedule_version``: runs the planner announced for an earlier version
+    must not be called. Sent by the API with the change itself, on ``chime.runs.due``, so executors stop
+    those runs without waiting for the planner to apply the change."""
+
+    schedule_id: uuid.UUID
+    tenant_id: str
+    schedule_version: int = Field(ge=1)
+    status: Literal["paused", "deleted"]
+    stopped_at: Instant
+
+
 ScheduleTypeLiteral = Literal["cron", "interval", "oneoff"]
 
 

@@ -37,8 +37,9 @@ async def test_stats_follow_failures_successes_and_skips(
 ) -> None:
     settings = e2e_settings
     path = f"/health/{uuid.uuid4()}"
-    # Two permanent failures (each dead-lettered at once), then successes from the sink's default answer.
-    url = sink.script(path, [Reply(400), Reply(400)])
+    # Permanent failures (each dead-lettered at once) until the streak has been seen, then successes from the
+    # sink's default answer.
+    url = sink.script(path, [Reply(400)] * 120)
     body = schedule_body(interval_seconds=1, payload={"url": url}, retry_policy=ONE_ATTEMPT)
     created = await api.post("/api/schedules", json=body, headers=auth(settings, tenant))
     assert created.status_code == 201, created.text
@@ -54,12 +55,13 @@ async def test_stats_follow_failures_successes_and_skips(
 
     async def streak_of_two() -> dict[str, Any]:
         stats = await stats_of(api, settings, tenant, schedule_id)
-        return stats if stats["consecutive_failures"] == 2 else {}
+        return stats if stats["consecutive_failures"] >= 2 else {}
 
     failing = await until(streak_of_two)
     assert failing, await stats_of(api, settings, tenant, schedule_id)
     assert failing["last_failure_at"] is not None and failing["last_success_at"] is None
     assert schedule_id in await failing_ids(api, settings, tenant, True)
+    sink.scripts[path].clear()
 
     async def recovered() -> dict[str, Any]:
         stats = await stats_of(api, settings, tenant, schedule_id)
@@ -121,10 +123,10 @@ async def test_bulk_pause_by_label_stops_only_the_labelled_and_resume_restores_t
     paused_at = datetime.now(UTC)
     assert paused.json() == {"matched": count, "changed": count}
     await asyncio.sleep(2 * every)
-    # Runs announced before the pause are cancelled: nothing labelled is called for a time a second after the
-    # answer. A thousand changes at once take the planner about 0.3 s to apply on this box; a single change's
-    # propagation is what `make bench` measures against its 100 ms target.
-    cutoff = paused_at + timedelta(seconds=1)
+    # Runs announced before the pause are withdrawn by the executors as soon as the API's word reaches them
+    # (schedule.stopped, ahead of the planner applying a thousand changes): on a quiet machine nothing labelled is
+    # called for a time more than about 150 ms after the answer; the test allows for a loaded one.
+    cutoff = paused_at + timedelta(milliseconds=500)
     late = [a for a in sink.arrivals if a.schedule_id in labelled and a.nominal > cutoff]
     spread = sorted((a.nominal - paused_at).total_seconds() for a in late)
     assert late == [], f"{len(late)} labelled calls for times after the pause, at +{spread} s"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -10,10 +11,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from shared.errors import EventDecodeError
-from shared.events import RunCancelled, RunDue, RunSucceeded, encode_event
+from shared.events import RunCancelled, RunDue, RunSucceeded, ScheduleStopped, encode_event
 from shared.events.probe import probe_run
 from shared.events.runs import RunCancelledData, RunDueData
-from shared.events.schedule import DeliverySpec, RetryPolicy
+from shared.events.schedule import DeliverySpec, RetryPolicy, ScheduleStoppedData
 from shared.gcpause import GcPauses
 
 _NOMINAL = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -53,6 +54,31 @@ def test_probe_recognises_a_cancel() -> None:
     assert probe.is_cancel and not probe.is_due
     assert probe.data.run_id == run_id
     assert probe.data.planned_time is None
+
+
+def test_probe_recognises_a_stopped_schedule() -> None:
+    schedule_id = uuid.uuid4()
+    data = ScheduleStoppedData(
+        schedule_id=schedule_id, tenant_id="acme", schedule_version=4, status="deleted", stopped_at=_NOMINAL
+    )
+    probe = probe_run(encode_event(ScheduleStopped(subject="s", tenant="acme", time=_NOMINAL, data=data)))
+    assert probe.is_stop and not probe.is_due and not probe.is_cancel
+    assert probe.stop == (schedule_id, 4, "deleted")
+
+
+@pytest.mark.parametrize(
+    ("kind", "data"),
+    [
+        (RunDue, {"attempt": 1}),
+        (RunCancelled, {"reason": "x"}),
+        (ScheduleStopped, {"schedule_id": str(uuid.uuid4())}),
+        (ScheduleStopped, {"schedule_version": 2}),
+    ],
+)
+def test_probe_refuses_a_run_event_without_what_acting_on_it_needs(kind: type, data: dict[str, object]) -> None:
+    raw = json.dumps({"type": kind.model_fields["type"].default, "data": data}).encode()
+    with pytest.raises(EventDecodeError):
+        probe_run(raw)
 
 
 def test_probe_passes_over_other_run_events() -> None:

@@ -28,15 +28,22 @@ from services.api.models import ScheduleStats
 from services.api.outbox import enqueue, enqueue_many
 from shared.db.tables import idempotency_keys, run_requests, runs, schedule_stats, schedules, tenants
 from shared.errors import InvalidSchedule, InvalidSelector
-from shared.events import BackfillCommand, RunNowCommand, ScheduleDeleted, ScheduleUpserted
+from shared.events import BackfillCommand, RunNowCommand, ScheduleDeleted, ScheduleStopped, ScheduleUpserted
 from shared.events.catalog import BackfillCommandData, RunNowCommandData
 from shared.events.runs import RunStatus, Trigger
-from shared.events.schedule import ScheduleDefinition, ScheduleDeletedData, ScheduleState, ScheduleStatus, plan_spec
+from shared.events.schedule import (
+    ScheduleDefinition,
+    ScheduleDeletedData,
+    ScheduleState,
+    ScheduleStatus,
+    ScheduleStoppedData,
+    plan_spec,
+)
 from shared.runid import adhoc_run_id, new_entity_id, planned_run_id
 from shared.schedule import average_fire_rate, iter_fires
 from shared.settings import Settings
 from shared.timefmt import utcnow
-from shared.topics import PLANNER_COMMANDS, SCHEDULES
+from shared.topics import PLANNER_COMMANDS, RUNS_DUE, SCHEDULES
 
 IDEMPOTENCY_WINDOW_S = 24 * 3600
 _DEFINITION_FIELDS = tuple(ScheduleDefinition.model_fields)
@@ -287,6 +294,33 @@ class ScheduleRepository:
             ],
         )
 
+    @staticmethod
+    async def _publish_stops(
+        conn: AsyncConnection,
+        tenant: str,
+        stopped: Sequence[tuple[uuid.UUID, int]],
+        status: ScheduleStatus,
+        now: datetime,
+    ) -> None:
+        """Tell executors directly that these schedules stopped at these versions, ahead of the changes themselves.
+
+        The planner cancels announced runs once it applies a pause or delete; executors act on this record as soon
+        as the relay publishes it, which is what keeps a bulk pause of thousands of schedules, or one made while a
+        planner restarts, from calling runs after the API has answered. The rows go first, so the relay does too.
+        """
+        events = []
+        for schedule_id, version in stopped:
+            data = ScheduleStoppedData(
+                schedule_id=schedule_id,
+                tenant_id=tenant,
+                schedule_version=version,
+                status="deleted" if status is ScheduleStatus.DELETED else "paused",
+                stopped_at=now,
+            )
+            event = ScheduleStopped(subject=str(schedule_id), tenant=tenant, time=now, data=data)
+            events.append((event, RUNS_DUE, str(schedule_id), version))
+        await enqueue_many(conn, events)
+
     async def lock_calendar_users(self, conn: AsyncConnection, tenant: str, calendar_id: uuid.UUID) -> list[Row[Any]]:
         """The tenant's live schedules that name the calendar, locked in id order (as every schedule change locks)."""
         query = (
@@ -419,6 +453,8 @@ class ScheduleRepository:
             state = ScheduleState.model_validate(state.model_dump())
             await _add_fire_rate(conn, self._settings, tenant, fire_rate(state) - row.fire_rate)
             await conn.execute(update(schedules).where(schedules.c.id == schedule_id).values(**_columns(state)))
+            if state.status is ScheduleStatus.PAUSED and current.state.status is not ScheduleStatus.PAUSED:
+                await self._publish_stops(conn, tenant, [(state.id, state.version)], state.status, now)
             await self._publish_upsert(conn, state)
         self._on_commit()
         return ScheduleRecord(
@@ -573,6 +609,8 @@ class ScheduleRepository:
                 for st, rate in zip(states, rates, strict=True)
             ],
         )
+        if status is ScheduleStatus.PAUSED:
+            await self._publish_stops(conn, tenant, [(st.id, st.version) for st in states], status, now)
         await self._publish_upserts(conn, tenant, states)
 
     async def _delete_rows(self, conn: AsyncConnection, tenant: str, rows: Sequence[Row[Any]], now: datetime) -> None:
@@ -586,6 +624,8 @@ class ScheduleRepository:
             .values(schedule_count=func.greatest(0, tenants.c.schedule_count - len(rows)))
         )
         await _add_fire_rate(conn, self._settings, tenant, -sum(r.fire_rate for r in rows))
+        stopped = [(r.id, r.version + 1) for r in rows]
+        await self._publish_stops(conn, tenant, stopped, ScheduleStatus.DELETED, now)
         events = []
         for r in rows:
             data = ScheduleDeletedData(id=r.id, tenant_id=tenant, version=r.version + 1, deleted_at=now)
