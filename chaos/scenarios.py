@@ -35,6 +35,7 @@ from shared.topics import (
     RUNS_DUE,
     RUNS_RESULTS,
     SCHEDULES,
+    SIGNING_KEYS,
     TopicSpec,
     topic_name,
 )
@@ -314,6 +315,7 @@ async def kafka_down_while_changing(env: Env, sink: Sink, load: Load) -> Verdict
 # Who reads which topic: a poison record on it must be quarantined by each of them.
 POISON_READERS: dict[TopicSpec, tuple[str, ...]] = {
     SCHEDULES: ("planner",),
+    SIGNING_KEYS: ("executor",),
     PLANNER_COMMANDS: ("planner",),
     RUNS_DUE: ("executor", "recorder"),
     RUNS_RESULTS: ("recorder", "dlq"),

@@ -150,7 +150,7 @@ class Executor:
         self._quarantine = QuarantineTopic(settings, "executor", self.registry)
         stall = settings.consumer_stall_seconds
         self._progress = ConsumerProgress(group_id(settings, "executor"), stall, self.registry)
-        self.keys = KeyStore(settings)
+        self.keys = KeyStore(settings, self._quarantine)
         self._due_topic = topic_name(settings, RUNS_DUE)
         self._results_topic = topic_name(settings, RUNS_RESULTS)
         self._dlq_topic = topic_name(settings, RUNS_DLQ)
@@ -243,7 +243,9 @@ class Executor:
         # Runs held for their time keep the committed offset behind by the look-ahead; a commit at least every
         # CHIME_CONSUMER_STALL_SECONDS while there is lag is progress.
         progressing, lag = self._progress.check(self._consumer)
-        return progressing, {"consuming": True, "lag": lag, "progressing": progressing}
+        keys = self.keys.running
+        detail: dict[str, object] = {"consuming": True, "lag": lag, "progressing": progressing, "signing_keys": keys}
+        return progressing and keys, detail
 
     async def _shutdown(self) -> None:
         if self._consumer is not None:

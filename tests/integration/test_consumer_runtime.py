@@ -9,14 +9,21 @@ from datetime import timedelta
 
 import httpx
 from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 
 from services.api.recorder import Recorder
+from services.executor.keys import KeyStore
+from shared.consumer_runtime import QuarantineTopic
+from shared.crypto import SecretBox
 from shared.db.engine import create_engine
 from shared.db.tables import runs
+from shared.events import SigningKeysUpdated, encode_event
+from shared.events.signing import EncryptedSigningKey, SigningKeysData
 from shared.runid import planned_run_id
 from shared.settings import Settings
-from shared.topics import QUARANTINE, RUNS_DUE, topic_name
+from shared.timefmt import utcnow
+from shared.topics import QUARANTINE, RUNS_DUE, SIGNING_KEYS, topic_name
 from tests.integration.helpers import read_records
 from tests.integration.test_recorder import _due, created_schedule
 
@@ -86,3 +93,46 @@ async def test_a_poison_record_is_quarantined_and_the_records_after_it_are_handl
         recorder.stop()
         await asyncio.wait_for(running, 30)
         await engine.dispose()
+
+
+async def test_a_signing_keys_record_that_cannot_be_loaded_is_quarantined_and_the_next_tenant_loads(
+    settings: Settings, tenant: str
+) -> None:
+    box = SecretBox(settings.master_key.get_secret_value())
+    now = utcnow()
+
+    def keys_record(tenant_id: str, ciphertext: str) -> bytes:
+        data = SigningKeysData(
+            tenant_id=tenant_id,
+            version=1,
+            keys=[EncryptedSigningKey(key_id="k1", ciphertext=ciphertext, created_at=now)],
+        )
+        return encode_event(SigningKeysUpdated(subject=tenant_id, tenant=tenant_id, time=now, data=data))
+
+    stranger = f"{tenant}-other"
+    topic = topic_name(settings, SIGNING_KEYS)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    registry = CollectorRegistry()
+    store = KeyStore(settings, QuarantineTopic(settings, "executor", registry))
+    try:
+        for value, key in [
+            (b"{not an event", tenant),
+            (keys_record(stranger, "not ciphertext of this master key"), stranger),
+            (keys_record(tenant, box.encrypt("whsec_dGVzdA==")), tenant),
+        ]:
+            await producer.send_and_wait(topic, value, key=key.encode(), partition=0)
+        await store.start(producer)
+        await asyncio.wait_for(store.caught_up.wait(), 30)
+        assert store.secrets_for(tenant) == ["whsec_dGVzdA=="]
+        assert store.secrets_for(stranger) == []
+        assert store.running
+        quarantined = await read_records(settings, topic_name(settings, QUARANTINE), keys=[tenant, stranger], count=2)
+        errors = sorted(dict(r.headers)["chime-quarantine-error"].decode() for r in quarantined)
+        assert errors[0].startswith("signing keys of tenant") and "do not decrypt" in errors[0], errors
+        assert errors[1].startswith("undecodable"), errors
+        assert registry.get_sample_value("chime_quarantined_records_total", {"topic": topic}) == 2
+    finally:
+        await store.stop()
+        await producer.stop()
+    assert not store.running
