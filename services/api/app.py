@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api import openapi, problems
 from services.api.auth import TokenVerifier
+from services.api.auto_pause import AutoPauser
 from services.api.bodylimit import BodyLimitMiddleware
 from services.api.db.calendars_repo import CalendarRepository
 from services.api.db.dlq_repo import DlqRepository
@@ -47,6 +48,8 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
             app.state.kafka_probe = KafkaProbe(settings)
             stack.push_async_callback(app.state.kafka_probe.close)
             schedule_repo = ScheduleRepository(engine, settings, relay.notify)
+            if run_relay:
+                await stack.enter_async_context(AutoPauser(schedule_repo))
             app.state.services = Services(
                 settings=settings,
                 engine=engine,

@@ -100,6 +100,9 @@ class ScheduleOut(ScheduleDefinition):
     last_run_at: Instant | None
     run_count: int
     stats: ScheduleStats
+    paused_reason: str | None = Field(
+        default=None, description='Set when Chime paused the schedule: "auto: N consecutive failures".'
+    )
     created_at: Instant
     updated_at: Instant
 

@@ -57,3 +57,11 @@ class Health:
             ok_at.append(last_ok)
             failed_at.append(last_failed)
         return sids, fails, resets, ok_at, failed_at
+
+
+def failures_toward_pause(streak: int, last_success_at: datetime | None, base: int, base_at: datetime | None) -> int:
+    """The failures that count toward a schedule's auto-pause: its streak, less what it already was when the
+    schedule was last resumed, unless a success since then restarted the streak (the recorder's SQL says the same)."""
+    if base_at is not None and (last_success_at is None or last_success_at < base_at):
+        return streak - min(base, streak)
+    return streak

@@ -53,14 +53,30 @@ INSERT INTO schedule_stats (schedule_id)
 SELECT v.sid FROM unnest($1::uuid[]) AS v(sid) JOIN schedules AS s ON s.id = v.sid
 ON CONFLICT DO NOTHING
 """
+# A streak that reaches the schedule's auto_pause_after_failures asks the API to pause it (the API owns
+# ``schedules``). Failures count from the last resume unless a success since then restarted the streak (the same
+# rule as ``services.api.auto_pause.failures_toward_pause``, which the API checks again when it applies the request).
 _MOVE_HEALTH = """
-UPDATE schedule_stats AS st
-SET consecutive_failures = CASE WHEN v.reset THEN v.fails ELSE st.consecutive_failures + v.fails END,
-    last_success_at = greatest(st.last_success_at, v.ok_at),
-    last_failure_at = greatest(st.last_failure_at, v.failed_at)
-FROM unnest($1::uuid[], $2::int[], $3::bool[], $4::timestamptz[], $5::timestamptz[])
-  AS v(sid, fails, reset, ok_at, failed_at)
-WHERE st.schedule_id = v.sid
+WITH moved AS (
+  UPDATE schedule_stats AS st
+  SET consecutive_failures = CASE WHEN v.reset THEN v.fails ELSE st.consecutive_failures + v.fails END,
+      last_success_at = greatest(st.last_success_at, v.ok_at),
+      last_failure_at = greatest(st.last_failure_at, v.failed_at)
+  FROM unnest($1::uuid[], $2::int[], $3::bool[], $4::timestamptz[], $5::timestamptz[])
+    AS v(sid, fails, reset, ok_at, failed_at)
+  WHERE st.schedule_id = v.sid
+  RETURNING st.schedule_id, st.consecutive_failures AS streak, st.last_success_at AS last_ok
+), counted AS (
+  SELECT s.id, s.tenant_id, s.auto_pause_after_failures AS threshold,
+         m.streak - CASE WHEN s.auto_pause_base_at IS NOT NULL
+                          AND (m.last_ok IS NULL OR m.last_ok < s.auto_pause_base_at)
+                         THEN least(s.auto_pause_base, m.streak) ELSE 0 END AS failures
+  FROM moved AS m JOIN schedules AS s ON s.id = m.schedule_id
+  WHERE s.auto_pause_after_failures IS NOT NULL AND s.status = 'active'
+)
+INSERT INTO auto_pause_requests (schedule_id, tenant_id, failures)
+SELECT id, tenant_id, failures FROM counted WHERE failures >= threshold
+ON CONFLICT (schedule_id) DO UPDATE SET failures = excluded.failures, requested_at = excluded.requested_at
 """
 _COUNT_SKIPS = """
 INSERT INTO schedule_stats AS st (schedule_id, skipped_total, last_skipped_at, last_skip_reason)

@@ -63,7 +63,13 @@ schedules = Table(
     Column("payload", JSONB, nullable=False),
     Column("retry_policy", JSONB, nullable=False),
     Column("calendar_ids", ARRAY(Uuid), nullable=False, server_default=text("'{}'::uuid[]")),
+    Column("auto_pause_after_failures", Integer),
+    # The failure streak when the schedule was last resumed, and when: auto-pause counts failures after a resume
+    # (unless a success since then restarted the streak).
+    Column("auto_pause_base", Integer, nullable=False, server_default=text("0")),
+    Column("auto_pause_base_at", TS),
     Column("status", String(16), nullable=False),
+    Column("paused_reason", Text),
     Column("version", Integer, nullable=False),
     # Planned fires per second (average over a day), summed per tenant against
     # CHIME_MAX_FIRES_PER_SECOND_PER_TENANT.
@@ -112,6 +118,17 @@ schedule_stats = Table(
     Column("last_skipped_at", TS),
     Column("last_skip_reason", Text),
     Index("ix_schedule_stats_failing", "schedule_id", postgresql_where=text("consecutive_failures > 0")),
+)
+
+# Schedules whose failure streak reached their auto_pause_after_failures. The recorder writes a request (it sees
+# the streak); the API applies it as a pause (it owns ``schedules``) and deletes it in the same transaction.
+auto_pause_requests = Table(
+    "auto_pause_requests",
+    metadata,
+    Column("schedule_id", Uuid, primary_key=True),
+    Column("tenant_id", String(200), nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("requested_at", TS, nullable=False, server_default=text("now()")),
 )
 
 # Per-tenant token buckets shared by the API processes (``chime_take_tokens``, migration 0005). Key: kind:tenant.

@@ -167,6 +167,13 @@ class ScheduleDefinition(Frozen):
         default_factory=list,
         description="Exclusion calendars of the tenant: a fire they exclude is skipped (reason calendar).",
     )
+    auto_pause_after_failures: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="Pause the schedule after this many runs in a row ended failed (dead-lettered); null: never."
+        " A resumed schedule that goes on failing is paused again after as many more.",
+    )
 
     @field_validator("calendar_ids")
     @classmethod
@@ -187,6 +194,9 @@ class ScheduleState(ScheduleDefinition):
     updated_at: Instant
     calendars: list[CalendarRules] = Field(
         default_factory=list, description="The calendars named by calendar_ids, as they were at this version."
+    )
+    paused_reason: str | None = Field(
+        default=None, description="Why Chime paused the schedule (auto-pause); null when a user paused it."
     )
 
 

@@ -57,6 +57,7 @@ INVALID_BODIES: list[tuple[str, dict[str, Any], str]] = [
     ("cron never fires", {"type": "cron", "interval_seconds": None, "cron_expr": "0 0 30 2 *"}, "cron_expr"),
     ("six-field cron", {"type": "cron", "interval_seconds": None, "cron_expr": "0 0 0 * * *"}, "cron_expr"),
     ("unknown zone", {"timezone": "Mars/Olympus_Mons"}, "timezone"),
+    ("auto-pause after no failure", {"auto_pause_after_failures": 0}, "auto_pause_after_failures"),
     ("interval below 1 s", {"interval_seconds": 0}, "interval_seconds"),
     ("interval on a cron", {"type": "cron", "cron_expr": "* * * * *"}, "interval_seconds"),
     ("one-off in the past", {"type": "oneoff", "interval_seconds": None, "run_at": "2020-01-01T00:00:00Z"}, "run_at"),

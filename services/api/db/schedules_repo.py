@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -11,7 +12,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Float, Row, Select, and_, bindparam, case, func, insert, select, update
+from sqlalchemy import Float, Row, Select, Uuid, and_, bindparam, case, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -26,6 +28,7 @@ from services.api.errors import (
 )
 from services.api.models import ScheduleStats
 from services.api.outbox import enqueue, enqueue_many
+from services.api.run_health import failures_toward_pause
 from shared.db.tables import idempotency_keys, run_requests, runs, schedule_stats, schedules, tenants
 from shared.errors import InvalidSchedule, InvalidSelector
 from shared.events import BackfillCommand, RunNowCommand, ScheduleDeleted, ScheduleStopped, ScheduleUpserted
@@ -46,6 +49,8 @@ from shared.timefmt import utcnow
 from shared.topics import PLANNER_COMMANDS, RUNS_DUE, SCHEDULES
 
 IDEMPOTENCY_WINDOW_S = 24 * 3600
+log = logging.getLogger(__name__)
+
 _DEFINITION_FIELDS = tuple(ScheduleDefinition.model_fields)
 
 
@@ -114,7 +119,7 @@ def _record(row: Row[Any]) -> ScheduleRecord:
     )
 
 
-_STATE_ONLY = ("id", "tenant_id", "status", "version", "created_at", "updated_at")
+_STATE_ONLY = ("id", "tenant_id", "status", "version", "created_at", "updated_at", "paused_reason")
 
 
 def fire_rate(state: ScheduleState) -> float:
@@ -216,7 +221,21 @@ _SET_STATUS = (
         version=bindparam("b_version"),
         updated_at=bindparam("b_now"),
         fire_rate=bindparam("b_rate"),
+        paused_reason=bindparam("b_reason"),
     )
+)
+# A resume starts auto-pause's count afresh: the streak so far is its base (the stats row is the recorder's; this
+# only reads it).
+_REBASE_STREAKS = text(
+    "UPDATE schedules AS s SET auto_pause_base = coalesce(st.consecutive_failures, 0), auto_pause_base_at = :now"
+    " FROM schedules AS s2 LEFT JOIN schedule_stats AS st ON st.schedule_id = s2.id"
+    " WHERE s.id = s2.id AND s.id = ANY(:ids)"
+).bindparams(bindparam("ids", type_=ARRAY(Uuid)))
+# Oldest first; SKIP LOCKED so API replicas share the requests instead of queueing on each other.
+_TAKE_AUTO_PAUSES = text(
+    "DELETE FROM auto_pause_requests WHERE schedule_id IN ("
+    " SELECT schedule_id FROM auto_pause_requests ORDER BY requested_at LIMIT :limit FOR UPDATE SKIP LOCKED"
+    ") RETURNING schedule_id, failures"
 )
 _BUMP = (
     update(schedules)
@@ -455,6 +474,8 @@ class ScheduleRepository:
             await conn.execute(update(schedules).where(schedules.c.id == schedule_id).values(**_columns(state)))
             if state.status is ScheduleStatus.PAUSED and current.state.status is not ScheduleStatus.PAUSED:
                 await self._publish_stops(conn, tenant, [(state.id, state.version)], state.status, now)
+            elif state.status is ScheduleStatus.ACTIVE and current.state.status is ScheduleStatus.PAUSED:
+                await conn.execute(_REBASE_STREAKS, {"ids": [state.id], "now": now})
             await self._publish_upsert(conn, state)
         self._on_commit()
         return ScheduleRecord(
@@ -481,7 +502,7 @@ class ScheduleRepository:
             if state.status is not wanted_from:
                 verb = "pause" if paused else "resume"
                 raise InvalidTransition(f"cannot {verb} a schedule that is {state.status.value}")
-            return {"status": ScheduleStatus.PAUSED if paused else ScheduleStatus.ACTIVE}
+            return {"status": ScheduleStatus.PAUSED if paused else ScheduleStatus.ACTIVE, "paused_reason": None}
 
         return await self.change(tenant, schedule_id, mutate, if_match=if_match)
 
@@ -593,24 +614,37 @@ class ScheduleRepository:
         return len(rows), len(eligible)
 
     async def _set_status_rows(
-        self, conn: AsyncConnection, tenant: str, rows: Sequence[Row[Any]], action: BulkAction, now: datetime
+        self,
+        conn: AsyncConnection,
+        tenant: str,
+        rows: Sequence[Row[Any]],
+        action: BulkAction,
+        now: datetime,
+        reason: str | None = None,
     ) -> None:
         status = ScheduleStatus.PAUSED if action is BulkAction.PAUSE else ScheduleStatus.ACTIVE
-        states = [
-            _record(r).state.model_copy(update={"status": status, "version": r.version + 1, "updated_at": now})
-            for r in rows
-        ]
+        changes = {"status": status, "updated_at": now, "paused_reason": reason}
+        states = [_record(r).state.model_copy(update={**changes, "version": r.version + 1}) for r in rows]
         rates = [fire_rate(state) for state in states]
         await _add_fire_rate(conn, self._settings, tenant, sum(rates) - sum(r.fire_rate for r in rows))
         await conn.execute(
             _SET_STATUS,
             [
-                {"b_id": st.id, "b_status": status.value, "b_version": st.version, "b_now": now, "b_rate": rate}
+                {
+                    "b_id": st.id,
+                    "b_status": status.value,
+                    "b_version": st.version,
+                    "b_now": now,
+                    "b_rate": rate,
+                    "b_reason": reason,
+                }
                 for st, rate in zip(states, rates, strict=True)
             ],
         )
         if status is ScheduleStatus.PAUSED:
             await self._publish_stops(conn, tenant, [(st.id, st.version) for st in states], status, now)
+        else:
+            await conn.execute(_REBASE_STREAKS, {"ids": [st.id for st in states], "now": now})
         await self._publish_upserts(conn, tenant, states)
 
     async def _delete_rows(self, conn: AsyncConnection, tenant: str, rows: Sequence[Row[Any]], now: datetime) -> None:
@@ -632,6 +666,45 @@ class ScheduleRepository:
             event = ScheduleDeleted(subject=str(r.id), tenant=tenant, time=now, data=data)
             events.append((event, SCHEDULES, str(r.id), r.version + 1))
         await enqueue_many(conn, events)
+
+    async def apply_auto_pauses(self, limit: int = 100) -> int:
+        """Pause the schedules the recorder found failing past their ``auto_pause_after_failures``; how many
+        requests were handled.
+
+        Each request is taken (and deleted) in the transaction that pauses its schedule, so a crash leaves it for
+        the next round and two API replicas never apply the same one. A schedule that is no longer active (paused,
+        deleted, or resumed and already paused again) is left as it is.
+        """
+        now = utcnow()
+        async with self._engine.begin() as conn:
+            taken = (await conn.execute(_TAKE_AUTO_PAUSES, {"limit": limit})).all()
+            if not taken:
+                return 0
+            failures = {r.schedule_id: r.failures for r in taken}
+            rows = (
+                await conn.execute(
+                    _SELECT.where(schedules.c.id.in_(list(failures)), schedules.c.status == ScheduleStatus.ACTIVE.value)
+                    .order_by(schedules.c.id)
+                    .with_for_update(of=schedules)
+                )
+            ).all()
+            for row in rows:
+                # Looked at again under the lock: a resume or a success since the request may have cleared it.
+                counted = failures_toward_pause(
+                    row.consecutive_failures or 0, row.last_success_at, row.auto_pause_base, row.auto_pause_base_at
+                )
+                threshold = row.auto_pause_after_failures
+                if threshold is None or counted < threshold:
+                    continue
+                reason = f"auto: {counted} consecutive failures"
+                await self._set_status_rows(conn, row.tenant_id, [row], BulkAction.PAUSE, now, reason)
+                log.warning(
+                    "schedule auto-paused after %d consecutive failures",
+                    counted,
+                    extra={"tenant": row.tenant_id, "schedule": str(row.id)},
+                )
+        self._on_commit()
+        return len(taken)
 
     async def counts_by_status(self) -> dict[str, int]:
         async with self._engine.connect() as conn:

@@ -1,0 +1,48 @@
+"""Applies the recorder's auto-pause requests: the API is the one writer of schedules, so it does the pausing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from types import TracebackType
+
+from services.api.db.schedules_repo import ScheduleRepository
+
+log = logging.getLogger(__name__)
+
+# A failure streak takes runs (seconds at the least) to build; a second more before the pause changes little and
+# keeps an idle API's database traffic to one small query a second.
+_POLL_S = 1.0
+
+
+class AutoPauser:
+    def __init__(self, schedules: ScheduleRepository, poll_s: float = _POLL_S) -> None:
+        self._schedules = schedules
+        self._poll_s = poll_s
+        self._task: asyncio.Task[None] | None = None
+        self.handled_total = 0
+
+    async def __aenter__(self) -> AutoPauser:
+        self._task = asyncio.create_task(self._run(), name="auto-pause")
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                handled = await self._schedules.apply_auto_pauses()
+                self.handled_total += handled
+                if handled:
+                    continue  # there may be more waiting
+            except Exception as exc:  # noqa: BLE001 - a database restart: the requests wait in their table
+                log.warning("auto-pause requests not applied yet: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(self._poll_s)
