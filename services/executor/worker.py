@@ -312,7 +312,8 @@ class Executor:
             self._cancel(probe.run_id)
             return True
         if probe.is_stop:
-            self._stopped.stop(*probe.stop)
+            for stop in probe.stops:
+                self._stopped.stop(*stop)
             return True
         head = probe.data
         run_id = probe.run_id

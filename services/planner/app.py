@@ -44,7 +44,7 @@ from services.planner.firing import Firing, due_data, finish, fire
 from services.planner.heaps import HeapItem, PartitionHeaps
 from services.planner.keylocks import KeyLocks
 from services.planner.metrics import PlannerMetrics
-from services.planner.tables import PartitionerTable, key_partition
+from services.planner.tables import PartitionerTable
 from services.planner.transport import PlannerApp, credentials
 from shared.consumer_runtime import QuarantineTopic
 from shared.errors import EventDecodeError
@@ -66,6 +66,7 @@ from shared.events.runs import RunCancelledData, RunDueData, Trigger
 from shared.events.schedule import ScheduleState
 from shared.identity import instance_id
 from shared.kafka import BATCH_LINGER_MS
+from shared.partitioning import key_partition
 from shared.schedule import FireTime
 from shared.settings import Settings
 from shared.timefmt import utcnow

@@ -20,19 +20,14 @@ from collections.abc import Awaitable, Iterable, Iterator
 from typing import Any
 
 import faust
-from aiokafka.partitioner import murmur2
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 from rocksdict import WriteBatch
 from yarl import URL
 
+from shared.partitioning import key_partition
+
 log = logging.getLogger(__name__)
-
-
-def key_partition(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives ``key``: the one its schedule lives in."""
-    partition: int = (murmur2(key) & 0x7FFFFFFF) % partitions
-    return partition
 
 
 class _KeyPartitionedRocksDB(RocksDBStore):

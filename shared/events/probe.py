@@ -42,6 +42,13 @@ class ResultProbe(BaseModel):
         return self.type == _SUCCEEDED and self.data.trigger == Trigger.REPLAY.value
 
 
+class _Stopped(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    schedule_id: uuid.UUID
+    schedule_version: int
+
+
 class _RunHead(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -50,8 +57,7 @@ class _RunHead(BaseModel):
     planned_time: Instant | None = None
     not_before: Instant | None = None
     # schedule.stopped
-    schedule_id: uuid.UUID | None = None
-    schedule_version: int | None = None
+    schedules: list[_Stopped] | None = None
     status: str | None = None
 
 
@@ -71,8 +77,8 @@ class RunProbe(BaseModel):
     def _complete(self) -> RunProbe:
         if self.type in (_DUE, _CANCELLED) and self.data.run_id is None:
             raise ValueError("a run event without data.run_id")
-        if self.type == _STOPPED and (self.data.schedule_id is None or self.data.schedule_version is None):
-            raise ValueError("schedule.stopped without data.schedule_id and data.schedule_version")
+        if self.type == _STOPPED and not self.data.schedules:
+            raise ValueError("schedule.stopped without data.schedules")
         return self
 
     @property
@@ -93,9 +99,10 @@ class RunProbe(BaseModel):
         return cast(uuid.UUID, self.data.run_id)
 
     @property
-    def stop(self) -> tuple[uuid.UUID, int, str]:
-        """(schedule id, version, status) of a ``schedule.stopped`` (checked when probed)."""
-        return cast(uuid.UUID, self.data.schedule_id), cast(int, self.data.schedule_version), self.data.status or ""
+    def stops(self) -> list[tuple[uuid.UUID, int, str]]:
+        """(schedule id, version, status) of each schedule a ``schedule.stopped`` stops (checked when probed)."""
+        status = self.data.status or ""
+        return [(s.schedule_id, s.schedule_version, status) for s in self.data.schedules or ()]
 
 
 def probe_run(raw: bytes) -> RunProbe:

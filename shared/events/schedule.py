@@ -207,16 +207,22 @@ class ScheduleDeletedData(Frozen):
     deleted_at: Instant
 
 
-class ScheduleStoppedData(Frozen):
-    """A schedule was paused or deleted at ``schedule_version``: runs the planner announced for an earlier version
-    must not be called. Sent by the API with the change itself, on ``chime.runs.due``, so executors stop
-    those runs without waiting for the planner to apply the change."""
-
+class StoppedVersion(Frozen):
     schedule_id: uuid.UUID
-    tenant_id: str
     schedule_version: int = Field(ge=1)
+
+
+class ScheduleStoppedData(Frozen):
+    """Schedules paused or deleted at these versions: runs the planner announced for an earlier version must not be
+    called. Sent by the API with the change itself, on ``chime.runs.due``, so executors stop those runs without
+    waiting for the planner to apply the change. One record carries the schedules of a change that share a
+    partition (a bulk change of thousands is a record per partition); its key is the first one's id, so it lands
+    on the partition that carries all of their runs."""
+
+    tenant_id: str
     status: Literal["paused", "deleted"]
     stopped_at: Instant
+    schedules: list[StoppedVersion] = Field(min_length=1)
 
 
 ScheduleTypeLiteral = Literal["cron", "interval", "oneoff"]

@@ -14,7 +14,7 @@ from shared.errors import EventDecodeError
 from shared.events import RunCancelled, RunDue, RunSucceeded, ScheduleStopped, encode_event
 from shared.events.probe import probe_run
 from shared.events.runs import RunCancelledData, RunDueData
-from shared.events.schedule import DeliverySpec, RetryPolicy, ScheduleStoppedData
+from shared.events.schedule import DeliverySpec, RetryPolicy, ScheduleStoppedData, StoppedVersion
 from shared.gcpause import GcPauses
 
 _NOMINAL = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -57,13 +57,15 @@ def test_probe_recognises_a_cancel() -> None:
 
 
 def test_probe_recognises_a_stopped_schedule() -> None:
-    schedule_id = uuid.uuid4()
-    data = ScheduleStoppedData(
-        schedule_id=schedule_id, tenant_id="acme", schedule_version=4, status="deleted", stopped_at=_NOMINAL
-    )
+    first, second = uuid.uuid4(), uuid.uuid4()
+    stopped = [
+        StoppedVersion(schedule_id=first, schedule_version=4),
+        StoppedVersion(schedule_id=second, schedule_version=1),
+    ]
+    data = ScheduleStoppedData(tenant_id="acme", status="deleted", stopped_at=_NOMINAL, schedules=stopped)
     probe = probe_run(encode_event(ScheduleStopped(subject="s", tenant="acme", time=_NOMINAL, data=data)))
     assert probe.is_stop and not probe.is_due and not probe.is_cancel
-    assert probe.stop == (schedule_id, 4, "deleted")
+    assert probe.stops == [(first, 4, "deleted"), (second, 1, "deleted")]
 
 
 @pytest.mark.parametrize(
@@ -71,8 +73,9 @@ def test_probe_recognises_a_stopped_schedule() -> None:
     [
         (RunDue, {"attempt": 1}),
         (RunCancelled, {"reason": "x"}),
-        (ScheduleStopped, {"schedule_id": str(uuid.uuid4())}),
-        (ScheduleStopped, {"schedule_version": 2}),
+        (ScheduleStopped, {"status": "paused"}),
+        (ScheduleStopped, {"schedules": []}),
+        (ScheduleStopped, {"schedules": [{"schedule_id": str(uuid.uuid4())}]}),
     ],
 )
 def test_probe_refuses_a_run_event_without_what_acting_on_it_needs(kind: type, data: dict[str, object]) -> None:

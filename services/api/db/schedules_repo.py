@@ -40,8 +40,10 @@ from shared.events.schedule import (
     ScheduleState,
     ScheduleStatus,
     ScheduleStoppedData,
+    StoppedVersion,
     plan_spec,
 )
+from shared.partitioning import key_partition
 from shared.runid import adhoc_run_id, new_entity_id, planned_run_id
 from shared.schedule import average_fire_rate, iter_fires
 from shared.settings import Settings
@@ -313,8 +315,8 @@ class ScheduleRepository:
             ],
         )
 
-    @staticmethod
     async def _publish_stops(
+        self,
         conn: AsyncConnection,
         tenant: str,
         stopped: Sequence[tuple[uuid.UUID, int]],
@@ -327,17 +329,23 @@ class ScheduleRepository:
         as the relay publishes it, which is what keeps a bulk pause of thousands of schedules, or one made while a
         planner restarts, from calling runs after the API has answered. The rows go first, so the relay does too.
         """
-        events = []
+        by_partition: dict[int, list[StoppedVersion]] = {}
         for schedule_id, version in stopped:
+            partition = key_partition(str(schedule_id).encode(), self._settings.partitions)
+            by_partition.setdefault(partition, []).append(
+                StoppedVersion(schedule_id=schedule_id, schedule_version=version)
+            )
+        events = []
+        for group in by_partition.values():
             data = ScheduleStoppedData(
-                schedule_id=schedule_id,
                 tenant_id=tenant,
-                schedule_version=version,
                 status="deleted" if status is ScheduleStatus.DELETED else "paused",
                 stopped_at=now,
+                schedules=group,
             )
-            event = ScheduleStopped(subject=str(schedule_id), tenant=tenant, time=now, data=data)
-            events.append((event, RUNS_DUE, str(schedule_id), version))
+            first = str(group[0].schedule_id)
+            event = ScheduleStopped(subject=first, tenant=tenant, time=now, data=data)
+            events.append((event, RUNS_DUE, first, group[0].schedule_version))
         await enqueue_many(conn, events)
 
     async def lock_calendar_users(self, conn: AsyncConnection, tenant: str, calendar_id: uuid.UUID) -> list[Row[Any]]:
