@@ -49,7 +49,7 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
             stack.push_async_callback(app.state.kafka_probe.close)
             schedule_repo = ScheduleRepository(engine, settings, relay.notify)
             if run_relay:
-                await stack.enter_async_context(AutoPauser(schedule_repo))
+                await stack.enter_async_context(AutoPauser(schedule_repo, app.state.metrics.auto_paused))
             app.state.services = Services(
                 settings=settings,
                 engine=engine,

@@ -7,6 +7,8 @@ import contextlib
 import logging
 from types import TracebackType
 
+from prometheus_client import Counter
+
 from services.api.db.schedules_repo import ScheduleRepository
 
 log = logging.getLogger(__name__)
@@ -17,11 +19,11 @@ _POLL_S = 1.0
 
 
 class AutoPauser:
-    def __init__(self, schedules: ScheduleRepository, poll_s: float = _POLL_S) -> None:
+    def __init__(self, schedules: ScheduleRepository, paused: Counter, poll_s: float = _POLL_S) -> None:
         self._schedules = schedules
+        self._paused = paused
         self._poll_s = poll_s
         self._task: asyncio.Task[None] | None = None
-        self.handled_total = 0
 
     async def __aenter__(self) -> AutoPauser:
         self._task = asyncio.create_task(self._run(), name="auto-pause")
@@ -39,8 +41,8 @@ class AutoPauser:
     async def _run(self) -> None:
         while True:
             try:
-                handled = await self._schedules.apply_auto_pauses()
-                self.handled_total += handled
+                handled, paused = await self._schedules.apply_auto_pauses()
+                self._paused.inc(paused)
                 if handled:
                     continue  # there may be more waiting
             except Exception as exc:  # noqa: BLE001 - a database restart: the requests wait in their table

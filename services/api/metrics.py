@@ -37,6 +37,11 @@ class ApiMetrics:
         self.outbox_oldest = Gauge(
             "chime_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row", registry=self.registry
         )
+        self.auto_paused = Counter(
+            "chime_schedules_auto_paused_total",
+            "Schedules this process paused after their auto_pause_after_failures",
+            registry=self.registry,
+        )
         # The relay's (services.api.outbox.RelayMetrics).
         self.published = Counter(
             "chime_outbox_published_total", "Outbox rows this process published to Kafka", registry=self.registry

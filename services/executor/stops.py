@@ -2,8 +2,9 @@
 
 The planner cancels announced runs when it applies a pause or delete, but a bulk change of thousands of schedules,
 or a planner that is restarting, can take longer than a run's look-ahead. The API therefore also sends
-``schedule.stopped`` on ``chime.runs.due`` with the change (same key, so the same partition as the runs it stops),
-and the executor drops any planned run of an earlier version of that schedule when its time comes.
+``schedule.stopped`` on ``chime.runs.due`` with the change (one record per partition, keyed so that it lands on the
+partition of the runs it stops), and the executor drops any planned run of an earlier version of those schedules
+when its time comes.
 """
 
 from __future__ import annotations

@@ -70,6 +70,10 @@ async def test_a_failing_schedule_is_paused_after_its_threshold_and_again_after_
     between = [a.nominal for a in calls if paused_at + timedelta(milliseconds=500) < a.nominal < resumed_at]
     assert between == [], "calls for times while the schedule was paused"
 
+    metrics = (await api.get("/metrics")).text
+    counted_paused = [line for line in metrics.splitlines() if line.startswith("chime_schedules_auto_paused_total ")]
+    assert counted_paused and float(counted_paused[0].split()[1]) >= 2, counted_paused
+
     # A manual pause says nothing of a reason; a schedule without a threshold is never auto-paused.
     await api.post(f"/api/schedules/{schedule_id}/resume", headers=headers)
     manual = await api.post(f"/api/schedules/{schedule_id}/pause", headers=headers)

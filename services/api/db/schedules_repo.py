@@ -675,9 +675,9 @@ class ScheduleRepository:
             events.append((event, SCHEDULES, str(r.id), r.version + 1))
         await enqueue_many(conn, events)
 
-    async def apply_auto_pauses(self, limit: int = 100) -> int:
+    async def apply_auto_pauses(self, limit: int = 100) -> tuple[int, int]:
         """Pause the schedules the recorder found failing past their ``auto_pause_after_failures``; how many
-        requests were handled.
+        requests were handled, and how many schedules paused.
 
         Each request is taken (and deleted) in the transaction that pauses its schedule, so a crash leaves it for
         the next round and two API replicas never apply the same one. A schedule that is no longer active (paused,
@@ -687,11 +687,12 @@ class ScheduleRepository:
         async with self._engine.begin() as conn:
             taken = (await conn.execute(_TAKE_AUTO_PAUSES, {"limit": limit})).all()
             if not taken:
-                return 0
-            failures = {r.schedule_id: r.failures for r in taken}
+                return 0, 0
+            ids = [r.schedule_id for r in taken]
+            paused = 0
             rows = (
                 await conn.execute(
-                    _SELECT.where(schedules.c.id.in_(list(failures)), schedules.c.status == ScheduleStatus.ACTIVE.value)
+                    _SELECT.where(schedules.c.id.in_(ids), schedules.c.status == ScheduleStatus.ACTIVE.value)
                     .order_by(schedules.c.id)
                     .with_for_update(of=schedules)
                 )
@@ -706,13 +707,14 @@ class ScheduleRepository:
                     continue
                 reason = f"auto: {counted} consecutive failures"
                 await self._set_status_rows(conn, row.tenant_id, [row], BulkAction.PAUSE, now, reason)
+                paused += 1
                 log.warning(
                     "schedule auto-paused after %d consecutive failures",
                     counted,
                     extra={"tenant": row.tenant_id, "schedule": str(row.id)},
                 )
         self._on_commit()
-        return len(taken)
+        return len(taken), paused
 
     async def counts_by_status(self) -> dict[str, int]:
         async with self._engine.connect() as conn:
