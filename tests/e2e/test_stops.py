@@ -32,6 +32,15 @@ def frozen(stack: Stack, name: str) -> Iterator[None]:
         proc.send_signal(signal.SIGCONT)
 
 
+async def firing_every_second(api: httpx.AsyncClient, sink: RecordingSink, headers: dict[str, str]) -> str:
+    body = schedule_body(interval_seconds=1, payload={"url": f"{sink.url}/stops/{uuid.uuid4()}"})
+    created = await api.post("/api/schedules", json=body, headers=headers)
+    assert created.status_code == 201, created.text
+    schedule_id: str = created.json()["id"]
+    assert len(await sink.wait_for(schedule_id, 2, timeout=30)) >= 2, "the schedule did not start firing"
+    return schedule_id
+
+
 async def runs_after(
     api: httpx.AsyncClient, settings: Settings, tenant: str, schedule_id: str, after: datetime
 ) -> list[dict[str, Any]]:
@@ -47,11 +56,7 @@ async def test_a_pause_stops_announced_runs_while_the_planner_is_frozen(
 ) -> None:
     settings = e2e_settings
     headers = auth(settings, tenant)
-    body = schedule_body(interval_seconds=1, payload={"url": f"{sink.url}/stops/{uuid.uuid4()}"})
-    created = await api.post("/api/schedules", json=body, headers=headers)
-    assert created.status_code == 201, created.text
-    schedule_id = created.json()["id"]
-    assert len(await sink.wait_for(schedule_id, 2, timeout=30)) >= 2, "the schedule did not start firing"
+    schedule_id = await firing_every_second(api, sink, headers)
 
     with frozen(stack, "planner"):
         # The planner has already handed the executor the runs of the next two seconds (its look-ahead) and
@@ -88,11 +93,7 @@ async def test_a_delete_stops_announced_runs_while_the_planner_is_frozen(
 ) -> None:
     settings = e2e_settings
     headers = auth(settings, tenant)
-    body = schedule_body(interval_seconds=1, payload={"url": f"{sink.url}/stops/{uuid.uuid4()}"})
-    created = await api.post("/api/schedules", json=body, headers=headers)
-    assert created.status_code == 201, created.text
-    schedule_id = created.json()["id"]
-    assert len(await sink.wait_for(schedule_id, 2, timeout=30)) >= 2, "the schedule did not start firing"
+    schedule_id = await firing_every_second(api, sink, headers)
 
     with frozen(stack, "planner"):
         deleted = await api.delete(f"/api/schedules/{schedule_id}", headers=headers)
