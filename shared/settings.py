@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     executor_tenant_share: float = Field(
         default=0.5, gt=0, le=1.0, description="largest share of an executor's calls one tenant may hold"
     )
+    default_flow_concurrency: int = Field(
+        default=100, ge=1, description="calls in flight at once per flow (receiver) without a limit of its own"
+    )
     executor_shutdown_grace_seconds: float = Field(
         default=20.0, ge=0, description="how long a stopping executor lets calls in flight finish"
     )

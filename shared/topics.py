@@ -22,9 +22,12 @@ class TopicSpec:
 
 SCHEDULES = TopicSpec("schedules", compacted=True)
 SIGNING_KEYS = TopicSpec("signing-keys", compacted=True)
+FLOW_LIMITS = TopicSpec("flow-limits", compacted=True)
 PLANNER_COMMANDS = TopicSpec("planner.commands")
 DLQ_COMMANDS = TopicSpec("dlq.commands")
 RUNS_DUE = TopicSpec("runs.due")
+# Runs of flows with a limit, keyed by tenant and flow: one executor owns each flow and enforces its limit.
+RUNS_FLOW = TopicSpec("runs.flow")
 RUNS_RESULTS = TopicSpec("runs.results")
 RUNS_DLQ = TopicSpec("runs.dlq")
 RETRY_TOPICS = tuple(TopicSpec(f"runs.retry.{tier}") for tier, _ in RETRY_TIERS)
@@ -34,9 +37,11 @@ QUARANTINE = TopicSpec("quarantine")
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     SCHEDULES,
     SIGNING_KEYS,
+    FLOW_LIMITS,
     PLANNER_COMMANDS,
     DLQ_COMMANDS,
     RUNS_DUE,
+    RUNS_FLOW,
     RUNS_RESULTS,
     RUNS_DLQ,
     *RETRY_TOPICS,

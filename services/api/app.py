@@ -14,6 +14,7 @@ from services.api.auto_pause import AutoPauser
 from services.api.bodylimit import BodyLimitMiddleware
 from services.api.db.calendars_repo import CalendarRepository
 from services.api.db.dlq_repo import DlqRepository
+from services.api.db.flow_limits_repo import FlowLimitRepository
 from services.api.db.keys_repo import SigningKeyRepository
 from services.api.db.runs_repo import RunRepository
 from services.api.db.schedules_repo import ScheduleRepository
@@ -21,7 +22,7 @@ from services.api.deps import Services
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.outbox import OutboxRelay
 from services.api.ratelimit import RateLimiter
-from services.api.routes import bulk, calendars, dlq, health, runs, schedules, signing_keys
+from services.api.routes import bulk, calendars, dlq, flow_limits, health, runs, schedules, signing_keys
 from shared.db.engine import create_engine
 from shared.health import KafkaProbe
 from shared.settings import Settings
@@ -56,6 +57,7 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
                 relay=relay,
                 schedules=schedule_repo,
                 calendars=CalendarRepository(engine, schedule_repo, relay.notify),
+                flow_limits=FlowLimitRepository(engine, settings.default_flow_concurrency, relay.notify),
                 runs=RunRepository(engine),
                 keys=SigningKeyRepository(engine, settings, relay.notify),
                 dlq=DlqRepository(engine, relay.notify),
@@ -82,6 +84,7 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
     app.include_router(bulk.router)
     app.include_router(schedules.router)
     app.include_router(calendars.router)
+    app.include_router(flow_limits.router)
     app.include_router(runs.router)
     app.include_router(signing_keys.router)
     app.include_router(dlq.router)

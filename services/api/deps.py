@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api.db.calendars_repo import CalendarRepository
 from services.api.db.dlq_repo import DlqRepository
+from services.api.db.flow_limits_repo import FlowLimitRepository
 from services.api.db.keys_repo import SigningKeyRepository
 from services.api.db.runs_repo import RunRepository
 from services.api.db.schedules_repo import ScheduleRepository
@@ -25,6 +26,7 @@ class Services:
     relay: OutboxRelay
     schedules: ScheduleRepository
     calendars: CalendarRepository
+    flow_limits: FlowLimitRepository
     runs: RunRepository
     keys: SigningKeyRepository
     dlq: DlqRepository

@@ -42,6 +42,10 @@ class CalendarNotFound(NotFound):
     slug = "calendar-not-found"
 
 
+class FlowLimitNotFound(NotFound):
+    slug = "flow-limit-not-found"
+
+
 class CalendarInUse(ApiError):
     status, title, slug = 409, "Calendar in use", "calendar-in-use"
 

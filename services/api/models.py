@@ -107,6 +107,43 @@ class ScheduleOut(ScheduleDefinition):
     updated_at: Instant
 
 
+class FlowLimitIn(BaseModel):
+    """``PUT /api/flow-limits/{flow_key}``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"max_concurrency": 10, "max_per_second": 50.0}]},
+    )
+
+    max_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Calls to the flow in flight at once, across all executors; CHIME_DEFAULT_FLOW_CONCURRENCY"
+        " (100 unless set) when left out.",
+    )
+    max_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        le=100_000,
+        description="Calls started per second, across all executors: at most floor(rate) (at least 1) in any"
+        " window of floor(rate)/rate seconds. null: no rate limit.",
+    )
+
+
+class FlowLimitOut(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    flow_key: str = Field(
+        description="A schedule's payload.flow_key, or the host (with its port, if the URL names one) of its URL."
+    )
+    max_concurrency: int
+    max_per_second: float | None
+    version: int
+    created_at: Instant
+    updated_at: Instant
+
+
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None = None

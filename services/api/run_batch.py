@@ -14,14 +14,16 @@ from typing import Any
 
 from shared.events.runs import RunDueData, RunOutcomeData, RunStatus
 
+# An outcome outranks a skip: a cancel that reached the history after the call had started (it cannot stop it)
+# leaves the run with what really happened.
 RANK = {
     RunStatus.QUEUED: 0,
     RunStatus.RUNNING: 1,
     RunStatus.RETRYING: 2,
-    RunStatus.SUCCEEDED: 3,
-    RunStatus.FAILED: 3,
-    RunStatus.DEAD_LETTERED: 3,
     RunStatus.SKIPPED: 3,
+    RunStatus.SUCCEEDED: 4,
+    RunStatus.FAILED: 4,
+    RunStatus.DEAD_LETTERED: 4,
 }
 FINISHED_RANK = 3
 
@@ -71,7 +73,7 @@ class RunBatch:
 
     def add_outcome(self, d: RunOutcomeData) -> None:
         self._add_run(d, None, d.status)
-        change = StatusChange(d.status, d.finished_at if RANK[d.status] == FINISHED_RANK else None)
+        change = StatusChange(d.status, d.finished_at if RANK[d.status] >= FINISHED_RANK else None)
         current = self.statuses.get(d.run_id)
         if current is None or change.rank > current.rank:
             self.statuses[d.run_id] = change

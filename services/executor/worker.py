@@ -22,10 +22,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel
 
 from services.executor.delivery import CallResult, build_client, call
+from services.executor.flow_lane import FlowLane
+from services.executor.flows import FlowLimits, LocalFlows, RoutedRuns
 from services.executor.httpclient import HttpClient
 from services.executor.keys import KeyStore
 from services.executor.offsets import OffsetTracker
-from services.executor.stops import StoppedSchedules
+from services.executor.stops import STOP_MEMORY_S, StoppedSchedules
 from shared.backoff import Dead, Retry, decide, tier_for
 from shared.consumer_runtime import Backoff, ConsumerProgress, QuarantineTopic, Stopping, is_transient, started
 from shared.errors import EventDecodeError
@@ -42,6 +44,7 @@ from shared.events import (
     decode_event,
     encode_event,
 )
+from shared.events.flow import flow_record_key
 from shared.events.probe import probe_run
 from shared.events.runs import (
     DlqEntryData,
@@ -56,7 +59,16 @@ from shared.logs import run_context
 from shared.publisher import BatchPublisher, PublisherStopped
 from shared.settings import Settings
 from shared.timefmt import utcnow
-from shared.topics import PLANNER_COMMANDS, RETRY_TIERS, RUNS_DLQ, RUNS_DUE, RUNS_RESULTS, TopicSpec, topic_name
+from shared.topics import (
+    PLANNER_COMMANDS,
+    RETRY_TIERS,
+    RUNS_DLQ,
+    RUNS_DUE,
+    RUNS_FLOW,
+    RUNS_RESULTS,
+    TopicSpec,
+    topic_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +123,20 @@ class ExecutorMetrics:
         )
         self.in_flight = Gauge("chime_executor_in_flight", "Runs held or being called", registry=r)
         self.cancelled = Counter("chime_executor_cancelled_total", "Held runs cancelled", registry=r)
+        self.flow_throttled = Counter(
+            "chime_flow_throttled_total",
+            "Runs that waited for their flow's limit, by the limit that held them (concurrency, rate)",
+            ["limit"],
+            registry=r,
+        )
+        self.flow_waiting = Gauge(
+            "chime_flow_waiting", "Runs of flows with a limit waiting in this executor for their turn", registry=r
+        )
+        self.flow_routed = Counter(
+            "chime_flow_routed_total",
+            "Runs passed to chime.runs.flow because their flow has a limit of its own",
+            registry=r,
+        )
         self.repeats_dropped = Counter(
             "chime_executor_repeats_dropped_total",
             "Runs announced again while the first announcement was held",
@@ -151,6 +177,11 @@ class Executor:
         stall = settings.consumer_stall_seconds
         self._progress = ConsumerProgress(group_id(settings, "executor"), stall, self.registry)
         self.keys = KeyStore(settings, self._quarantine)
+        self.flow_limits = FlowLimits(settings, self._quarantine)
+        self._local_flows = LocalFlows(settings.default_flow_concurrency, self.metrics.flow_throttled)
+        self._flow_lane: FlowLane | None = None
+        self._flow_topic = topic_name(settings, RUNS_FLOW)
+        self._routed = RoutedRuns(STOP_MEMORY_S)
         self._due_topic = topic_name(settings, RUNS_DUE)
         self._results_topic = topic_name(settings, RUNS_RESULTS)
         self._dlq_topic = topic_name(settings, RUNS_DLQ)
@@ -208,17 +239,20 @@ class Executor:
         backoff = Backoff(self._stopping)
         while True:
             try:
-                await self.keys.start(self._producer)
+                if not self.keys.running:
+                    await self.keys.start(self._producer)
+                await self.flow_limits.start(self._producer)
                 break
             except Exception as exc:
                 if not is_transient(exc):
                     raise
                 log.warning("waiting for Kafka (signing keys): %s: %s", type(exc).__name__, exc)
             await backoff.wait()
-        try:
-            await asyncio.wait_for(self.keys.caught_up.wait(), timeout=30)
-        except TimeoutError:
-            log.warning("signing keys not caught up after 30 s; continuing")
+        for view, what in ((self.keys, "signing keys"), (self.flow_limits, "flow limits")):
+            try:
+                await asyncio.wait_for(view.caught_up.wait(), timeout=30)
+            except TimeoutError:
+                log.warning("%s not caught up after 30 s; continuing", what)
 
         def consumer() -> AIOKafkaConsumer:
             built = build_group_consumer(
@@ -233,6 +267,17 @@ class Executor:
             return built
 
         self._consumer = await started(consumer, "consumer", self._stopping)
+        self._flow_lane = FlowLane(
+            s,
+            self.worker_id,
+            self.flow_limits,
+            self._deliver,
+            self._set_aside,
+            self.withdrawal,
+            self.metrics.flow_throttled,
+            self.metrics.flow_waiting,
+        )
+        await self._flow_lane.start()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -244,13 +289,21 @@ class Executor:
         # CHIME_CONSUMER_STALL_SECONDS while there is lag is progress.
         progressing, lag = self._progress.check(self._consumer)
         keys = self.keys.running
-        detail: dict[str, object] = {"consuming": True, "lag": lag, "progressing": progressing, "signing_keys": keys}
-        return progressing and keys, detail
+        flows = self.flow_limits.running and self._flow_lane is not None and self._flow_lane.running
+        detail: dict[str, object] = {
+            "consuming": True,
+            "lag": lag,
+            "progressing": progressing,
+            "signing_keys": keys,
+            "flows": flows,
+        }
+        return progressing and keys and flows, detail
 
     async def _shutdown(self) -> None:
         if self._consumer is not None:
             await self._consumer.stop()
         await self.keys.stop()
+        await self.flow_limits.stop()
         if self._publisher is not None:
             await self._publisher.stop()
         if self._producer is not None:
@@ -267,11 +320,13 @@ class Executor:
             held.handle.cancel()
         self._held.clear()
         tasks = [t for ts in self._tasks.values() for t in ts]
+        lane = self._flow_lane.stop() if self._flow_lane is not None else asyncio.sleep(0)
         if tasks:
             log.info("draining %d in-flight runs", len(tasks))
             _, pending = await asyncio.wait(tasks, timeout=self.settings.executor_shutdown_grace_seconds)
             for task in pending:
                 task.cancel()
+        await lane
         await self._commit()
 
     # -- consuming ------------------------------------------------------------------------------------------
@@ -298,6 +353,7 @@ class Executor:
             if loop.time() >= next_commit:
                 await self._commit()
                 self._stopped.prune()
+                self._routed.prune()
                 next_commit = loop.time() + _COMMIT_EVERY_S
 
     def _dispatch(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> bool:
@@ -310,10 +366,18 @@ class Executor:
             return True
         if probe.is_cancel:
             self._cancel(probe.run_id)
+            flow = self._routed.flow_of_run(probe.run_id) if self._routed else None
+            if flow is not None:
+                self._forward(tp, record, [flow])
             return True
         if probe.is_stop:
+            flows: set[bytes] = set()
             for stop in probe.stops:
                 self._stopped.stop(*stop)
+                if self._routed:
+                    flows |= self._routed.flows_of_schedule(stop[0])
+            if flows:
+                self._forward(tp, record, sorted(flows))
             return True
         head = probe.data
         run_id = probe.run_id
@@ -404,6 +468,14 @@ class Executor:
         self._start(tp, offset, key, due)
 
     def _withdraw(self, tp: TopicPartition, offset: int, key: bytes, due: RunDueData, status: str) -> None:
+        def _done(published: asyncio.Future[list[BaseException | None]]) -> None:
+            # Committed past only once the records are in Kafka; a failed publish leaves the run to a redelivery.
+            if all(r is None for r in published.result()):
+                self._finish(tp, offset)
+
+        self.withdrawal(key, due, status).add_done_callback(_done)
+
+    def withdrawal(self, key: bytes, due: RunDueData, status: str) -> asyncio.Future[list[BaseException | None]]:
         """A planned run of a schedule paused or deleted since it was announced: say so instead of calling.
 
         The ``run.cancelled`` closes the run in the history (the planner may have applied the change after the run's
@@ -429,14 +501,8 @@ class Executor:
                 subject=str(due.schedule_id), tenant=due.tenant_id, time=utcnow(), data=finished
             )
             published.append(self._publisher.publish(self._planner_topic, encode_event(command), key, headers))
-
-        def _done(_: object) -> None:
-            # Committed past only once both records are in Kafka; a failed publish leaves the run to a redelivery.
-            if all(f.done() and not f.cancelled() and f.exception() is None for f in published):
-                self._finish(tp, offset)
-
-        gathered = asyncio.gather(*published, return_exceptions=True)
-        gathered.add_done_callback(_done)
+        # Each entry None when its record is in Kafka, else the exception.
+        return asyncio.gather(*published, return_exceptions=True)
 
     def _start_overdue(self) -> None:
         """Start the overdue runs of the batch just dispatched that nothing in it cancelled."""
@@ -464,7 +530,10 @@ class Executor:
             tracker.finished(offset)
 
     def _start(self, tp: TopicPartition, offset: int, key: bytes, due: RunDueData) -> None:
-        task = asyncio.create_task(self._deliver(key, due))
+        if self.flow_limits and self.flow_limits.get(due.tenant_id, due.delivery.flow) is not None:
+            self._route(tp, offset, key, due)
+            return
+        task = asyncio.create_task(self._deliver_gated(key, due))
         self._tasks[tp].add(task)
         tracker = self._trackers.get(tp)
 
@@ -484,6 +553,50 @@ class Executor:
                 log.error("run handler failed", exc_info=exc, extra=context)
 
         task.add_done_callback(_done)
+
+    def _route(self, tp: TopicPartition, offset: int, key: bytes, due: RunDueData) -> None:
+        """A run of a flow with a limit of its own goes to the flow's owner (``FlowLane``), due now as it is."""
+        assert self._publisher is not None  # noqa: S101 - set in run()
+        self.metrics.flow_routed.inc()
+        event = RunDue(subject=str(due.schedule_id), tenant=due.tenant_id, time=utcnow(), data=due)
+        headers = [("tenant", due.tenant_id.encode()), ("content-type", CONTENT_TYPE.encode())]
+        flow_key = flow_record_key(due.tenant_id, due.delivery.flow)
+        self._routed.add(due.run_id, due.schedule_id, flow_key)
+        published = self._publisher.publish(self._flow_topic, encode_event(event), flow_key, headers)
+
+        def _done(f: asyncio.Future[None]) -> None:
+            # Committed past once the run is in Kafka; a failed publish leaves it to a redelivery.
+            if not f.cancelled() and f.exception() is None:
+                self._finish(tp, offset)
+
+        published.add_done_callback(_done)
+
+    def _forward(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], flows: list[bytes]) -> None:
+        """A cancel or stop that reached this executor after it passed the runs concerned to ``chime.runs.flow``
+        follows them there, behind them in their flow's partition, so a run still waiting its turn is not called."""
+        assert self._publisher is not None  # noqa: S101 - set in run()
+        tracker = self._trackers.get(tp)
+        if tracker is None:
+            tracker = self._trackers[tp] = OffsetTracker()
+        tracker.started(record.offset)
+        headers = list(record.headers)
+        raw = record.value or b""
+        published = [self._publisher.publish(self._flow_topic, raw, flow, headers) for flow in flows]
+
+        def _done(results: asyncio.Future[list[BaseException | None]]) -> None:
+            if all(r is None for r in results.result()):
+                tracker.finished(record.offset)
+
+        asyncio.gather(*published, return_exceptions=True).add_done_callback(_done)
+
+    async def _deliver_gated(self, key: bytes, due: RunDueData) -> None:
+        """Deliver within the default flow limit of this executor."""
+        flow = (due.tenant_id, due.delivery.flow)
+        await self._local_flows.acquire(flow)
+        try:
+            await self._deliver(key, due)
+        finally:
+            self._local_flows.release(flow)
 
     def _due_soon(self, tp: TopicPartition, offset: int, not_before: datetime | None) -> bool:
         """A retry tier holds a record until its not_before by pausing the partition, not by holding memory."""

@@ -131,6 +131,21 @@ auto_pause_requests = Table(
     Column("requested_at", TS, nullable=False, server_default=text("now()")),
 )
 
+# A tenant's limits per flow (``/api/flow-limits``). A delete keeps the row (``deleted_at``) so the version that
+# executors compare on ``chime.flow-limits`` keeps growing across a delete and a new limit.
+flow_limits = Table(
+    "flow_limits",
+    metadata,
+    Column("tenant_id", String(200), primary_key=True),
+    Column("flow_key", String(200), primary_key=True),
+    Column("max_concurrency", Integer, nullable=False),
+    Column("max_per_second", Float),
+    Column("version", Integer, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("deleted_at", TS),
+)
+
 # Per-tenant token buckets shared by the API processes (``chime_take_tokens``, migration 0005). Key: kind:tenant.
 rate_buckets = Table(
     "rate_buckets",

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shared.errors import EventDecodeError
 from shared.events.envelope import Envelope
+from shared.events.flow import FlowLimitData
 from shared.events.runs import (
     DlqEntryData,
     ReplayCommandData,
@@ -41,6 +42,11 @@ class ScheduleStopped(Envelope):
 class SigningKeysUpdated(Envelope):
     type: Literal["dev.chime.signing_keys.updated.v1"] = "dev.chime.signing_keys.updated.v1"
     data: SigningKeysData
+
+
+class FlowLimitChanged(Envelope):
+    type: Literal["dev.chime.flow_limit.changed.v1"] = "dev.chime.flow_limit.changed.v1"
+    data: FlowLimitData
 
 
 class RunDue(Envelope):
@@ -120,6 +126,7 @@ ChimeEvent = Annotated[
     | ScheduleDeleted
     | ScheduleStopped
     | SigningKeysUpdated
+    | FlowLimitChanged
     | RunDue
     | RunCancelled
     | RunSucceeded
@@ -139,6 +146,7 @@ EVENT_TYPES: tuple[type[Envelope], ...] = (
     ScheduleDeleted,
     ScheduleStopped,
     SigningKeysUpdated,
+    FlowLimitChanged,
     RunDue,
     RunCancelled,
     RunSucceeded,

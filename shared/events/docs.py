@@ -13,11 +13,13 @@ from typing import Any
 from shared.events.catalog import EVENT_TYPES
 from shared.topics import (
     DLQ_COMMANDS,
+    FLOW_LIMITS,
     PLANNER_COMMANDS,
     QUARANTINE,
     RETRY_TIERS,
     RUNS_DLQ,
     RUNS_DUE,
+    RUNS_FLOW,
     RUNS_RESULTS,
     SCHEDULES,
     SIGNING_KEYS,
@@ -29,6 +31,7 @@ TOPIC_OF: dict[str, TopicSpec] = {
     "dev.chime.schedule.upserted.v1": SCHEDULES,
     "dev.chime.schedule.deleted.v1": SCHEDULES,
     "dev.chime.signing_keys.updated.v1": SIGNING_KEYS,
+    "dev.chime.flow_limit.changed.v1": FLOW_LIMITS,
     "dev.chime.run.due.v1": RUNS_DUE,
     "dev.chime.run.cancelled.v1": RUNS_DUE,
     "dev.chime.schedule.stopped.v1": RUNS_DUE,
@@ -52,6 +55,8 @@ def _dump(data: Any) -> str:
 _SENDERS: dict[str, tuple[str, ...]] = {
     "schedules": ("api",),
     "signing-keys": ("api",),
+    "flow-limits": ("api",),
+    "runs.flow": ("executor",),
     "planner.commands": ("api", "executor"),
     "dlq.commands": ("api",),
     "runs.due": ("planner", "api", "dlq", "executor"),
@@ -63,6 +68,8 @@ _SENDERS: dict[str, tuple[str, ...]] = {
 _RECEIVERS: dict[str, tuple[str, ...]] = {
     "schedules": ("planner",),
     "signing-keys": ("executor",),
+    "flow-limits": ("executor",),
+    "runs.flow": ("executor",),
     "planner.commands": ("planner",),
     "dlq.commands": ("dlq",),
     "runs.due": ("executor", "recorder"),
@@ -74,6 +81,9 @@ _RECEIVERS: dict[str, tuple[str, ...]] = {
 _DESCRIPTIONS = {
     "schedules": "Every schedule's latest state, keyed by its id (compacted: a delete is the last record of a key).",
     "signing-keys": "Each tenant's signing keys, encrypted, keyed by the tenant (compacted).",
+    "flow-limits": "Each tenant's flow limits, keyed by the JSON array [tenant, flow key] (compacted).",
+    "runs.flow": "Runs whose flow has a limit, due now, keyed by [tenant, flow key]: the executor that owns the"
+    " flow's partition enforces its limit.",
     "planner.commands": "Run-now and backfill requests, and the end of runs that hold their schedule back.",
     "dlq.commands": "Replay requests for dead runs.",
     "runs.due": "Runs announced to executors ahead of their time, cancellations of announced runs, and the"
@@ -96,9 +106,11 @@ def _camel(*words: str) -> str:
 
 def _channels() -> list[tuple[str, TopicSpec, str]]:
     """(channel name, topic, role key) in the order the document lists them."""
-    found = [(_camel(spec.suffix), spec, spec.suffix) for spec in (SCHEDULES, SIGNING_KEYS, PLANNER_COMMANDS)]
+    found = [
+        (_camel(spec.suffix), spec, spec.suffix) for spec in (SCHEDULES, SIGNING_KEYS, FLOW_LIMITS, PLANNER_COMMANDS)
+    ]
     found += [(_camel(DLQ_COMMANDS.suffix), DLQ_COMMANDS, DLQ_COMMANDS.suffix)]
-    found += [(_camel(RUNS_DUE.suffix), RUNS_DUE, RUNS_DUE.suffix)]
+    found += [(_camel(spec.suffix), spec, spec.suffix) for spec in (RUNS_DUE, RUNS_FLOW)]
     found += [(_camel("runs.retry", tier), TopicSpec(f"runs.retry.{tier}"), "runs.retry") for tier, _ in RETRY_TIERS]
     found += [(_camel(spec.suffix), spec, spec.suffix) for spec in (RUNS_RESULTS, RUNS_DLQ, QUARANTINE)]
     return found
@@ -129,14 +141,18 @@ def render() -> dict[str, str]:
             },
             "bindings": {
                 "kafka": {
-                    "key": {"type": "string", "description": "The schedule id (the tenant id on signing-keys)"},
+                    "key": {
+                        "type": "string",
+                        "description": "The schedule id (the tenant id on signing-keys; the JSON array"
+                        " [tenant, flow key] on flow-limits and runs.flow)",
+                    },
                     "bindingVersion": "0.5.0",
                 }
             },
         }
         topic = TOPIC_OF[event_type]
         retried = topic is RUNS_DUE and event_type == "dev.chime.run.due.v1"
-        for key in ("runs.retry",) if retried else ():
+        for key in ("runs.retry", "runs.flow") if retried else ():
             by_topic.setdefault(key, []).append(name)
         by_topic.setdefault(topic.suffix, []).append(name)
     messages["quarantinedRecord"] = {

@@ -16,6 +16,7 @@ from shared.types import Instant
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_HEADERS = 50
+FLOW_KEY_MAX = 200
 HOP_BY_HOP_HEADERS = frozenset(
     {
         "connection",
@@ -82,6 +83,18 @@ class DeliverySpec(Frozen):
     headers: dict[str, str] = Field(default_factory=dict)
     body: Any = None
     timeout_seconds: float = Field(default=30, ge=1, le=300)
+    flow_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=FLOW_KEY_MAX,
+        description="The flow whose limits this call counts against (GET/PUT /api/flow-limits/{flow_key});"
+        " the URL's host and port when not set.",
+    )
+
+    @property
+    def flow(self) -> str:
+        """The flow this call belongs to: ``flow_key``, else the URL's host with its port, if one is given."""
+        return self.flow_key if self.flow_key is not None else urlsplit(self.url).netloc.lower()
 
     @field_validator("url")
     @classmethod

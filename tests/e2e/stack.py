@@ -67,6 +67,9 @@ class RecordingSink:
     port: int = field(default_factory=free_port)
     arrivals: list[Arrival] = field(default_factory=list)
     scripts: dict[str, list[Reply]] = field(default_factory=dict)
+    # Calls being answered now, and the most at once, by the path's first segment.
+    active: dict[str, int] = field(default_factory=dict)
+    peak: dict[str, int] = field(default_factory=dict)
     _runner: web.AppRunner | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -90,8 +93,14 @@ class RecordingSink:
         reply = script.pop(0) if script else None
         if reply is None:
             reply = Reply(status=int(request.query.get("status", "200")), delay=float(request.query.get("delay", "0")))
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
+        group = request.path.split("/")[1]
+        self.active[group] = now = self.active.get(group, 0) + 1
+        self.peak[group] = max(self.peak.get(group, 0), now)
+        try:
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
+        finally:
+            self.active[group] -= 1
         return web.Response(status=reply.status, headers=reply.headers, text="ok")
 
     def script(self, path: str, replies: list[Reply]) -> str:

@@ -97,7 +97,7 @@ class CalendarRepository:
             # calendars it names), so the two cannot deadlock.
             users = await self._schedules.lock_calendar_users(conn, tenant, calendar_id)
             row = await _row(conn, tenant, calendar_id, for_update=True)
-            check_if_match(if_match, row.version)
+            check_if_match(if_match, row.version, "calendar")
             await conn.execute(
                 update(calendars)
                 .where(calendars.c.id == calendar_id)
@@ -112,7 +112,7 @@ class CalendarRepository:
     async def delete(self, tenant: str, calendar_id: uuid.UUID, *, if_match: str | None) -> None:
         async with self._engine.begin() as conn:
             row = await _row(conn, tenant, calendar_id, for_update=True)
-            check_if_match(if_match, row.version)
+            check_if_match(if_match, row.version, "calendar")
             users = (
                 await conn.execute(
                     select(schedules.c.id)

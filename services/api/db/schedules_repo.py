@@ -142,7 +142,7 @@ def _columns(state: ScheduleState) -> dict[str, Any]:
     return values
 
 
-def check_if_match(if_match: str | None, version: int) -> None:
+def check_if_match(if_match: str | None, version: int, what: str = "schedule") -> None:
     if if_match is None:
         return
     tags = [t.strip() for t in if_match.split(",")]
@@ -150,7 +150,7 @@ def check_if_match(if_match: str | None, version: int) -> None:
         return
     wanted = {t.removeprefix("W/").strip('"') for t in tags}
     if str(version) not in wanted:
-        raise VersionMismatch(f"schedule is at version {version}; If-Match was {if_match}")
+        raise VersionMismatch(f"{what} is at version {version}; If-Match was {if_match}")
 
 
 async def _live_row(

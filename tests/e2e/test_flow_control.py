@@ -1,0 +1,125 @@
+"""Flow limits hold across two executor processes: never more calls in flight or per second than the limit, nothing
+lost, and another flow of the same tenant keeps its pace."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta
+
+import httpx
+
+from shared.settings import Settings
+from tests.e2e.stack import RecordingSink, Stack
+from tests.e2e.stack import eventually as until
+from tests.integration.helpers import auth, schedule_body
+
+_LIMITED = 200
+_CONCURRENCY = 5
+_PER_SECOND = 20
+
+
+async def _create(api: httpx.AsyncClient, headers: dict[str, str], bodies: list[dict[str, object]]) -> list[str]:
+    ids: list[str] = []
+    for start in range(0, len(bodies), 20):
+        answers = await asyncio.gather(
+            *(api.post("/api/schedules", json=b, headers=headers) for b in bodies[start : start + 20])
+        )
+        for answer in answers:
+            assert answer.status_code == 201, answer.text
+            ids.append(answer.json()["id"])
+    return ids
+
+
+async def test_a_flow_limit_holds_across_two_executors(
+    stack: Stack, api: httpx.AsyncClient, sink: RecordingSink, e2e_settings: Settings, tenant: str
+) -> None:
+    settings = e2e_settings
+    headers = auth(settings, tenant)
+    replica = stack.add_replica("executor", 2)
+    stack.start(replica)
+    try:
+        await stack.wait_healthy(replica)
+        flow = f"limited-{uuid.uuid4().hex[:8]}"
+        limit = {"max_concurrency": _CONCURRENCY, "max_per_second": _PER_SECOND}
+        put = await api.put(f"/api/flow-limits/{flow}", json=limit, headers=headers)
+        assert put.status_code == 201, put.text
+        # The limit reaches every executor through chime.flow-limits, and the second executor's flow consumer
+        # settles into the group.
+        await asyncio.sleep(2)
+
+        label = uuid.uuid4().hex[:8]
+        free = f"free-{label}"
+        limited_bodies = [
+            schedule_body(
+                interval_seconds=1,
+                labels={"flowtest": label},
+                payload={"url": f"{sink.url}/{flow}/{i}?delay=0.15", "flow_key": flow},
+            )
+            for i in range(_LIMITED)
+        ]
+        free_bodies = [
+            schedule_body(interval_seconds=1, labels={"flowtest": label}, payload={"url": f"{sink.url}/{free}/{i}"})
+            for i in range(5)
+        ]
+        await _create(api, headers, free_bodies)
+        limited_ids = await _create(api, headers, limited_bodies)
+        await asyncio.sleep(1.5)
+        paused = await api.post(
+            "/api/schedules/bulk",
+            json={"action": "pause", "selector": {"labels": {"flowtest": label}}},
+            headers=headers,
+        )
+        assert paused.status_code == 200 and paused.json()["changed"] == _LIMITED + 5, paused.text
+
+        def delivered() -> int:
+            return sum(1 for a in sink.arrivals if a.path.startswith(f"/{flow}/"))
+
+        # The backlog drains at the flow's rate; done when nothing more arrives for a while.
+        last, quiet = -1, 0
+        for _ in range(120):
+            await asyncio.sleep(0.5)
+            now = delivered()
+            quiet = quiet + 1 if now == last else 0
+            last = now
+            if quiet >= 6:
+                break
+        limited = [a for a in sink.arrivals if a.path.startswith(f"/{flow}/")]
+        assert len(limited) > 2 * _PER_SECOND, f"too few calls to judge the limit: {len(limited)}"
+
+        assert sink.peak[flow] <= _CONCURRENCY, f"{sink.peak[flow]} calls in flight at once"
+        times = sorted(a.received for a in limited)
+        counts = [sum(1 for t in times[i:] if t < first + timedelta(seconds=1)) for i, first in enumerate(times)]
+        busiest = max(counts)
+        at = counts.index(busiest)
+        offsets = [round((t - times[at]).total_seconds(), 3) for t in times[max(0, at - 25) : at + busiest + 5]]
+        assert busiest <= _PER_SECOND, f"{busiest} calls within one second: {offsets}"
+        repeats = [w for w, n in Counter(a.webhook_id for a in limited).items() if n > 1]
+        assert not repeats, f"called twice: {repeats[:5]}"
+
+        # The other flow was not held back by the limited one's backlog.
+        free_calls = [a for a in sink.arrivals if a.path.startswith(f"/{free}/")]
+        assert free_calls, "the other flow was not called"
+        worst = max((a.received - a.nominal).total_seconds() for a in free_calls)
+        assert worst < 1.0, f"the other flow was late by up to {worst:.3f}s"
+
+        # Nothing lost: every run the planner announced either reached the sink or was withdrawn by the pause.
+        called: dict[str, set[datetime]] = defaultdict(set)
+        for arrival in limited:
+            called[arrival.schedule_id].add(arrival.nominal)
+
+        async def settled() -> bool:
+            for schedule_id in limited_ids:
+                response = await api.get(f"/api/schedules/{schedule_id}/runs", params={"limit": 500}, headers=headers)
+                runs = response.json()["items"]
+                if any(r["status"] not in ("succeeded", "skipped") for r in runs):
+                    return False
+                succeeded = {datetime.fromisoformat(r["scheduled_for"]) for r in runs if r["status"] == "succeeded"}
+                assert succeeded == called[schedule_id], f"schedule {schedule_id}: runs and calls differ"
+            return True
+
+        assert await until(settled, timeout=30), "runs of the limited flow still open"
+        assert sum(len(v) for v in called.values()) == len(limited)
+    finally:
+        assert stack.terminate(replica) == 0, stack.log_tail(replica)
