@@ -29,8 +29,8 @@ from aiokafka import AIOKafkaConsumer
 from bench.sink import Arrival, BenchSink
 from bench.stats import broker_pid, cpu_seconds, cpu_share, lag_summary, lag_timeline, postgres_cpu_seconds
 from services.api.migrate import migrate
-from services.executor.httpclient import HttpClient, HttpError
-from services.executor.resolver import GuardedResolver
+from shared.httpclient import HttpClient, HttpError
+from shared.resolver import GuardedResolver
 from shared.settings import Settings, load_settings
 from shared.topics import RUNS_DUE, create_topics, delete_topics, topic_name
 from tests.e2e.stack import Stack, grid

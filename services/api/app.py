@@ -16,13 +16,25 @@ from services.api.db.calendars_repo import CalendarRepository
 from services.api.db.dlq_repo import DlqRepository
 from services.api.db.flow_limits_repo import FlowLimitRepository
 from services.api.db.keys_repo import SigningKeyRepository
+from services.api.db.notification_endpoints_repo import NotificationEndpointRepository
 from services.api.db.runs_repo import RunRepository
 from services.api.db.schedules_repo import ScheduleRepository
 from services.api.deps import Services
 from services.api.metrics import ApiMetrics, MetricsMiddleware
+from services.api.notifier import Notifier, NotifierMetrics, notification_client
 from services.api.outbox import OutboxRelay
 from services.api.ratelimit import RateLimiter
-from services.api.routes import bulk, calendars, dlq, flow_limits, health, runs, schedules, signing_keys
+from services.api.routes import (
+    bulk,
+    calendars,
+    dlq,
+    flow_limits,
+    health,
+    notification_endpoints,
+    runs,
+    schedules,
+    signing_keys,
+)
 from shared.db.engine import create_engine
 from shared.health import KafkaProbe
 from shared.settings import Settings
@@ -49,8 +61,13 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
             app.state.kafka_probe = KafkaProbe(settings)
             stack.push_async_callback(app.state.kafka_probe.close)
             schedule_repo = ScheduleRepository(engine, settings, relay.notify)
+            keys = SigningKeyRepository(engine, settings, relay.notify)
             if run_relay:
-                await stack.enter_async_context(AutoPauser(schedule_repo, app.state.metrics.auto_paused))
+                metrics = app.state.metrics
+                await stack.enter_async_context(AutoPauser(schedule_repo, metrics.auto_paused))
+                notifier_metrics = NotifierMetrics(metrics.notifications_sent, metrics.notifications_dropped)
+                client = notification_client(allow_private=settings.allow_private_targets)
+                await stack.enter_async_context(Notifier(engine, keys, client, notifier_metrics))
             app.state.services = Services(
                 settings=settings,
                 engine=engine,
@@ -58,8 +75,9 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
                 schedules=schedule_repo,
                 calendars=CalendarRepository(engine, schedule_repo, relay.notify),
                 flow_limits=FlowLimitRepository(engine, settings.default_flow_concurrency, relay.notify),
+                notification_endpoints=NotificationEndpointRepository(engine),
                 runs=RunRepository(engine),
-                keys=SigningKeyRepository(engine, settings, relay.notify),
+                keys=keys,
                 dlq=DlqRepository(engine, relay.notify),
                 run_now_limit=_per_minute(engine, settings.run_now_per_minute, "run-now"),
                 replay_limit=_per_minute(engine, settings.replays_per_minute, "replay"),
@@ -85,6 +103,7 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
     app.include_router(schedules.router)
     app.include_router(calendars.router)
     app.include_router(flow_limits.router)
+    app.include_router(notification_endpoints.router)
     app.include_router(runs.router)
     app.include_router(signing_keys.router)
     app.include_router(dlq.router)

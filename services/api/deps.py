@@ -12,6 +12,7 @@ from services.api.db.calendars_repo import CalendarRepository
 from services.api.db.dlq_repo import DlqRepository
 from services.api.db.flow_limits_repo import FlowLimitRepository
 from services.api.db.keys_repo import SigningKeyRepository
+from services.api.db.notification_endpoints_repo import NotificationEndpointRepository
 from services.api.db.runs_repo import RunRepository
 from services.api.db.schedules_repo import ScheduleRepository
 from services.api.outbox import OutboxRelay
@@ -27,6 +28,7 @@ class Services:
     schedules: ScheduleRepository
     calendars: CalendarRepository
     flow_limits: FlowLimitRepository
+    notification_endpoints: NotificationEndpointRepository
     runs: RunRepository
     keys: SigningKeyRepository
     dlq: DlqRepository

@@ -46,6 +46,10 @@ class FlowLimitNotFound(NotFound):
     slug = "flow-limit-not-found"
 
 
+class NotificationEndpointNotFound(NotFound):
+    slug = "notification-endpoint-not-found"
+
+
 class CalendarInUse(ApiError):
     status, title, slug = 409, "Calendar in use", "calendar-in-use"
 

@@ -42,6 +42,17 @@ class ApiMetrics:
             "Schedules this process paused after their auto_pause_after_failures",
             registry=self.registry,
         )
+        self.notifications_sent = Counter(
+            "chime_notifications_sent_total",
+            "Notification deliveries this process tried, by outcome (delivered, failed)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.notifications_dropped = Counter(
+            "chime_notifications_dropped_total",
+            "Notifications given up after 24 hours of failed deliveries",
+            registry=self.registry,
+        )
         # The relay's (services.api.outbox.RelayMetrics).
         self.published = Counter(
             "chime_outbox_published_total", "Outbox rows this process published to Kafka", registry=self.registry

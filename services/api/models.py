@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.events.calendar import CalendarDefinition
+from shared.events.notifications import NotificationType
 from shared.events.runs import SkipReason
-from shared.events.schedule import ScheduleDefinition, ScheduleStatus
+from shared.events.schedule import ScheduleDefinition, ScheduleStatus, plain_http_url
 from shared.types import Instant
 
 T = TypeVar("T")
@@ -139,6 +140,48 @@ class FlowLimitOut(BaseModel):
     )
     max_concurrency: int
     max_per_second: float | None
+    version: int
+    created_at: Instant
+    updated_at: Instant
+
+
+class NotificationEndpointIn(BaseModel):
+    """``POST /api/notification-endpoints`` and ``PUT /api/notification-endpoints/{id}``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "https://ops.example.com/chime-events",
+                    "events": ["schedule.failing", "schedule.recovered", "schedule.auto_paused"],
+                    "description": "on-call channel",
+                }
+            ]
+        },
+    )
+
+    url: str = Field(max_length=2048, description="Receives each notification as a signed CloudEvent (POST).")
+    events: list[NotificationType] = Field(min_length=1, max_length=len(NotificationType))
+    description: str | None = Field(default=None, max_length=500)
+
+    @field_validator("url")
+    @classmethod
+    def _plain_http(cls, value: str) -> str:
+        return plain_http_url(value)
+
+    @field_validator("events")
+    @classmethod
+    def _distinct(cls, value: list[NotificationType]) -> list[NotificationType]:
+        if len(set(value)) != len(value):
+            raise ValueError("an event type is named twice")
+        return sorted(value)
+
+
+class NotificationEndpointOut(NotificationEndpointIn):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: uuid.UUID
     version: int
     created_at: Instant
     updated_at: Instant

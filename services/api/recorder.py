@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.api.run_batch import RunBatch
-from services.api.run_writes import count_skip, write_batch
+from services.api.run_writes import count_skip, notify_events, write_batch
 from shared import eventloop
 from shared.consumer_runtime import ConsumerRuntime
 from shared.db.tables import runs, schedule_stats
@@ -138,7 +138,11 @@ class Recorder:
         """Write a batch of events in one transaction."""
         async with self.engine.begin() as conn:
             batch = RunBatch()
+            notices: list[tuple[str, str, str, str, str]] = []
             for event in events:
+                if isinstance(event, RunDeadLettered | RunSkipped):
+                    kind = "run.dead_lettered" if isinstance(event, RunDeadLettered) else "run.skipped"
+                    notices.append((event.tenant, kind, event.subject, event.id, event.data.model_dump_json()))
                 if isinstance(event, RunDue) and event.data.trigger is not Trigger.REPLAY:
                     batch.add_due(event.data)
                     if event.data.final and event.data.trigger is Trigger.SCHEDULE:
@@ -159,6 +163,8 @@ class Recorder:
                     continue
                 self.recorded.labels(event.type).inc()
             await self._flush(conn, batch)
+            if notices:
+                await notify_events(conn, notices)
 
     async def _flush(self, conn: AsyncConnection, batch: RunBatch) -> None:
         """Write a segment with one statement per kind of change."""

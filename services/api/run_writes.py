@@ -56,8 +56,13 @@ ON CONFLICT DO NOTHING
 # A streak that reaches the schedule's auto_pause_after_failures asks the API to pause it (the API owns
 # ``schedules``). Failures count from the last resume unless a success since then restarted the streak (the same
 # rule as ``services.api.auto_pause.failures_toward_pause``, which the API checks again when it applies the request).
+# A streak that reaches alert_after_failures notifies schedule.failing; a success that ends such a streak,
+# schedule.recovered (``before`` reads the streaks as they were: every part of one statement sees one snapshot).
 _MOVE_HEALTH = """
-WITH moved AS (
+WITH before AS (
+  SELECT st.schedule_id, st.consecutive_failures AS streak
+  FROM schedule_stats AS st WHERE st.schedule_id = ANY($1::uuid[])
+), moved AS (
   UPDATE schedule_stats AS st
   SET consecutive_failures = CASE WHEN v.reset THEN v.fails ELSE st.consecutive_failures + v.fails END,
       last_success_at = greatest(st.last_success_at, v.ok_at),
@@ -65,18 +70,48 @@ WITH moved AS (
   FROM unnest($1::uuid[], $2::int[], $3::bool[], $4::timestamptz[], $5::timestamptz[])
     AS v(sid, fails, reset, ok_at, failed_at)
   WHERE st.schedule_id = v.sid
-  RETURNING st.schedule_id, st.consecutive_failures AS streak, st.last_success_at AS last_ok
+  RETURNING st.schedule_id, st.consecutive_failures AS streak, st.last_success_at AS last_ok,
+            st.last_failure_at AS last_failed, v.reset
+), joined AS (
+  SELECT s.id, s.tenant_id, s.name, s.status, s.auto_pause_after_failures, s.auto_pause_base, s.auto_pause_base_at,
+         s.alert_after_failures AS alert, m.streak, m.last_ok, m.last_failed, m.reset,
+         coalesce(b.streak, 0) AS before
+  FROM moved AS m JOIN schedules AS s ON s.id = m.schedule_id LEFT JOIN before AS b ON b.schedule_id = m.schedule_id
 ), counted AS (
-  SELECT s.id, s.tenant_id, s.auto_pause_after_failures AS threshold,
-         m.streak - CASE WHEN s.auto_pause_base_at IS NOT NULL
-                          AND (m.last_ok IS NULL OR m.last_ok < s.auto_pause_base_at)
-                         THEN least(s.auto_pause_base, m.streak) ELSE 0 END AS failures
-  FROM moved AS m JOIN schedules AS s ON s.id = m.schedule_id
-  WHERE s.auto_pause_after_failures IS NOT NULL AND s.status = 'active'
+  SELECT id, tenant_id, auto_pause_after_failures AS threshold,
+         streak - CASE WHEN auto_pause_base_at IS NOT NULL AND (last_ok IS NULL OR last_ok < auto_pause_base_at)
+                       THEN least(auto_pause_base, streak) ELSE 0 END AS failures
+  FROM joined
+  WHERE auto_pause_after_failures IS NOT NULL AND status = 'active'
+), paused AS (
+  INSERT INTO auto_pause_requests (schedule_id, tenant_id, failures)
+  SELECT id, tenant_id, failures FROM counted WHERE failures >= threshold
+  ON CONFLICT (schedule_id) DO UPDATE SET failures = excluded.failures, requested_at = excluded.requested_at
+  RETURNING 1
+), alerts AS (
+  SELECT id, tenant_id, 'schedule.failing' AS kind,
+         jsonb_build_object('schedule_id', id, 'tenant_id', tenant_id, 'name', name, 'consecutive_failures', streak,
+                            'alert_after_failures', alert, 'last_failure_at', last_failed) AS data
+  FROM joined WHERE alert IS NOT NULL AND before < alert AND streak >= alert
+  UNION ALL
+  SELECT id, tenant_id, 'schedule.recovered',
+         jsonb_build_object('schedule_id', id, 'tenant_id', tenant_id, 'name', name, 'failures_before', before,
+                            'recovered_at', last_ok)
+  FROM joined WHERE alert IS NOT NULL AND reset AND before >= alert
 )
-INSERT INTO auto_pause_requests (schedule_id, tenant_id, failures)
-SELECT id, tenant_id, failures FROM counted WHERE failures >= threshold
-ON CONFLICT (schedule_id) DO UPDATE SET failures = excluded.failures, requested_at = excluded.requested_at
+INSERT INTO notifications (id, tenant_id, endpoint_id, event_type, subject, data)
+SELECT gen_random_uuid(), a.tenant_id, e.id, a.kind, a.id::text, a.data
+FROM alerts AS a
+JOIN notification_endpoints AS e ON e.tenant_id = a.tenant_id AND e.events @> jsonb_build_array(a.kind)
+"""
+# Run events a tenant subscribed to, one notification per endpoint. The id follows from the endpoint and the event,
+# so the same event recorded twice (a redelivery) makes no second notification.
+_NOTIFY_EVENTS = """
+INSERT INTO notifications (id, tenant_id, endpoint_id, event_type, subject, data)
+SELECT md5(e.id::text || '/' || v.eid)::uuid, v.tenant, e.id, v.kind, v.subject, v.data::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS v(tenant, kind, subject, eid, data)
+JOIN notification_endpoints AS e ON e.tenant_id = v.tenant AND e.events @> jsonb_build_array(v.kind)
+ON CONFLICT (id) DO NOTHING
 """
 _COUNT_SKIPS = """
 INSERT INTO schedule_stats AS st (schedule_id, skipped_total, last_skipped_at, last_skip_reason)
@@ -169,3 +204,10 @@ async def count_skip(
     """Add ``count`` skipped fires to the schedule's health, the last of them at ``last_nominal``."""
     pg = await _driver(conn)
     await pg.execute(_COUNT_SKIPS, schedule_id, count, last_nominal, reason)
+
+
+async def notify_events(conn: AsyncConnection, notices: list[tuple[str, str, str, str, str]]) -> None:
+    """Make the notifications for (tenant, type, subject, event id, data JSON) of run events, per subscribed
+    endpoint."""
+    pg = await _driver(conn)
+    await pg.execute(_NOTIFY_EVENTS, *(list(column) for column in zip(*notices, strict=True)))

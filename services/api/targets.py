@@ -13,7 +13,7 @@ from shared.netpolicy import is_blocked_address, parse_literal_address
 _RESOLVE_TIMEOUT_S = 2.0
 
 
-async def check_target(url: str, *, allow_private: bool) -> None:
+async def check_target(url: str, *, allow_private: bool, field: str = "payload.url") -> None:
     """Refuse literal or resolved addresses in blocked ranges. A host that does not resolve yet is accepted."""
     if allow_private:
         return
@@ -21,10 +21,10 @@ async def check_target(url: str, *, allow_private: bool) -> None:
     literal = parse_literal_address(host)
     if literal is not None:
         if is_blocked_address(literal):
-            raise InvalidSchedule("payload.url", f"target address {host} is in a blocked range")
+            raise InvalidSchedule(field, f"target address {host} is in a blocked range")
         return
     if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-        raise InvalidSchedule("payload.url", f"target host {host} is loopback")
+        raise InvalidSchedule(field, f"target host {host} is loopback")
     loop = asyncio.get_running_loop()
     try:
         infos = await asyncio.wait_for(
@@ -35,4 +35,4 @@ async def check_target(url: str, *, allow_private: bool) -> None:
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
         if is_blocked_address(address):
-            raise InvalidSchedule("payload.url", f"target host {host} resolves to a blocked address {address}")
+            raise InvalidSchedule(field, f"target host {host} resolves to a blocked address {address}")

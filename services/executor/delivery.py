@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-from services.executor.httpclient import HttpClient, HttpError, InvalidRequest
-from services.executor.resolver import BlockedTarget, GuardedResolver
 from shared.events.runs import RESPONSE_EXCERPT_LIMIT, RunDueData
+from shared.httpclient import HttpClient, HttpError, InvalidRequest
+from shared.resolver import BlockedTarget, GuardedResolver
 from shared.timefmt import format_utc
 from shared.version import chime_version
 from shared.webhook_signing import sign

@@ -24,7 +24,6 @@ from pydantic import BaseModel
 from services.executor.delivery import CallResult, build_client, call
 from services.executor.flow_lane import FlowLane
 from services.executor.flows import FlowLimits, LocalFlows, RoutedRuns
-from services.executor.httpclient import HttpClient
 from services.executor.keys import KeyStore
 from services.executor.offsets import OffsetTracker
 from services.executor.stops import STOP_MEMORY_S, StoppedSchedules
@@ -54,6 +53,7 @@ from shared.events.runs import (
     RunOutcomeData,
     RunStatus,
 )
+from shared.httpclient import HttpClient
 from shared.kafka import AHEAD_FETCH, BATCH_LINGER_MS, build_group_consumer, build_producer, group_id
 from shared.logs import run_context
 from shared.publisher import BatchPublisher, PublisherStopped

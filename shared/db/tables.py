@@ -64,6 +64,7 @@ schedules = Table(
     Column("retry_policy", JSONB, nullable=False),
     Column("calendar_ids", ARRAY(Uuid), nullable=False, server_default=text("'{}'::uuid[]")),
     Column("auto_pause_after_failures", Integer),
+    Column("alert_after_failures", Integer, server_default=text("3")),
     # The failure streak when the schedule was last resumed, and when: auto-pause counts failures after a resume
     # (unless a success since then restarted the streak).
     Column("auto_pause_base", Integer, nullable=False, server_default=text("0")),
@@ -144,6 +145,41 @@ flow_limits = Table(
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
     Column("deleted_at", TS),
+)
+
+notification_endpoints = Table(
+    "notification_endpoints",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("tenant_id", String(200), nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("events", JSONB, nullable=False),
+    Column("description", String(500)),
+    Column("version", Integer, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Index("ix_notification_endpoints_tenant_id_id", "tenant_id", "id"),
+)
+
+# Notifications waiting for (or recently through) delivery, one per subscribed endpoint. Written in the transaction
+# of what they report; ``services/api/notifier.py`` delivers them.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("tenant_id", String(200), nullable=False),
+    Column("endpoint_id", Uuid, ForeignKey("notification_endpoints.id", ondelete="CASCADE"), nullable=False),
+    Column("event_type", String(50), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("data", JSONB, nullable=False),
+    Column("created_at", TS, nullable=False, server_default=text("now()")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", TS, nullable=False, server_default=text("now()")),
+    Column("delivered_at", TS),
+    Column("last_error", Text),
+    Index("ix_notifications_due", "next_attempt_at", postgresql_where=text("delivered_at IS NULL")),
+    Index("ix_notifications_endpoint_id", "endpoint_id"),
+    Index("ix_notifications_delivered_at", "delivered_at"),
 )
 
 # Per-tenant token buckets shared by the API processes (``chime_take_tokens``, migration 0005). Key: kind:tenant.

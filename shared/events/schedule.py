@@ -38,6 +38,22 @@ RESERVED_HEADER_PREFIXES = ("webhook-", "chime-")
 RESERVED_HEADERS = frozenset({"idempotency-key", "user-agent"})
 
 
+def plain_http_url(value: str) -> str:
+    """``value`` if it is an http(s) URL with a host, a valid port and no credentials; else ValueError."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("url must be http or https")
+    if not parts.hostname:
+        raise ValueError("url has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("url must not carry credentials")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError("url has an invalid port") from exc
+    return value
+
+
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -99,18 +115,7 @@ class DeliverySpec(Frozen):
     @field_validator("url")
     @classmethod
     def _url_is_plain_http(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https"):
-            raise ValueError("url must be http or https")
-        if not parts.hostname:
-            raise ValueError("url has no host")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError("url must not carry credentials")
-        try:
-            _ = parts.port
-        except ValueError as exc:
-            raise ValueError("url has an invalid port") from exc
-        return value
+        return plain_http_url(value)
 
     @field_validator("headers")
     @classmethod
@@ -186,6 +191,13 @@ class ScheduleDefinition(Frozen):
         le=10_000,
         description="Pause the schedule after this many runs in a row ended failed (dead-lettered); null: never."
         " A resumed schedule that goes on failing is paused again after as many more.",
+    )
+    alert_after_failures: int | None = Field(
+        default=3,
+        ge=1,
+        le=10_000,
+        description="Send schedule.failing to the tenant's notification endpoints when this many runs in a row"
+        " ended failed (dead-lettered), and schedule.recovered at the next success; null: never.",
     )
 
     @field_validator("calendar_ids")

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from services.executor.httpclient import HttpClient, HttpError, InvalidRequest
-from services.executor.resolver import BlockedTarget, GuardedResolver
+from shared.httpclient import HttpClient, HttpError, InvalidRequest
+from shared.resolver import BlockedTarget, GuardedResolver
 
 Answer = Callable[["_Server", bytes], bytes | None]
 

@@ -33,6 +33,7 @@ from shared.db.tables import idempotency_keys, run_requests, runs, schedule_stat
 from shared.errors import InvalidSchedule, InvalidSelector
 from shared.events import BackfillCommand, RunNowCommand, ScheduleDeleted, ScheduleStopped, ScheduleUpserted
 from shared.events.catalog import BackfillCommandData, RunNowCommandData
+from shared.events.notifications import ScheduleAutoPausedData
 from shared.events.runs import RunStatus, Trigger
 from shared.events.schedule import (
     ScheduleDefinition,
@@ -238,6 +239,13 @@ _TAKE_AUTO_PAUSES = text(
     "DELETE FROM auto_pause_requests WHERE schedule_id IN ("
     " SELECT schedule_id FROM auto_pause_requests ORDER BY requested_at LIMIT :limit FOR UPDATE SKIP LOCKED"
     ") RETURNING schedule_id, failures"
+)
+# schedule.auto_paused, one per endpoint of the tenant that subscribed to it.
+_NOTIFY_AUTO_PAUSED = text(
+    "INSERT INTO notifications (id, tenant_id, endpoint_id, event_type, subject, data)"
+    " SELECT gen_random_uuid(), e.tenant_id, e.id, 'schedule.auto_paused', :subject, CAST(:data AS jsonb)"
+    " FROM notification_endpoints AS e"
+    " WHERE e.tenant_id = :tenant AND e.events @> '[\"schedule.auto_paused\"]'::jsonb"
 )
 _BUMP = (
     update(schedules)
@@ -707,6 +715,18 @@ class ScheduleRepository:
                     continue
                 reason = f"auto: {counted} consecutive failures"
                 await self._set_status_rows(conn, row.tenant_id, [row], BulkAction.PAUSE, now, reason)
+                notice = ScheduleAutoPausedData(
+                    schedule_id=row.id,
+                    tenant_id=row.tenant_id,
+                    name=row.name,
+                    consecutive_failures=counted,
+                    paused_reason=reason,
+                    paused_at=now,
+                )
+                await conn.execute(
+                    _NOTIFY_AUTO_PAUSED,
+                    {"tenant": row.tenant_id, "subject": str(row.id), "data": notice.model_dump_json()},
+                )
                 paused += 1
                 log.warning(
                     "schedule auto-paused after %d consecutive failures",

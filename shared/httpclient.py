@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from services.executor.resolver import GuardedResolver
+from shared.resolver import GuardedResolver
 
 # Responses larger than this are not read to their end: the connection is closed instead of drained.
 _DRAIN_LIMIT = 1 << 20
