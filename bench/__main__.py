@@ -197,10 +197,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     stack_env = up()
     try:
-        env = Env(stack_env.env["CHIME_KAFKA_BOOTSTRAP"], stack_env.env["CHIME_DATABASE_URL"])
+        env = Env(stack_env.env["CHIME_KAFKA_BOOTSTRAP"], stack_env.env["CHIME_DATABASE_URL"], args.executors)
         sink = BenchSink()
         await sink.start()
-        results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "smoke": args.smoke}
+        results: dict[str, Any] = {
+            "started": datetime.now(UTC).isoformat(),
+            "smoke": args.smoke,
+            "executors": args.executors,
+        }
         try:
             everything = {"steady", "burst", "api", *(("scale",) if args.smoke else ())}
             wanted = everything if args.scenario == "all" else {args.scenario}
@@ -242,6 +246,7 @@ def main() -> None:
     parser.add_argument("--ramp-stop", type=int, default=50_000)
     parser.add_argument("--scale-schedules", type=int, default=1_000_000, help="scale: schedules (default 1M)")
     parser.add_argument("--scale-interval", type=int, default=3600, help="scale: seconds between fires (default 3600)")
+    parser.add_argument("--executors", type=int, default=1, help="executor processes in Chime's stack (default 1)")
     parser.add_argument("--smoke", action="store_true", help="toy sizes: check that every figure comes out")
     args = parser.parse_args()
     results = eventloop.run(run(args))

@@ -47,6 +47,8 @@ _CREATE_CONCURRENCY = 32
 class Env:
     kafka: str
     database: str
+    # Executor processes in each stack: on a machine with cores to spare, a burst's calls spread over them.
+    executors: int = 1
 
     async def settings(self) -> Settings:
         settings = load_settings(
@@ -71,6 +73,10 @@ async def chime_stack(env: Env) -> AsyncIterator[tuple[Settings, Stack]]:
         tmp = tempfile.mkdtemp(dir=keep) if keep else scratch
         stack = Stack(settings, Path(tmp))
         await stack.start_all()
+        for number in range(2, env.executors + 1):
+            replica = stack.add_replica("executor", number)
+            stack.start(replica)
+            await stack.wait_healthy(replica)
         try:
             yield settings, stack
         finally:
@@ -166,7 +172,7 @@ def cpu_per_fire(cpu: dict[str, float], rate: float) -> float | None:
     """Milliseconds of CPU per delivered fire across every Chime process and the broker."""
     if rate <= 0:
         return None
-    busy = sum(share for name, share in cpu.items() if name in CHIME_PROCESSES) / 100
+    busy = sum(share for name, share in cpu.items() if Stack.service_of(name) in CHIME_PROCESSES) / 100
     return round(busy / rate * 1000, 3)
 
 
