@@ -15,6 +15,8 @@ from shared.topics import TopicSpec, topic_name
 
 log = logging.getLogger(__name__)
 
+_IDLE_FETCH_WAIT_MS = 500
+
 
 class CompactedView(ABC):
     """Reads ``spec`` from its start and keeps applying it until stopped.
@@ -47,7 +49,11 @@ class CompactedView(ABC):
         """``producer`` looks up the topic's partitions (its metadata lookup is public API) and quarantines."""
         self._producer = producer
         topic = topic_name(self._settings, self._spec)
-        consumer = build_consumer(self._settings, auto_offset_reset="earliest")
+        # Rarely written: a fetch that answers as soon as anything arrives, and otherwise waits long, costs the
+        # process next to nothing while the topic is quiet.
+        consumer = build_consumer(
+            self._settings, auto_offset_reset="earliest", fetch_min_bytes=1, fetch_max_wait_ms=_IDLE_FETCH_WAIT_MS
+        )
         try:
             await consumer.start()
             partitions = await asyncio.wait_for(producer.partitions_for(topic), timeout=30)

@@ -113,6 +113,10 @@ class FlowLane:
                 self._worker_id,
                 rebalance_timeout_ms=max(20_000, self._settings.consumer_session_timeout_ms),
                 max_poll_records=500,
+                # Its runs are due when they arrive: a fetch answers at the first record, and waits long while
+                # no flow is limited, so an idle lane costs the executor next to nothing.
+                fetch_min_bytes=1,
+                fetch_max_wait_ms=500,
             )
             built.subscribe([self._topic], listener=_Rebalance(self))
             return built
