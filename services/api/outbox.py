@@ -30,6 +30,9 @@ from shared.topics import TopicSpec, topic_name
 log = logging.getLogger(__name__)
 
 _RELAY_LOCK_KEY = 727466
+# The first round after a quiet spell takes few rows: a change's first records (a bulk pause's stops come before
+# its schedule versions) leave in milliseconds instead of after the whole backlog has been read.
+_FIRST_BATCH = 50
 _PRUNE_EVERY_S = 600.0
 
 
@@ -143,9 +146,10 @@ class OutboxRelay:
         backoff = 0.1
         loop = asyncio.get_running_loop()
         next_prune = loop.time() + 5
+        size = min(_FIRST_BATCH, self._settings.outbox_batch_size)
         while not self._stopping:
             try:
-                moved = await self.relay_once()
+                moved = await self.relay_once(size)
                 backoff = 0.1
                 self.last_error = None
                 if loop.time() >= next_prune:
@@ -165,20 +169,24 @@ class OutboxRelay:
             if moved is None:
                 # Another process holds the relay lock; look again soon so our own rows do not wait a poll.
                 await asyncio.sleep(0.02)
-            elif moved < self._settings.outbox_batch_size:
+            elif moved >= size:
+                size = self._settings.outbox_batch_size  # a backlog: full rounds until it is gone
+            else:
+                size = min(_FIRST_BATCH, self._settings.outbox_batch_size)
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=poll)
                 except TimeoutError:
                     pass
 
-    async def relay_once(self) -> int | None:
-        """Publish one batch. Returns how many rows moved, or ``None`` when another relay holds the lock."""
+    async def relay_once(self, batch: int | None = None) -> int | None:
+        """Publish one batch (``batch`` rows at most, CHIME_OUTBOX_BATCH_SIZE by default). Returns how many rows
+        moved, or ``None`` when another relay holds the lock."""
         async with self._engine.begin() as conn:
             got = (await conn.execute(_TRY_LOCK)).scalar_one()
             if not got:
                 return None
-            rows = (await conn.execute(_PENDING, {"batch": self._settings.outbox_batch_size})).all()
+            rows = (await conn.execute(_PENDING, {"batch": batch or self._settings.outbox_batch_size})).all()
             if not rows:
                 return 0
             producer = await self._ensure_producer()
