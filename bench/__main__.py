@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.scale import chime_scale
-from bench.scenarios import Env, chime_api, chime_interval, peer_interval
+from bench.scenarios import Env, chime_api, chime_bulk, chime_interval, peer_interval
 from bench.sink import BenchSink
 from shared import eventloop
 
@@ -135,6 +135,20 @@ def table(results: dict[str, Any]) -> list[str]:
             )
         )
         rows.append(("change propagation p99 (ms)", "≤ 100", _fmt(a["propagation"].get("p99_ms")), "n/a", ""))
+    bulk = results.get("bulk")
+    if bulk:
+        latest = bulk["latest_call_after_answer_ms"]
+        stops = bulk["stops_in_kafka_after_answer_ms"]
+        rows.append(
+            (
+                f"bulk pause of {bulk['schedules']:,}: last call after the answer (ms, worst of {len(latest)})",
+                "≤ 100",
+                _fmt(max(latest)),
+                "n/a",
+                "",
+            )
+        )
+        rows.append(("bulk pause: stops in Kafka after the answer (ms, worst)", "", _fmt(max(stops)), "n/a", ""))
     r = results.get("ramp")
     rows.append(
         ("highest rate with p99 ≤ 50 ms (/s)", "≥ 2,000", _fmt(r["highest_rate_per_s"]) if r else "not run", "", "")
@@ -206,7 +220,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "executors": args.executors,
         }
         try:
-            everything = {"steady", "burst", "api", *(("scale",) if args.smoke else ())}
+            everything = {"steady", "burst", "api", "bulk", *(("scale",) if args.smoke else ())}
             wanted = everything if args.scenario == "all" else {args.scenario}
             if args.smoke:
                 schedules, interval, window, burst_n, api_rate, api_s, samples = 40, 2, 4.0, 40, 20.0, 1.0, 5
@@ -224,6 +238,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     (2_000, 20, 25.0) if args.smoke else (args.scale_schedules, args.scale_interval, 90.0)
                 )
                 results["scale"] = await chime_scale(env, scale_n, scale_interval, after_kill)
+            if "bulk" in wanted:
+                results["bulk"] = await chime_bulk(env, sink, 40 if args.smoke else args.bulk, 1 if args.smoke else 3)
             if "ramp" in wanted:
                 results["ramp"] = await ramp(env, sink, args.ramp_start, args.ramp_step, args.ramp_stop, 30.0)
         finally:
@@ -235,7 +251,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenario", choices=("all", "steady", "burst", "api", "ramp", "scale"), default="all")
+    parser.add_argument("--scenario", choices=("all", "steady", "burst", "api", "bulk", "ramp", "scale"), default="all")
+    parser.add_argument("--bulk", type=int, default=1_000, help="bulk: schedules paused at once (default 1,000)")
     parser.add_argument("--schedules", type=int, default=10_000, help="steady: interval schedules (default 10,000)")
     parser.add_argument("--interval", type=int, default=10, help="seconds between fires (default 10)")
     parser.add_argument("--seconds", type=float, default=60, help="measurement window (default 60)")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.sink import Arrival, BenchSink
 from bench.stats import broker_pid, cpu_seconds, cpu_share, lag_summary, lag_timeline, postgres_cpu_seconds
@@ -409,5 +409,82 @@ async def _propagation(
                     if run_id.encode() in (record.value or b""):
                         seen[run_id] = record.timestamp - answered[run_id]
         return list(seen.values())
+    finally:
+        await consumer.stop()
+
+
+# -- bulk pause ------------------------------------------------------------------------------------------------
+
+
+async def chime_bulk(env: Env, sink: BenchSink, schedules: int, rounds: int) -> dict[str, Any]:
+    """A bulk pause by label of ``schedules`` schedules firing every 5 s: how long after the API's answer calls
+    still went out (the latest nominal time called), and when the executors' stops were in Kafka."""
+    async with chime_stack(env) as (settings, stack):
+        tenant = _tenants(1)[0]
+        headers = auth(settings, tenant)
+        label = uuid.uuid4().hex[:8]
+        bodies = [
+            schedule_body(interval_seconds=5, labels={"bulk": label}, payload={"url": f"{sink.url}/hook"})
+            for _ in range(schedules)
+        ]
+        say(f"chime bulk: creating {schedules:,} schedules every 5 s")
+        anchors = await create_schedules(settings, stack, bodies, [tenant])
+        ids = set(anchors)
+        selector = {"labels": {"bulk": label}}
+        after_ms: list[float] = []
+        stops_ms: list[float] = []
+        async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as api:
+            for n in range(rounds):
+                await asyncio.sleep(12)  # every schedule fired, and runs are announced for the next two seconds
+                body = {"action": "pause", "selector": selector}
+                sent = time.time()
+                answer = await api.post("/api/schedules/bulk", json=body, headers=headers)
+                answered = time.time()
+                if answer.status_code != 200 or answer.json()["changed"] != schedules:
+                    raise RuntimeError(f"bulk pause failed: {answer.status_code} {answer.text[:200]}")
+                await asyncio.sleep(4)
+                at = datetime.fromtimestamp(answered, tz=UTC)
+                late = [(a.nominal - at).total_seconds() * 1000 for a in sink.arrivals if a.schedule_id in ids]
+                after_ms.append(max([0.0, *late]))
+                stops_ms.append(await _stops_in_kafka_ms(settings, sent, answered))
+                say(f"chime bulk: round {n + 1}: latest call {after_ms[-1]:.0f} ms after the answer")
+                sink.arrivals[:] = [a for a in sink.arrivals if a.schedule_id not in ids]
+                resumed = await api.post("/api/schedules/bulk", json={**body, "action": "resume"}, headers=headers)
+                if resumed.status_code != 200:
+                    raise RuntimeError(f"bulk resume failed: {resumed.status_code}")
+        return {
+            "schedules": schedules,
+            "rounds": rounds,
+            "latest_call_after_answer_ms": [round(v, 1) for v in after_ms],
+            "stops_in_kafka_after_answer_ms": [round(v, 1) for v in stops_ms],
+        }
+
+
+async def _stops_in_kafka_ms(settings: Settings, sent: float, answered: float) -> float:
+    """When the last ``schedule.stopped`` of the change was appended to ``chime.runs.due``, after the answer."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        topic = topic_name(settings, RUNS_DUE)
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        starts = await consumer.offsets_for_times({tp: int(sent * 1000) for tp in tps})
+        ends = await consumer.end_offsets(tps)
+        last = answered
+        for tp in tps:
+            start = starts.get(tp)
+            if start is None:
+                continue
+            consumer.seek(tp, start.offset)
+            while await consumer.position(tp) < ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
+                for record in batch.get(tp, []):
+                    if b"schedule.stopped" in (record.value or b""):
+                        last = max(last, record.timestamp / 1000)
+        return (last - answered) * 1000
     finally:
         await consumer.stop()

@@ -15,7 +15,7 @@ from tests.e2e.stack import run_module
 def test_bench_smoke_prints_every_figure_and_writes_json() -> None:
     done = run_module("bench", "--smoke", timeout=400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for figure in ("lag p99", "CPU per fire", "burst:", "API create p99", "change propagation p99"):
+    for figure in ("lag p99", "CPU per fire", "burst:", "API create p99", "change propagation p99", "bulk pause"):
         assert figure in done.stdout, f"{figure!r} missing from the report:\n{done.stdout}"
     path = Path(done.stdout.rsplit("results: ", 1)[1].strip())
     results = json.loads(path.read_text())
@@ -23,4 +23,5 @@ def test_bench_smoke_prints_every_figure_and_writes_json() -> None:
     assert steady["chime"]["delivered"] == steady["chime"]["expected"] > 0
     assert steady["apscheduler"]["lag"]["count"] > 0
     assert results["burst"]["chime"]["burst"]["instants"] >= 1
+    assert len(results["bulk"]["latest_call_after_answer_ms"]) == 1
     path.unlink()
