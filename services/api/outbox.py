@@ -169,10 +169,13 @@ class OutboxRelay:
             if moved is None:
                 # Another process holds the relay lock; look again soon so our own rows do not wait a poll.
                 await asyncio.sleep(0.02)
-            elif moved >= size:
-                size = self._settings.outbox_batch_size  # a backlog: full rounds until it is gone
             else:
-                size = min(_FIRST_BATCH, self._settings.outbox_batch_size)
+                # Rounds that find many rows (a backlog, or a busy API) stay full; a light one goes back to small.
+                full = self._settings.outbox_batch_size
+                more = moved >= size  # the round was cut short: there are more rows now
+                size = full if moved >= _FIRST_BATCH else min(_FIRST_BATCH, full)
+                if more:
+                    continue
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=poll)
