@@ -28,11 +28,13 @@ from shared.events import DlqEntry, decode_event
 from shared.settings import Settings
 from shared.topics import (
     DLQ_COMMANDS,
+    FLOW_LIMITS,
     PLANNER_COMMANDS,
     QUARANTINE,
     RETRY_TOPICS,
     RUNS_DLQ,
     RUNS_DUE,
+    RUNS_FLOW,
     RUNS_RESULTS,
     SCHEDULES,
     SIGNING_KEYS,
@@ -316,8 +318,10 @@ async def kafka_down_while_changing(env: Env, sink: Sink, load: Load) -> Verdict
 POISON_READERS: dict[TopicSpec, tuple[str, ...]] = {
     SCHEDULES: ("planner",),
     SIGNING_KEYS: ("executor",),
+    FLOW_LIMITS: ("executor",),
     PLANNER_COMMANDS: ("planner",),
     RUNS_DUE: ("executor", "recorder"),
+    RUNS_FLOW: ("executor",),
     RUNS_RESULTS: ("recorder", "dlq"),
     RUNS_DLQ: ("dlq",),
     DLQ_COMMANDS: ("dlq",),
