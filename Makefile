@@ -35,7 +35,15 @@ $(PROMTOOL):
 	rm -rf .chime/prometheus/deb
 	@test -x $(PROMTOOL)
 
-install: $(STAMP) $(KUSTOMIZE) $(PROMTOOL)
+# The console's browser tests drive Debian's Chromium through Playwright, which is told where it is and downloads no
+# browser of its own. CHIME_CHROMIUM points the tests at another Chromium or Chrome (on a laptop, say).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "Chime's browser tests need Chromium: install it, and set CHIME_CHROMIUM to its path" >&2; exit 1; }
+	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }'
+	@test -x $(CHROMIUM)
+
+install: $(STAMP) $(KUSTOMIZE) $(PROMTOOL) $(if $(CHIME_CHROMIUM),,$(CHROMIUM))
 
 run: install
 	$(CHIME) dev

@@ -84,6 +84,19 @@ class Settings(BaseSettings):
     )
     jwt_issuer: str | None = Field(default=None, description="required `iss` of tokens, when set")
     jwt_audience: str | None = Field(default=None, description="required `aud` of tokens, when set")
+    oidc_issuer: str | None = Field(
+        default=None, description="OpenID Connect issuer the console signs in with (its discovery document's base)"
+    )
+    oidc_client_id: str | None = Field(default=None, description="the console's OIDC client id")
+    oidc_client_secret: SecretStr | None = Field(
+        default=None, description="the console's OIDC client secret (none for a public client with PKCE only)"
+    )
+    oidc_scopes: str = Field(default="openid", description="scopes the console asks the OIDC provider for")
+    oidc_token: str = Field(
+        default="access_token",
+        pattern="^(access_token|id_token)$",
+        description="which token of the provider's answer the console uses as the API's bearer token",
+    )
     master_key: SecretStr = Field(
         default=SecretStr(DEV_MASTER_KEY), description="key that encrypts signing secrets and webhook headers at rest"
     )

@@ -8,10 +8,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.api import openapi, problems
+from services.api import console, openapi, problems
 from services.api.auth import TokenVerifier
 from services.api.auto_pause import AutoPauser
 from services.api.bodylimit import BodyLimitMiddleware
+from services.api.consumer_lag import ConsumerLagProbe
 from services.api.db.calendars_repo import CalendarRepository
 from services.api.db.dlq_repo import DlqRepository
 from services.api.db.flow_limits_repo import FlowLimitRepository
@@ -19,6 +20,7 @@ from services.api.db.keys_repo import SigningKeyRepository
 from services.api.db.notification_endpoints_repo import NotificationEndpointRepository
 from services.api.db.runs_repo import RunRepository
 from services.api.db.schedules_repo import ScheduleRepository
+from services.api.db.stats_repo import StatsRepository
 from services.api.deps import Services
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.notifier import Notifier, NotifierMetrics, notification_client
@@ -34,6 +36,7 @@ from services.api.routes import (
     runs,
     schedules,
     signing_keys,
+    stats,
 )
 from shared.db.engine import create_engine
 from shared.health import KafkaProbe
@@ -54,6 +57,7 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
         async with AsyncExitStack() as stack:
             engine = create_engine(settings)
             stack.push_async_callback(engine.dispose)
+            stack.push_async_callback(console_api.close)
             relay = OutboxRelay(settings, engine, app.state.metrics)
             if run_relay:
                 await stack.enter_async_context(relay)
@@ -77,6 +81,7 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
                 flow_limits=FlowLimitRepository(engine, settings.default_flow_concurrency, relay.notify),
                 notification_endpoints=NotificationEndpointRepository(engine),
                 runs=RunRepository(engine),
+                stats=StatsRepository(engine),
                 keys=keys,
                 dlq=DlqRepository(engine, relay.notify),
                 run_now_limit=_per_minute(engine, settings.run_now_per_minute, "run-now"),
@@ -96,6 +101,7 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
     openapi.install(app)
     app.state.verifier = TokenVerifier(settings)
     app.state.metrics = ApiMetrics()
+    app.state.consumer_lag = ConsumerLagProbe(settings)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     problems.install(app)
@@ -107,5 +113,7 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
     app.include_router(runs.router)
     app.include_router(signing_keys.router)
     app.include_router(dlq.router)
+    app.include_router(stats.router)
     app.include_router(health.router)
+    console_api = console.install(app)
     return app

@@ -15,6 +15,7 @@ from services.api.db.keys_repo import SigningKeyRepository
 from services.api.db.notification_endpoints_repo import NotificationEndpointRepository
 from services.api.db.runs_repo import RunRepository
 from services.api.db.schedules_repo import ScheduleRepository
+from services.api.db.stats_repo import StatsRepository
 from services.api.outbox import OutboxRelay
 from services.api.ratelimit import RateLimiter
 from shared.settings import Settings
@@ -30,6 +31,7 @@ class Services:
     flow_limits: FlowLimitRepository
     notification_endpoints: NotificationEndpointRepository
     runs: RunRepository
+    stats: StatsRepository
     keys: SigningKeyRepository
     dlq: DlqRepository
     # Caps on the requests that make runs outside the plan, shared by every API replica.

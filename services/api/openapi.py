@@ -52,9 +52,10 @@ def operation_id(route: APIRoute) -> str:
 
 
 def _api_routes(routes: Sequence[BaseRoute]) -> Iterator[APIRoute]:
-    """Every API route, including those of included routers (kept as their own route lists)."""
+    """Every documented route, including those of included routers (kept as their own route lists). The console's
+    pages are left out: their handlers may share a name with the API operation they call."""
     for route in routes:
-        if isinstance(route, APIRoute):
+        if isinstance(route, APIRoute) and route.include_in_schema:
             yield route
         included = getattr(route, "original_router", None)
         if included is not None:

@@ -26,8 +26,10 @@ async def check_definition(
     created_at: datetime,
     now: datetime,
     previous: ScheduleDefinition | None = None,
+    resolve_target: bool = True,
 ) -> None:
-    """Raise :class:`InvalidSchedule` naming the first field that makes the definition unusable."""
+    """Raise :class:`InvalidSchedule` naming the first field that makes the definition unusable. Without
+    ``resolve_target``, the target's address is left unchecked (a preview calls nothing)."""
     for kind, field in _FIELDS_BY_TYPE.items():
         if kind is not definition.type and getattr(definition, field) is not None:
             raise InvalidSchedule(field, f"{field} does not apply to a {definition.type.value} schedule")
@@ -37,7 +39,7 @@ async def check_definition(
         if moved and definition.run_at < now - timedelta(seconds=definition.misfire_grace_seconds):
             raise InvalidSchedule("run_at", "run_at is in the past beyond misfire_grace_seconds")
     _check_header_sizes(definition.payload.headers)
-    if previous is None or previous.payload.url != definition.payload.url:
+    if resolve_target and (previous is None or previous.payload.url != definition.payload.url):
         await check_target(definition.payload.url, allow_private=settings.allow_private_targets)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.api.db.schedules_repo import decode_cursor, encode_cursor
@@ -116,6 +116,13 @@ class DlqRepository:
             await self._request(conn, row, now)
         self._on_commit()
         return await self.get(tenant, entry_id)
+
+    async def count_replayable(self, tenant: str, flt: DlqFilter, *, limit: int) -> int:
+        """How many entries :meth:`replay_matching` would take now (at most ``limit``)."""
+        query = _apply(select(dlq_entries.c.id), tenant, flt).where(dlq_entries.c.status.in_(_REPLAYABLE))
+        async with self._engine.connect() as conn:
+            counted = await conn.execute(select(func.count()).select_from(query.limit(limit).subquery()))
+        return int(counted.scalar_one())
 
     async def replay_matching(self, tenant: str, flt: DlqFilter, *, limit: int) -> int:
         """Request replays of up to ``limit`` dead entries matching ``flt``; returns how many."""

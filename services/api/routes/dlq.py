@@ -43,10 +43,11 @@ class BulkReplay(BaseModel):
     from_: AwareDatetime | None = Field(default=None, alias="from")
     to: AwareDatetime | None = None
     limit: int = Field(default=100, ge=1, le=1000)
+    dry_run: bool = Field(default=False, description="true: only count the entries a replay would take now")
 
 
 class BulkReplayOut(BaseModel):
-    count: int
+    count: int = Field(description="Entries whose replay was requested (with dry_run: that a replay would take).")
 
 
 def entry_out(row: dict[str, Any]) -> DlqEntryOut:
@@ -82,10 +83,12 @@ async def get_dead_letter(entry_id: uuid.UUID, principal: ReadDlq, deps: Deps) -
 async def replay_dead_letters(body: BulkReplay, principal: WriteDlq, deps: Deps) -> BulkReplayOut:
     """Replay every dead entry matching the filter (at most ``limit``, ≤ 1,000 a call; the DLQ service paces
     the deliveries at ``CHIME_DLQ_REPLAY_PER_SECOND``). Replay requests are capped at ``CHIME_REPLAYS_PER_MINUTE``
-    a minute per tenant."""
-    await deps.replay_limit.check(principal.tenant)
+    a minute per tenant; a ``dry_run`` is not counted."""
     flt = DlqFilter(schedule_id=body.schedule_id, http_status=body.http_status, since=body.from_, until=body.to)
     limit = min(body.limit, deps.settings.dlq_bulk_replay_limit)
+    if body.dry_run:
+        return BulkReplayOut(count=await deps.dlq.count_replayable(principal.tenant, flt, limit=limit))
+    await deps.replay_limit.check(principal.tenant)
     return BulkReplayOut(count=await deps.dlq.replay_matching(principal.tenant, flt, limit=limit))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response, status
@@ -24,7 +24,7 @@ from shared.events.calendar import preview_with_calendars
 from shared.events.runs import SkipReason
 from shared.events.schedule import ScheduleDefinition, ScheduleStatus, plan_spec
 from shared.schedule import next_fire_after
-from shared.schedule.plan import load_zone
+from shared.schedule.plan import FireTime, load_zone
 from shared.timefmt import format_local, format_utc, utcnow
 
 router = APIRouter(prefix="/api/schedules", tags=["schedules"])
@@ -216,6 +216,20 @@ async def backfill_schedule(
     return BackfillOut(count=await deps.schedules.backfill(principal.tenant, schedule_id, body.from_, body.to))
 
 
+def _preview_out(fires: list[tuple[FireTime, bool]], zone: tzinfo) -> PreviewOut:
+    return PreviewOut(
+        items=[
+            PreviewItem(
+                utc=format_utc(f.nominal),
+                local=format_local(f.nominal.astimezone(zone)),
+                planned=format_utc(f.planned),
+                skipped=SkipReason.CALENDAR if excluded else None,
+            )
+            for f, excluded in fires
+        ]
+    )
+
+
 @router.get("/{schedule_id}/preview", response_model=PreviewOut)
 async def preview_schedule(
     schedule_id: uuid.UUID,
@@ -236,7 +250,6 @@ async def preview_schedule(
     start = (after or utcnow()).astimezone(UTC)
     if state.status is ScheduleStatus.COMPLETED:
         return PreviewOut(items=[])
-    zone = load_zone(state.timezone)
     calendars = await deps.calendars.rules(principal.tenant, state.calendar_ids)
     fires = preview_with_calendars(
         plan_spec(state, state.id, state.created_at),
@@ -246,14 +259,27 @@ async def preview_schedule(
         calendars,
         include_skipped=include_skipped,
     )
-    return PreviewOut(
-        items=[
-            PreviewItem(
-                utc=format_utc(f.nominal),
-                local=format_local(f.nominal.astimezone(zone)),
-                planned=format_utc(f.planned),
-                skipped=SkipReason.CALENDAR if excluded else None,
-            )
-            for f, excluded in fires
-        ]
+    return _preview_out(fires, load_zone(state.timezone))
+
+
+@router.post("/preview", response_model=PreviewOut)
+async def preview_definition(
+    body: ScheduleCreate,
+    principal: ReadSchedules,
+    deps: Deps,
+    count: Annotated[int, Query(ge=1, le=100)] = 10,
+    include_skipped: Annotated[
+        bool, Query(description="Also list the times a calendar excludes, each with skipped: calendar")
+    ] = False,
+) -> PreviewOut:
+    """The next fire times of a definition not saved yet (a form's live preview): validated as a create is, but
+    nothing is stored and the target is not resolved."""
+    now = utcnow()
+    await check_definition(
+        body, settings=deps.settings, schedule_id=uuid.uuid4(), created_at=now, now=now, resolve_target=False
     )
+    calendars = await deps.calendars.rules(principal.tenant, body.calendar_ids)
+    fires = preview_with_calendars(
+        plan_spec(body, uuid.uuid4(), now), now, count, 0, calendars, include_skipped=include_skipped
+    )
+    return _preview_out(fires, load_zone(body.timezone))
