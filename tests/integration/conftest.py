@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from aiohttp import web
 from fastapi import FastAPI
 
 from services.api.app import create_app
@@ -14,6 +15,7 @@ from services.api.migrate import migrate
 from shared.settings import Settings, load_settings
 from shared.topics import create_topics, delete_topics
 from tests.integration.helpers import create_database, drop_database
+from tests.integration.keyserver import KeyServer
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +50,18 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://chime.test") as c:
         yield c
+
+
+@pytest.fixture
+async def idp() -> AsyncIterator[KeyServer]:
+    """An identity provider's key set on loopback, for RS256 tokens."""
+    server = KeyServer()
+    app = web.Application()
+    app.router.add_get("/.well-known/jwks.json", server._jwks)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", server.port).start()
+    try:
+        yield server
+    finally:
+        await runner.cleanup()

@@ -9,74 +9,18 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import jwt
 import pytest
-from aiohttp import web
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
 
 from services.api.app import create_app
 from services.api.auth import TokenVerifier
 from services.api.errors import Unauthorized
 from shared.settings import Settings
-from tests.e2e.stack import free_port
-
-ISSUER = "https://idp.example.test/"
-AUDIENCE = "chime-api"
-
-
-@dataclass
-class KeyServer:
-    """An identity provider's JWKS endpoint; counts how often it is fetched."""
-
-    keys: dict[str, rsa.RSAPrivateKey] = field(default_factory=dict)
-    fetches: int = 0
-    port: int = field(default_factory=free_port)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/.well-known/jwks.json"
-
-    def add_key(self) -> str:
-        kid = uuid.uuid4().hex[:12]
-        self.keys[kid] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        return kid
-
-    async def _jwks(self, _: web.Request) -> web.Response:
-        self.fetches += 1
-        jwks = []
-        for kid, key in self.keys.items():
-            jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
-            jwks.append({**jwk, "kid": kid, "use": "sig", "alg": "RS256"})
-        return web.json_response({"keys": jwks})
-
-    def token(self, kid: str, *, private: rsa.RSAPrivateKey | None = None, **claims: Any) -> str:
-        now = int(time.time())
-        body = {"sub": "user-1", "tenant": "acme", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 300}
-        body.update(claims)
-        key = private if private is not None else self.keys[kid]
-        return jwt.encode(body, key, algorithm="RS256", headers={"kid": kid})
-
-
-@pytest.fixture
-async def idp() -> AsyncIterator[KeyServer]:
-    server = KeyServer()
-    app = web.Application()
-    app.router.add_get("/.well-known/jwks.json", server._jwks)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", server.port).start()
-    try:
-        yield server
-    finally:
-        await runner.cleanup()
-
+from tests.integration.keyserver import AUDIENCE, ISSUER, KeyServer
 
 COOLDOWN_S = 0.5
 
