@@ -43,7 +43,7 @@ $(CHROMIUM):
 	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }'
 	@test -x $(CHROMIUM)
 
-install: $(STAMP) $(KUSTOMIZE) $(PROMTOOL) $(if $(CHIME_CHROMIUM),,$(CHROMIUM))
+install: $(STAMP) $(KUSTOMIZE) $(PROMTOOL)
 
 run: install
 	$(CHIME) dev
@@ -59,7 +59,7 @@ format: install
 
 # The stack (Kafka, Postgres) is started when needed and stopped afterwards if this run started it.
 # CHIME_TEST_BACKEND=containers takes them from testcontainers instead (needs a Docker engine).
-test: lint
+test: lint $(if $(CHIME_CHROMIUM),,$(CHROMIUM))
 ifeq ($(CHIME_TEST_BACKEND),containers)
 	$(PY) -m pytest $(PYTEST_ARGS)
 else

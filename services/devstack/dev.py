@@ -149,11 +149,12 @@ def _banner(api_url: str, token: str, sink_log: Path, demo: str) -> None:
     print(
         f"""
 Chime is running (settings in {DEV_ENV.relative_to(Path.cwd()) if DEV_ENV.is_relative_to(Path.cwd()) else DEV_ENV}).
-  API:    {api_url}   (docs: {api_url}/docs)
-  Demo:   schedule {demo} fires every 5 s into the local sink
-          tail -f {sink_log}
-          curl -s -H "Authorization: Bearer $TOKEN" {api_url}/api/schedules/{demo}/runs
-  Logs:   {LOG_DIR}/
+  API:     {api_url}   (docs: {api_url}/docs)
+  Console: {api_url}/ui/   (sign in with the token below)
+  Demo:    schedule {demo} fires every 5 s into the local sink
+           tail -f {sink_log}
+           curl -s -H "Authorization: Bearer $TOKEN" {api_url}/api/schedules/{demo}/runs
+  Logs:    {LOG_DIR}/
   Token (tenant "demo", 7 days):
     export TOKEN={token}
   Try:

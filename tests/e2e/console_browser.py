@@ -31,7 +31,7 @@ PHONE = {"width": 390, "height": 844}
 @asynccontextmanager
 async def chromium() -> AsyncIterator[Browser]:
     if not Path(CHROMIUM).exists():
-        raise RuntimeError(f"no Chromium at {CHROMIUM}: `make install` adds Debian's, or set CHIME_CHROMIUM")
+        raise RuntimeError(f"no Chromium at {CHROMIUM}: `make test` installs Debian's, or set CHIME_CHROMIUM")
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=_ARGS)
         try:
