@@ -15,7 +15,7 @@ from services.api.migrate import migrate
 from shared.settings import Settings, load_settings
 from shared.topics import create_topics, delete_topics
 from tests.integration.helpers import create_database, drop_database
-from tests.integration.keyserver import KeyServer
+from tests.integration.keyserver import KeyServer, serving
 
 
 @pytest.fixture(scope="session")
@@ -58,10 +58,5 @@ async def idp() -> AsyncIterator[KeyServer]:
     server = KeyServer()
     app = web.Application()
     app.router.add_get("/.well-known/jwks.json", server._jwks)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", server.port).start()
-    try:
+    async with serving(app, server.port):
         yield server
-    finally:
-        await runner.cleanup()

@@ -22,7 +22,7 @@ from services.api.app import create_app
 from services.api.console.session import COOKIE
 from shared.settings import Settings
 from tests.e2e.stack import free_port
-from tests.integration.keyserver import AUDIENCE, ISSUER, KeyServer
+from tests.integration.keyserver import AUDIENCE, ISSUER, KeyServer, serving
 
 CLIENT_ID, CLIENT_SECRET = "chime-console", "console-secret"
 
@@ -85,13 +85,8 @@ async def provider(idp: KeyServer, tenant: str) -> AsyncIterator[Provider]:
     app.router.add_get("/.well-known/openid-configuration", server.discovery)
     app.router.add_get("/authorize", server.authorize)
     app.router.add_post("/token", server.token)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", server.port).start()
-    try:
+    async with serving(app, server.port):
         yield server
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

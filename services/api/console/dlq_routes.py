@@ -79,13 +79,9 @@ async def dead_letter(page: ConsolePage, entry_id: uuid.UUID) -> Response:
 
 @router.post("/{entry_id}/replay")
 async def replay(page: ConsolePage, entry_id: uuid.UUID) -> Response:
-    await page.form()
-    await page.send("POST", f"/api/dlq/{entry_id}/replay")
-    return redirect(f"/ui/dlq/{entry_id}", "replayed")
+    return await page.act("POST", f"/api/dlq/{entry_id}/replay", f"/ui/dlq/{entry_id}", "replayed")
 
 
 @router.post("/{entry_id}/delete")
 async def delete(page: ConsolePage, entry_id: uuid.UUID) -> Response:
-    await page.form()
-    await page.send("DELETE", f"/api/dlq/{entry_id}")
-    return redirect("/ui/dlq", "deleted")
+    return await page.act("DELETE", f"/api/dlq/{entry_id}", "/ui/dlq", "deleted")

@@ -102,6 +102,12 @@ class Page:
     ) -> ApiResult:
         return await self.api.call(self.session.token, method, path, json=json, params=params, headers=headers)
 
+    async def act(self, method: str, path: str, then: str, done: str) -> RedirectResponse:
+        """A button: the form's CSRF check, one API call, then ``then`` with the notice ``done``."""
+        await self.form()
+        await self.send(method, path)
+        return redirect(then, done)
+
     async def form(self) -> dict[str, Any]:
         """The submitted form, after its CSRF check; repeated names (checkboxes) come as lists."""
         data = await self.request.form()

@@ -197,18 +197,15 @@ async def save_schedule(page: ConsolePage, schedule_id: uuid.UUID) -> Response:
 
 @router.post("/schedules/{schedule_id}/delete")
 async def delete_schedule(page: ConsolePage, schedule_id: uuid.UUID) -> Response:
-    await page.form()
-    await page.send("DELETE", f"/api/schedules/{schedule_id}")
-    return redirect("/ui/schedules", "deleted")
+    return await page.act("DELETE", f"/api/schedules/{schedule_id}", "/ui/schedules", "deleted")
 
 
 @router.post("/schedules/{schedule_id}/{action}")
 async def schedule_action(page: ConsolePage, schedule_id: uuid.UUID, action: str) -> Response:
-    await page.form()
     if action not in _ACTIONS:
         raise ApiProblem(404, {"detail": f"no action {action!r}"})
-    await page.send("POST", f"/api/schedules/{schedule_id}/{action}")
-    return redirect(f"/ui/schedules/{schedule_id}", _ACTIONS[action])
+    path = f"/api/schedules/{schedule_id}/{action}"
+    return await page.act("POST", path, f"/ui/schedules/{schedule_id}", _ACTIONS[action])
 
 
 @router.get("/schedules/{schedule_id}/runs")

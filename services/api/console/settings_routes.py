@@ -98,9 +98,7 @@ async def save_calendar(page: ConsolePage, calendar_id: uuid.UUID) -> Response:
 
 @router.post("/calendars/{calendar_id}/delete")
 async def delete_calendar(page: ConsolePage, calendar_id: uuid.UUID) -> Response:
-    await page.form()
-    await page.send("DELETE", f"/api/calendars/{calendar_id}")
-    return redirect("/ui/calendars", "deleted")
+    return await page.act("DELETE", f"/api/calendars/{calendar_id}", "/ui/calendars", "deleted")
 
 
 # Notification endpoints
@@ -152,9 +150,7 @@ async def save_endpoint(page: ConsolePage, endpoint_id: uuid.UUID) -> Response:
 
 @router.post("/notifications/{endpoint_id}/delete")
 async def delete_endpoint(page: ConsolePage, endpoint_id: uuid.UUID) -> Response:
-    await page.form()
-    await page.send("DELETE", f"/api/notification-endpoints/{endpoint_id}")
-    return redirect("/ui/notifications", "deleted")
+    return await page.act("DELETE", f"/api/notification-endpoints/{endpoint_id}", "/ui/notifications", "deleted")
 
 
 # Flow limits
@@ -210,6 +206,4 @@ async def signing_keys(page: ConsolePage) -> Response:
 
 @router.post("/signing-keys/rotate")
 async def rotate(page: ConsolePage) -> Response:
-    await page.form()
-    await page.send("POST", "/api/signing-keys/rotate")
-    return redirect("/ui/signing-keys", "rotated")
+    return await page.act("POST", "/api/signing-keys/rotate", "/ui/signing-keys", "rotated")
