@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
+from typing import Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from shared.consumer_runtime import Backoff, DependencyMissing, QuarantineTopic, is_transient
+from shared.errors import EventDecodeError
+from shared.events import decode_event
+from shared.events.envelope import Envelope
 from shared.kafka import build_consumer
 from shared.settings import Settings
 from shared.topics import TopicSpec, topic_name
@@ -17,8 +21,10 @@ log = logging.getLogger(__name__)
 
 _IDLE_FETCH_WAIT_MS = 500
 
+E = TypeVar("E", bound=Envelope)
 
-class CompactedView(ABC):
+
+class CompactedView(ABC, Generic[E]):
     """Reads ``spec`` from its start and keeps applying it until stopped.
 
     A record that cannot be applied is set aside in ``chime.quarantine`` (each process reads the topic from its
@@ -26,9 +32,12 @@ class CompactedView(ABC):
     so the view outlives an outage instead of going stale.
     """
 
-    def __init__(self, settings: Settings, spec: TopicSpec, quarantine: QuarantineTopic | None = None) -> None:
+    def __init__(
+        self, settings: Settings, spec: TopicSpec, event: type[E], quarantine: QuarantineTopic | None = None
+    ) -> None:
         self._settings = settings
         self._spec = spec
+        self._event = event
         self._quarantine = quarantine
         self._producer: AIOKafkaProducer | None = None
         self._changed = asyncio.Condition()
@@ -36,9 +45,21 @@ class CompactedView(ABC):
         self._stopping = asyncio.Event()
         self.caught_up = asyncio.Event()
 
-    @abstractmethod
     def _apply(self, key: bytes | None, raw: bytes | None) -> str | None:
-        """Take in one record; why it could not be, or None."""
+        """Take in one record; why it could not be, or None. A tombstone is nothing to take."""
+        if raw is None:
+            return None
+        try:
+            event = decode_event(raw)
+        except EventDecodeError as exc:
+            return f"undecodable: {exc}"
+        if not isinstance(event, self._event):
+            return f"not {self._spec.suffix}: {event.type}"
+        return self._take(event)
+
+    @abstractmethod
+    def _take(self, event: E) -> str | None:
+        """Take in one event of the topic's type; why it could not be, or None."""
 
     @property
     def running(self) -> bool:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from types import TracebackType
 
 from prometheus_client import Counter
 
+from services.api.background import BackgroundTask
 from services.api.db.schedules_repo import ScheduleRepository
 
 log = logging.getLogger(__name__)
@@ -18,25 +17,14 @@ log = logging.getLogger(__name__)
 _POLL_S = 1.0
 
 
-class AutoPauser:
+class AutoPauser(BackgroundTask):
+    name = "auto-pause"
+
     def __init__(self, schedules: ScheduleRepository, paused: Counter, poll_s: float = _POLL_S) -> None:
+        super().__init__()
         self._schedules = schedules
         self._paused = paused
         self._poll_s = poll_s
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> AutoPauser:
-        self._task = asyncio.create_task(self._run(), name="auto-pause")
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -10,19 +10,18 @@ with backoff until the notification is 24 hours old, then dropped and counted. R
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from types import TracebackType
 from typing import Any
 
 from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.api.background import BackgroundTask
 from services.api.db.keys_repo import SigningKeyRepository
 from shared.events.envelope import CONTENT_TYPE
 from shared.events.notifications import NotificationType, notification_body
@@ -102,7 +101,9 @@ class NotifierMetrics:
         self.dropped = dropped
 
 
-class Notifier:
+class Notifier(BackgroundTask):
+    name = "notifier"
+
     def __init__(
         self,
         engine: AsyncEngine,
@@ -111,26 +112,16 @@ class Notifier:
         metrics: NotifierMetrics,
         poll_s: float = _POLL_S,
     ) -> None:
+        super().__init__()
         self._engine = engine
         self._keys = keys
         self._client = client
         self._metrics = metrics
         self._poll_s = poll_s
         self._secrets: dict[str, tuple[float, list[str]]] = {}
-        self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Notifier:
-        self._task = asyncio.create_task(self._run(), name="notifier")
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def stop(self) -> None:
+        await super().stop()
         await self._client.close()
 
     async def _run(self) -> None:

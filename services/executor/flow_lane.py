@@ -16,12 +16,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Gauge
 
 from services.executor.flows import FlowGate, FlowId, FlowLimit, FlowLimits
-from services.executor.offsets import OffsetTracker
+from services.executor.offsets import PartitionOffsets, Rebalance
 from services.executor.stops import StoppedSchedules
 from shared.consumer_runtime import Stopping, started
 from shared.errors import EventDecodeError
@@ -53,17 +51,6 @@ class _Waiting:
     due: RunDueData
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, lane: FlowLane) -> None:
-        self._lane = lane
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self._lane.on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self._lane.on_assigned(assigned)
-
-
 class FlowLane:
     def __init__(
         self,
@@ -90,8 +77,7 @@ class FlowLane:
         self._consumer: AIOKafkaConsumer | None = None
         self._gates: dict[FlowId, FlowGate[_Waiting]] = {}
         self._gate_tp: dict[FlowId, TopicPartition] = {}
-        self._trackers: dict[TopicPartition, OffsetTracker] = {}
-        self._committed: dict[TopicPartition, int] = {}
+        self._offsets = PartitionOffsets("flow lane")
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = defaultdict(set)
         # When each partition was last taken over: a flow seen soon after starts with a full rate window.
         self._assigned_at: dict[TopicPartition, float] = {}
@@ -118,7 +104,7 @@ class FlowLane:
                 fetch_min_bytes=1,
                 fetch_max_wait_ms=500,
             )
-            built.subscribe([self._topic], listener=_Rebalance(self))
+            built.subscribe([self._topic], listener=Rebalance(self.on_revoked, self.on_assigned))
             return built
 
         self._consumer = await started(consumer, "flow consumer", self._stopping)
@@ -183,10 +169,7 @@ class FlowLane:
             self._set_aside(tp, record.offset, raw, record.key)
             return
         due = event.data
-        tracker = self._trackers.get(tp)
-        if tracker is None:
-            tracker = self._trackers[tp] = OffsetTracker()
-        tracker.started(record.offset)
+        self._offsets.tracker(tp).started(record.offset)
         status = self._stops.withdrawn(due) if self._stops else None
         if status is not None:
             self._withdrawn(_Waiting(tp, record.offset, due), status)
@@ -235,7 +218,7 @@ class FlowLane:
         self._withdraw(str(item.due.schedule_id).encode(), item.due, status).add_done_callback(_done)
 
     def _finished(self, item: _Waiting) -> None:
-        tracker = self._trackers.get(item.tp)
+        tracker = self._offsets.trackers.get(item.tp)
         if tracker is not None:
             tracker.finished(item.offset)
 
@@ -278,7 +261,7 @@ class FlowLane:
         task = asyncio.create_task(self._call(item.due, began))
         tasks = self._tasks[item.tp]
         tasks.add(task)
-        tracker = self._trackers.get(item.tp)
+        tracker = self._offsets.trackers.get(item.tp)
 
         def _done(t: asyncio.Task[None]) -> None:
             tasks.discard(t)
@@ -302,23 +285,8 @@ class FlowLane:
     # -- offsets and rebalancing ----------------------------------------------------------------------------
 
     async def _commit(self) -> None:
-        if self._consumer is None:
-            return
-        assigned = self._consumer.assignment()
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        for tp, tracker in self._trackers.items():
-            offset = tracker.committable()
-            if tp in assigned and offset is not None and offset > self._committed.get(tp, -1):
-                offsets[tp] = OffsetAndMetadata(offset, "")
-        if not offsets:
-            return
-        try:
-            await self._consumer.commit(offsets)
-        except Exception as exc:  # noqa: BLE001 - retried next round; records re-deliver at worst
-            log.warning("flow offset commit failed: %s", exc)
-            return
-        for tp, meta in offsets.items():
-            self._committed[tp] = meta.offset
+        if self._consumer is not None:
+            await self._offsets.commit(self._consumer)
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
         now = asyncio.get_running_loop().time()
@@ -349,6 +317,5 @@ class FlowLane:
         await self._commit()
         for tp in revoked:
             self._tasks.pop(tp, None)
-            self._trackers.pop(tp, None)
-            self._committed.pop(tp, None)
+        self._offsets.forget(revoked)
         # Gates stay until idle: their rate window still counts if the partition comes back to this executor.

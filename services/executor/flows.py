@@ -21,8 +21,7 @@ from prometheus_client import Counter
 
 from shared.compacted_view import CompactedView
 from shared.consumer_runtime import QuarantineTopic
-from shared.errors import EventDecodeError
-from shared.events import FlowLimitChanged, decode_event
+from shared.events import FlowLimitChanged
 from shared.settings import Settings
 from shared.topics import FLOW_LIMITS
 
@@ -47,11 +46,11 @@ class FlowLimit:
         return n, n / self.max_per_second + RATE_WINDOW_GUARD_S
 
 
-class FlowLimits(CompactedView):
+class FlowLimits(CompactedView[FlowLimitChanged]):
     """Every tenant's flow limits from ``chime.flow-limits`` (no group: any executor may meet any flow)."""
 
     def __init__(self, settings: Settings, quarantine: QuarantineTopic | None = None) -> None:
-        super().__init__(settings, FLOW_LIMITS, quarantine)
+        super().__init__(settings, FLOW_LIMITS, FlowLimitChanged, quarantine)
         # A deleted limit keeps its version (as None), so an older record read later cannot bring it back.
         self._limits: dict[FlowId, tuple[int, FlowLimit | None]] = {}
         self._count = 0
@@ -63,15 +62,7 @@ class FlowLimits(CompactedView):
         entry = self._limits.get((tenant, flow))
         return None if entry is None else entry[1]
 
-    def _apply(self, key: bytes | None, raw: bytes | None) -> str | None:
-        if raw is None:
-            return None
-        try:
-            event = decode_event(raw)
-        except EventDecodeError as exc:
-            return f"undecodable: {exc}"
-        if not isinstance(event, FlowLimitChanged):
-            return f"not a flow limit: {event.type}"
+    def _take(self, event: FlowLimitChanged) -> str | None:
         data = event.data
         flow = (data.tenant_id, data.flow_key)
         held = self._limits.get(flow)

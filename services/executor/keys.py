@@ -8,18 +8,17 @@ from datetime import datetime
 from shared.compacted_view import CompactedView
 from shared.consumer_runtime import QuarantineTopic
 from shared.crypto import SecretBox, SecretDecryptError
-from shared.errors import EventDecodeError
-from shared.events import SigningKeysUpdated, decode_event
+from shared.events import SigningKeysUpdated
 from shared.settings import Settings
 from shared.timefmt import utcnow
 from shared.topics import SIGNING_KEYS
 
 
-class KeyStore(CompactedView):
+class KeyStore(CompactedView[SigningKeysUpdated]):
     """Every tenant's keys (no group: every executor needs them all), decrypted once as they arrive."""
 
     def __init__(self, settings: Settings, quarantine: QuarantineTopic | None = None) -> None:
-        super().__init__(settings, SIGNING_KEYS, quarantine)
+        super().__init__(settings, SIGNING_KEYS, SigningKeysUpdated, quarantine)
         self._box = SecretBox(settings.master_key.get_secret_value())
         self._keys: dict[str, tuple[int, list[tuple[str, datetime | None]]]] = {}
 
@@ -41,15 +40,7 @@ class KeyStore(CompactedView):
         except TimeoutError:
             return []
 
-    def _apply(self, key: bytes | None, raw: bytes | None) -> str | None:
-        if raw is None:
-            return None
-        try:
-            event = decode_event(raw)
-        except EventDecodeError as exc:
-            return f"undecodable: {exc}"
-        if not isinstance(event, SigningKeysUpdated):
-            return f"not signing keys: {event.type}"
+    def _take(self, event: SigningKeysUpdated) -> str | None:
         data = event.data
         held = self._keys.get(data.tenant_id)
         if held is not None and held[0] >= data.version:

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel
 
@@ -25,7 +23,7 @@ from services.executor.delivery import CallResult, build_client, call
 from services.executor.flow_lane import FlowLane
 from services.executor.flows import FlowLimits, LocalFlows, RoutedRuns
 from services.executor.keys import KeyStore
-from services.executor.offsets import OffsetTracker
+from services.executor.offsets import PartitionOffsets, Rebalance
 from services.executor.stops import STOP_MEMORY_S, StoppedSchedules
 from shared.backoff import Dead, Retry, decide, tier_for
 from shared.consumer_runtime import Backoff, ConsumerProgress, QuarantineTopic, Stopping, is_transient, started
@@ -156,17 +154,6 @@ class _Held:
     handle: asyncio.Handle
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, executor: Executor) -> None:
-        self._executor = executor
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self._executor.on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self._executor.on_assigned(assigned)
-
-
 class Executor:
     def __init__(self, settings: Settings, worker_id: str) -> None:
         self.settings = settings
@@ -192,8 +179,7 @@ class Executor:
         self._producer: AIOKafkaProducer | None = None
         self._publisher: BatchPublisher | None = None
         self._client: HttpClient | None = None
-        self._trackers: dict[TopicPartition, OffsetTracker] = {}
-        self._committed: dict[TopicPartition, int] = {}
+        self._offsets = PartitionOffsets("executor")
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = defaultdict(set)
         # Runs waiting for their planned time, by run id: a cancel finds them here.
         self._held: dict[uuid.UUID, _Held] = {}
@@ -263,7 +249,9 @@ class Executor:
                 max_poll_records=500,
                 **AHEAD_FETCH,
             )
-            built.subscribe([self._due_topic, *self._retry_topic_names], listener=_Rebalance(self))
+            built.subscribe(
+                [self._due_topic, *self._retry_topic_names], listener=Rebalance(self.on_revoked, self.on_assigned)
+            )
             return built
 
         self._consumer = await started(consumer, "consumer", self._stopping)
@@ -336,7 +324,7 @@ class Executor:
         loop = asyncio.get_running_loop()
         next_commit = loop.time() + _COMMIT_EVERY_S
         while not self._stopping.is_set():
-            if sum(len(t) for t in self._trackers.values()) >= _MAX_PENDING:
+            if self._offsets.pending() >= _MAX_PENDING:
                 await asyncio.sleep(0.01)
             else:
                 batch = await self._consumer.getmany(timeout_ms=50, max_records=500)
@@ -393,10 +381,7 @@ class Executor:
             return True
         now = utcnow()
         self.metrics.received_late.observe(max(0.0, (now - planned).total_seconds()))
-        tracker = self._trackers.get(tp)
-        if tracker is None:
-            tracker = self._trackers[tp] = OffsetTracker()
-        tracker.started(record.offset)
+        self._offsets.tracker(tp).started(record.offset)
         self.metrics.in_flight.inc()
         due_at = max(planned, head.not_before) if head.not_before else planned
         delay = (due_at - now).total_seconds()
@@ -525,7 +510,7 @@ class Executor:
     def _finish(self, tp: TopicPartition, offset: int) -> None:
         """A held run that ends without a call (cancelled, or unreadable): its offset may be committed past."""
         self.metrics.in_flight.dec()
-        tracker = self._trackers.get(tp)
+        tracker = self._offsets.trackers.get(tp)
         if tracker is not None:
             tracker.finished(offset)
 
@@ -535,7 +520,7 @@ class Executor:
             return
         task = asyncio.create_task(self._deliver_gated(key, due))
         self._tasks[tp].add(task)
-        tracker = self._trackers.get(tp)
+        tracker = self._offsets.trackers.get(tp)
 
         def _done(t: asyncio.Task[None]) -> None:
             self._tasks[tp].discard(t)
@@ -575,9 +560,7 @@ class Executor:
         """A cancel or stop that reached this executor after it passed the runs concerned to ``chime.runs.flow``
         follows them there, behind them in their flow's partition, so a run still waiting its turn is not called."""
         assert self._publisher is not None  # noqa: S101 - set in run()
-        tracker = self._trackers.get(tp)
-        if tracker is None:
-            tracker = self._trackers[tp] = OffsetTracker()
+        tracker = self._offsets.tracker(tp)
         tracker.started(record.offset)
         headers = list(record.headers)
         raw = record.value or b""
@@ -715,22 +698,9 @@ class Executor:
     async def _commit(self) -> None:
         if self._consumer is None:
             return
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        assigned = self._consumer.assignment()
-        for tp, tracker in self._trackers.items():
-            offset = tracker.committable()
-            if tp in assigned and offset is not None and offset > self._committed.get(tp, -1):
-                offsets[tp] = OffsetAndMetadata(offset, "")
-        if not offsets:
-            return
-        try:
-            await self._consumer.commit(offsets)
-        except Exception as exc:  # noqa: BLE001 - a failed commit is retried next round; records re-deliver at worst
-            log.warning("offset commit failed: %s", exc)
-            return
-        for tp, meta in offsets.items():
-            self._committed[tp] = meta.offset
-        self._progress.committed(self._consumer, {tp: meta.offset for tp, meta in offsets.items()})
+        committed = await self._offsets.commit(self._consumer)
+        if committed:
+            self._progress.committed(self._consumer, committed)
 
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
         await self._commit()
@@ -743,9 +713,8 @@ class Executor:
                 self.metrics.in_flight.dec()
         for tp in revoked:
             self._tasks.pop(tp, None)
-            self._trackers.pop(tp, None)
-            self._committed.pop(tp, None)
+        self._offsets.forget(revoked)
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
         for tp in assigned:
-            self._trackers.setdefault(tp, OffsetTracker())
+            self._offsets.tracker(tp)
