@@ -199,10 +199,17 @@ async def test_another_tenants_data_never_appears(
 
 
 async def test_scopes_apply_to_the_console_as_to_the_api(
-    browser: httpx.AsyncClient, settings: Settings, tenant: str
+    browser: httpx.AsyncClient, client: httpx.AsyncClient, settings: Settings, tenant: str
 ) -> None:
-    await _signed_in(browser, settings, tenant, scope="schedules:read")
-    assert (await browser.get("/ui/schedules")).status_code == 200
+    await client.post("/api/schedules", json=schedule_body(name="visible"), headers=auth(settings, tenant))
+    token = await _signed_in(browser, settings, tenant, scope="schedules:read")
+    listed = await browser.get("/ui/schedules")
+    assert listed.status_code == 200 and "visible" in listed.text  # success rates need runs:read: left out
+    paused = await browser.post(
+        "/ui/schedules/bulk",
+        data={"csrf_token": csrf_token(token), "scope": "selector", "label": "a=b", "action": "pause"},
+    )
+    assert paused.status_code == 403 and "schedules:write" in paused.text
     refused = await browser.get("/ui/dlq")
     assert refused.status_code == 403 and "dlq:read" in refused.text
 

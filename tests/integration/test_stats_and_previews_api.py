@@ -92,7 +92,8 @@ async def test_stats_count_the_tenants_runs_by_minute_and_by_schedule(
     await _history(settings, tenant, schedule_id)
     await _history(settings, f"{tenant}-other", schedule_id)
     headers = auth(settings, tenant, scope="runs:read")
-    stats = await client.get("/api/stats", params={"schedule_id": str(schedule_id)}, headers=headers)
+    params = {"schedule_id": str(schedule_id), "consumer_lag": "true"}
+    stats = await client.get("/api/stats", params=params, headers=headers)
     assert stats.status_code == 200, stats.text
     body = stats.json()
     [minute] = body["series"]
@@ -104,6 +105,7 @@ async def test_stats_count_the_tenants_runs_by_minute_and_by_schedule(
     assert all(group.startswith(settings.topic_prefix) for group in body["consumer_lag"])
     empty = await client.get("/api/stats", params={"window_minutes": 1}, headers=auth(settings, f"{tenant}-none"))
     assert empty.json()["series"] == [] and empty.json()["dead_letters"] == 0
+    assert empty.json()["consumer_lag"] is None
     assert (await client.get("/api/stats", headers=auth(settings, tenant, scope="dlq:read"))).status_code == 403
 
 

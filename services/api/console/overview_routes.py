@@ -26,7 +26,7 @@ def _minutes(series: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, An
 
 @router.get("/")
 async def overview(page: ConsolePage) -> Response:
-    stats = await page.get("/api/stats", {"window_minutes": _WINDOW_MINUTES})
+    stats = await page.get("/api/stats", {"window_minutes": _WINDOW_MINUTES, "consumer_lag": "true"})
     labels, figures = _minutes(stats["series"])
     succeeded = [float(f["succeeded"]) if f else 0.0 for f in figures]
     failed = [float(f["failed"]) if f else 0.0 for f in figures]

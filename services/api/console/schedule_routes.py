@@ -42,8 +42,14 @@ async def schedules(
     try:
         params += [("label", item) for item in label_params(label or "")]
         listed = await page.get("/api/schedules", params)
-    except (ApiProblem, ValueError) as exc:
+    except ValueError as exc:
         return page.render("schedules.html", 422, items=[], rates={}, filters=filters, error=str(exc), next_cursor=None)
+    except ApiProblem as exc:
+        if exc.status != 422:
+            raise
+        return page.render(
+            "schedules.html", 422, items=[], rates={}, filters=filters, error=exc.detail, next_cursor=None
+        )
     rates = await _success_rates(page, [s["id"] for s in listed["items"]])
     return page.render(
         "schedules.html",
@@ -57,10 +63,16 @@ async def schedules(
 
 
 async def _success_rates(page: Page, ids: list[str]) -> dict[str, str]:
-    """Each schedule's share of successful runs over the last 24 hours, as the list shows it."""
+    """Each schedule's share of successful runs over the last 24 hours, as the list shows it (none without the
+    ``runs:read`` scope: the list itself needs only ``schedules:read``)."""
     if not ids:
         return {}
-    stats = await page.get("/api/stats", [("window_minutes", 1440), *(("schedule_id", i) for i in ids)])
+    try:
+        stats = await page.get("/api/stats", [("window_minutes", 1440), *(("schedule_id", i) for i in ids)])
+    except ApiProblem as exc:
+        if exc.status != 403:
+            raise
+        return {}
     rates = {}
     for item in stats["schedules"]:
         total = item["succeeded"] + item["failed"]

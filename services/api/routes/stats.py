@@ -41,7 +41,8 @@ class StatsOut(BaseModel):
     schedules: list[ScheduleFiguresOut] = Field(description="For each schedule_id asked for that had runs.")
     dead_letters: int = Field(description="Dead-letter entries waiting (status dead).")
     consumer_lag: dict[str, int] | None = Field(
-        description="Records each consumer group has still to handle; null when the brokers did not answer."
+        description="Records each consumer group has still to handle (with consumer_lag=true); null when not asked"
+        " for or the brokers did not answer."
     )
 
 
@@ -52,17 +53,21 @@ async def get_stats(
     deps: Deps,
     window_minutes: Annotated[int, Query(ge=1, le=1440)] = 60,
     schedule_id: Annotated[list[uuid.UUID] | None, Query(max_length=200)] = None,
+    consumer_lag: Annotated[
+        bool, Query(description="Also read each consumer group's lag from the brokers (cached for 5 s)")
+    ] = False,
 ) -> StatsOut:
     """Finished runs of the last ``window_minutes``, per nominal minute and per schedule asked for."""
     since = utcnow() - timedelta(minutes=window_minutes)
     series = await deps.stats.series(principal.tenant, since)
     per_schedule = await deps.stats.by_schedule(principal.tenant, schedule_id or [], since)
-    probe: ConsumerLagProbe = request.app.state.consumer_lag
-    try:
-        lag: dict[str, int] | None = await probe.lag()
-    except Exception as exc:  # noqa: BLE001 - the figure is optional; the rest of the answer still stands
-        log.warning("consumer lag unavailable: %s", exc)
-        lag = None
+    lag: dict[str, int] | None = None
+    if consumer_lag:
+        probe: ConsumerLagProbe = request.app.state.consumer_lag
+        try:
+            lag = await probe.lag()
+        except Exception as exc:  # noqa: BLE001 - the figure is optional; the rest of the answer still stands
+            log.warning("consumer lag unavailable: %s", exc)
     return StatsOut(
         window_minutes=window_minutes,
         series=[MinuteOut(**asdict(m)) for m in series],
