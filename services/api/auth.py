@@ -31,6 +31,7 @@ class Principal:
     subject: str
     tenant: str
     scopes: frozenset[str]
+    expires_at: float = 0.0  # the token's ``exp``
 
 
 class TokenVerifier:
@@ -91,7 +92,8 @@ class TokenVerifier:
             raise Unauthorized("token has no tenant claim", headers=_CHALLENGE)
         scope = claims.get("scope")
         scopes = frozenset(scope.split()) if isinstance(scope, str) else DEFAULT_SCOPES
-        return Principal(subject=str(claims["sub"]), tenant=tenant, scopes=scopes), float(claims["exp"])
+        expires = float(claims["exp"])
+        return Principal(subject=str(claims["sub"]), tenant=tenant, scopes=scopes, expires_at=expires), expires
 
 
 def mint_token(

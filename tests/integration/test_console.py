@@ -70,6 +70,18 @@ async def test_sign_in_is_needed_and_a_bad_token_is_refused(browser: httpx.Async
     assert cross.status_code == 403
 
 
+async def test_an_ended_session_goes_back_to_sign_in(browser: httpx.AsyncClient, settings: Settings) -> None:
+    expired = mint_token(settings, tenant="t-" + uuid.uuid4().hex[:6], ttl_seconds=-10)
+    browser.cookies.set(COOKIE, expired, domain="chime.test", path="/ui")
+    page = await browser.get("/ui/dlq")
+    assert page.status_code == 303 and page.headers["location"].startswith("/ui/login?next=%2Fui%2Fdlq&reason=")
+    # A form posted with it is not repeated after sign-in: the way back is the overview.
+    posted = await browser.post("/ui/signing-keys/rotate", data={"csrf_token": csrf_token(expired)})
+    assert posted.status_code == 303 and posted.headers["location"].startswith("/ui/login?next=%2Fui%2F&")
+    preview = await browser.post("/ui/schedules/preview", headers={"X-Requested-With": "fetch"})
+    assert preview.status_code == 401
+
+
 async def test_every_page_answers_with_strict_headers(
     browser: httpx.AsyncClient, settings: Settings, tenant: str
 ) -> None:

@@ -25,8 +25,11 @@ def install(app: FastAPI) -> ConsoleApi:
 
     @app.exception_handler(SignInNeeded)
     async def _sign_in(request: Request, exc: SignInNeeded) -> Response:
-        if request.method != "GET" or request.headers.get("x-requested-with") == "fetch":
+        if request.headers.get("x-requested-with") == "fetch":
             return HTMLResponse("Signed out: sign in again.", status_code=401)
+        if request.method != "GET":
+            # What the form would have done is not repeated after sign-in: back to the overview instead.
+            exc = SignInNeeded("/ui/", exc.reason)
         return RedirectResponse(exc.location(), status_code=303)
 
     @app.exception_handler(CsrfRejected)

@@ -6,7 +6,6 @@ import json
 import time
 from typing import Annotated
 
-import jwt
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
@@ -14,7 +13,7 @@ from services.api.auth import TokenVerifier
 from services.api.console.oidc import Attempt, OidcClient, OidcError
 from services.api.console.pages import ConsolePage, redirect, render_template
 from services.api.console.session import (
-    CsrfRejected,
+    check_origin,
     clear_session_cookie,
     safe_next,
     set_session_cookie,
@@ -50,28 +49,12 @@ def _login_page(request: Request, *, next_path: str, error: str | None, status_c
     return render_template(request, "login.html", context, status_code)
 
 
-def _same_origin(request: Request) -> None:
-    """Sign-in has no session yet to key a CSRF token on; a browser's Origin header tells a cross-site post."""
-    origin = request.headers.get("origin")
-    if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
-        raise CsrfRejected(f"a sign-in from {origin} is not accepted")
-
-
 async def _signed_in(request: Request, token: str, response: Response) -> Response:
     """``response`` with the session cookie, once the API's own verifier accepts ``token`` (else ApiError)."""
     verifier: TokenVerifier = request.app.state.verifier
-    await verifier.verify(token)
-    expires = _expiry(token)
-    set_session_cookie(response, request, token, int(expires - time.time()) if expires else 3600)
+    principal = await verifier.verify(token)
+    set_session_cookie(response, request, token, int(principal.expires_at - time.time()))
     return response
-
-
-def _expiry(token: str) -> float | None:
-    try:
-        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
-    except jwt.InvalidTokenError:
-        return None
-    return float(exp) if isinstance(exp, int | float) else None
 
 
 @router.get("/login")
@@ -90,7 +73,8 @@ async def login(
     token: Annotated[str, Form(max_length=16_384)] = "",
     next_path: Annotated[str, Form(alias="next", max_length=2_000)] = "/ui/",
 ) -> Response:
-    _same_origin(request)
+    # Sign-in has no session yet to key a CSRF token on; a browser's Origin header tells a cross-site post.
+    check_origin(request)
     token = token.strip().removeprefix("Bearer ").strip()
     target = safe_next(next_path)
     if not token:

@@ -72,14 +72,19 @@ async def current_session(request: Request) -> ConsoleSession:
     return ConsoleSession(token=token, principal=principal)
 
 
-def check_csrf(request: Request, session: ConsoleSession, submitted: str | None) -> None:
-    """Every state-changing request carries the token and, where the browser says where it came from, comes
-    from this origin. SameSite=Strict on the cookie is the first line; this is the second."""
-    if not submitted or not hmac.compare_digest(submitted, session.csrf):
-        raise CsrfRejected("the form's CSRF token is missing or wrong; reload the page and try again")
+def check_origin(request: Request) -> None:
+    """Where the browser says where a request came from, it must be this origin."""
     origin = request.headers.get("origin")
     if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
         raise CsrfRejected(f"a request from {origin} is not accepted")
+
+
+def check_csrf(request: Request, session: ConsoleSession, submitted: str | None) -> None:
+    """Every state-changing request carries the token and comes from this origin. SameSite=Strict on the cookie
+    is the first line; this is the second."""
+    if not submitted or not hmac.compare_digest(submitted, session.csrf):
+        raise CsrfRejected("the form's CSRF token is missing or wrong; reload the page and try again")
+    check_origin(request)
 
 
 def set_session_cookie(response: Response, request: Request, token: str, max_age: int) -> None:
