@@ -24,4 +24,9 @@ def test_bench_smoke_prints_every_figure_and_writes_json() -> None:
     assert steady["apscheduler"]["lag"]["count"] > 0
     assert results["burst"]["chime"]["burst"]["instants"] >= 1
     assert len(results["bulk"]["latest_call_after_answer_ms"]) == 1
+    # Other installations' partitions on the broker (this test session's own, at least in a full run) are counted
+    # and, when there are any, named under the table.
+    foreign = results["broker_partitions_before"]
+    assert isinstance(foreign, int) and foreign >= 0
+    assert (f"the broker held {foreign:,} partitions" in done.stdout) == (foreign > 0)
     path.unlink()
