@@ -82,6 +82,7 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
                 notification_endpoints=NotificationEndpointRepository(engine),
                 runs=RunRepository(engine),
                 stats=StatsRepository(engine),
+                consumer_lag=ConsumerLagProbe(settings),
                 keys=keys,
                 dlq=DlqRepository(engine, relay.notify),
                 run_now_limit=_per_minute(engine, settings.run_now_per_minute, "run-now"),
@@ -101,7 +102,6 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
     openapi.install(app)
     app.state.verifier = TokenVerifier(settings)
     app.state.metrics = ApiMetrics()
-    app.state.consumer_lag = ConsumerLagProbe(settings)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     problems.install(app)
@@ -115,5 +115,5 @@ def create_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
     app.include_router(dlq.router)
     app.include_router(stats.router)
     app.include_router(health.router)
-    console_api = console.install(app)
+    console_api = console.install(app, settings)
     return app

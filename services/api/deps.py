@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.api.consumer_lag import ConsumerLagProbe
 from services.api.db.calendars_repo import CalendarRepository
 from services.api.db.dlq_repo import DlqRepository
 from services.api.db.flow_limits_repo import FlowLimitRepository
@@ -32,6 +33,7 @@ class Services:
     notification_endpoints: NotificationEndpointRepository
     runs: RunRepository
     stats: StatsRepository
+    consumer_lag: ConsumerLagProbe
     keys: SigningKeyRepository
     dlq: DlqRepository
     # Caps on the requests that make runs outside the plan, shared by every API replica.

@@ -9,13 +9,17 @@ from fastapi.staticfiles import StaticFiles
 from services.api.console import auth_routes, dlq_routes, overview_routes, schedule_routes, settings_routes
 from services.api.console.client import ApiProblem, ConsoleApi
 from services.api.console.headers import ConsoleHeaders
+from services.api.console.oidc import OidcClient
 from services.api.console.pages import STATIC_DIR, build_templates, render_template
-from services.api.console.session import CsrfRejected, SignInNeeded, current_session
+from services.api.console.session import CsrfRejected, SignInNeeded
+from shared.settings import Settings
 
 
-def install(app: FastAPI) -> ConsoleApi:
+def install(app: FastAPI, settings: Settings) -> ConsoleApi:
     """Routes, static files, headers and error pages; returns the in-process API client for the owner to close."""
     app.state.console_templates = build_templates()
+    configured = settings.oidc_issuer and settings.oidc_client_id
+    app.state.console_oidc = OidcClient(settings) if configured else None
     api = ConsoleApi(app)
     app.state.console_api = api
     app.add_middleware(ConsoleHeaders)
@@ -47,6 +51,3 @@ def install(app: FastAPI) -> ConsoleApi:
 def _error_page(request: Request, status: int, title: str, detail: str) -> Response:
     context = {"title": title, "detail": detail, "status": status, "session": None}
     return render_template(request, "error.html", context, status)
-
-
-__all__ = ["current_session", "install"]

@@ -19,7 +19,6 @@ from services.api.console.session import (
     set_session_cookie,
 )
 from services.api.errors import ApiError
-from shared.settings import Settings
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -29,12 +28,7 @@ _OIDC_ATTEMPT_S = 600
 
 
 def _oidc(request: Request) -> OidcClient | None:
-    client: OidcClient | None = getattr(request.app.state, "console_oidc", None)
-    if client is None:
-        settings: Settings = request.app.state.services.settings
-        if settings.oidc_issuer and settings.oidc_client_id:
-            client = OidcClient(settings)
-            request.app.state.console_oidc = client
+    client: OidcClient | None = request.app.state.console_oidc
     return client
 
 

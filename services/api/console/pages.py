@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +13,8 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
-from services.api.console.client import ApiResult, ConsoleApi
+from services.api.console.client import ApiProblem, ApiResult, ConsoleApi
+from services.api.console.forms import FormErrors
 from services.api.console.session import CSRF_FIELD, ConsoleSession, check_csrf, current_session
 from shared.version import chime_version
 
@@ -85,6 +87,19 @@ def run_lag(run: dict[str, Any]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """A form the API did not take: the status to answer with, and each field's message."""
+
+    status: int
+    errors: dict[str, str]
+
+
+def if_match(form: dict[str, Any]) -> dict[str, str]:
+    """The version the edit form was loaded at: a change made elsewhere meanwhile is a 412, not overwritten."""
+    return {"If-Match": f'"{form.get("version", "")}"'}
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     request: Request
     session: ConsoleSession
@@ -101,6 +116,27 @@ class Page:
         self, method: str, path: str, *, json: Any = None, params: Any = None, headers: dict[str, str] | None = None
     ) -> ApiResult:
         return await self.api.call(self.session.token, method, path, json=json, params=params, headers=headers)
+
+    async def submit(
+        self,
+        method: str,
+        path: str,
+        form: dict[str, Any],
+        to_body: Callable[[dict[str, Any]], dict[str, Any]],
+        headers: dict[str, str] | None = None,
+    ) -> ApiResult | Refused:
+        """Send a form to the API. What the form itself cannot read, a 422 and a 412 come back as :class:`Refused`
+        for the form to show again; any other problem is raised."""
+        try:
+            return await self.send(method, path, json=to_body(form), headers=headers)
+        except FormErrors as exc:
+            return Refused(422, exc.errors)
+        except ApiProblem as exc:
+            if exc.status == 412:
+                return Refused(412, {"": "This was changed meanwhile; reload the page to edit the current version."})
+            if exc.status != 422:
+                raise
+            return Refused(422, exc.field_errors())
 
     async def act(self, method: str, path: str, then: str, done: str) -> RedirectResponse:
         """A button: the form's CSRF check, one API call, then ``then`` with the notice ``done``."""

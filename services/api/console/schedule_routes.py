@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from services.api.console.client import ApiProblem
 from services.api.console.forms import CHOICES, FormErrors, schedule_body, schedule_form
-from services.api.console.pages import ConsolePage, Page, redirect
+from services.api.console.pages import ConsolePage, Page, Refused, if_match, redirect
 from services.api.console.selectors import label_params, label_selector
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -128,15 +128,10 @@ async def new_schedule(page: ConsolePage) -> Response:
 @router.post("/schedules/new")
 async def create_schedule(page: ConsolePage) -> Response:
     form = await page.form()
-    try:
-        created = await page.send("POST", "/api/schedules", json=schedule_body(form))
-    except FormErrors as exc:
-        return await _form_page(page, form, exc.errors, None, status_code=422)
-    except ApiProblem as exc:
-        if exc.status != 422:
-            raise
-        return await _form_page(page, form, exc.field_errors(), None, status_code=422)
-    return redirect(f"/ui/schedules/{created.body['id']}", "created")
+    sent = await page.submit("POST", "/api/schedules", form, schedule_body)
+    if isinstance(sent, Refused):
+        return await _form_page(page, form, sent.errors, None, status_code=sent.status)
+    return redirect(f"/ui/schedules/{sent.body['id']}", "created")
 
 
 @router.post("/schedules/preview")
@@ -190,20 +185,10 @@ async def edit_schedule(page: ConsolePage, schedule_id: uuid.UUID) -> Response:
 @router.post("/schedules/{schedule_id}/edit")
 async def save_schedule(page: ConsolePage, schedule_id: uuid.UUID) -> Response:
     form = await page.form()
-    found = await page.get(f"/api/schedules/{schedule_id}")
-    # The version the form was loaded at: a change made meanwhile elsewhere is a 412, not silently overwritten.
-    if_match = {"If-Match": f'"{form.get("version", "")}"'}
-    try:
-        await page.send("PUT", f"/api/schedules/{schedule_id}", json=schedule_body(form), headers=if_match)
-    except FormErrors as exc:
-        return await _form_page(page, form, exc.errors, found, status_code=422)
-    except ApiProblem as exc:
-        if exc.status == 412:
-            errors = {"": "This schedule was changed meanwhile; reload the page to edit the current version."}
-            return await _form_page(page, form, errors, found, status_code=412)
-        if exc.status != 422:
-            raise
-        return await _form_page(page, form, exc.field_errors(), found, status_code=422)
+    path = f"/api/schedules/{schedule_id}"
+    sent = await page.submit("PUT", path, form, schedule_body, if_match(form))
+    if isinstance(sent, Refused):
+        return await _form_page(page, form, sent.errors, await page.get(path), status_code=sent.status)
     return redirect(f"/ui/schedules/{schedule_id}", "saved")
 
 

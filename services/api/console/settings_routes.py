@@ -3,50 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from services.api.console.client import ApiProblem
+from services.api.console.client import ApiResult
 from services.api.console.forms import (
     CHOICES,
-    FormErrors,
     calendar_body,
     calendar_form,
     endpoint_body,
     flow_limit_body,
 )
-from services.api.console.pages import ConsolePage, Page, redirect
+from services.api.console.pages import ConsolePage, Refused, if_match, redirect
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
-
-
-async def _save(
-    page: Page,
-    form: dict[str, Any],
-    to_body: Callable[[dict[str, Any]], dict[str, Any]],
-    method: str,
-    path: str,
-    template: str,
-    headers: dict[str, str] | None = None,
-    **context: Any,
-) -> Response | None:
-    """Send the form to the API; on a 422 (the form's or the API's), the form again with each field's message."""
-    try:
-        await page.send(method, path, json=to_body(form), headers=headers)
-    except FormErrors as exc:
-        return page.render(template, 422, values=form, errors=exc.errors, choices=CHOICES, **context)
-    except ApiProblem as exc:
-        if exc.status == 412:
-            errors = {"": "This was changed meanwhile; reload the page to edit the current version."}
-            return page.render(template, 412, values=form, errors=errors, choices=CHOICES, **context)
-        if exc.status != 422:
-            raise
-        return page.render(template, 422, values=form, errors=exc.field_errors(), choices=CHOICES, **context)
-    return None
 
 
 # Calendars
@@ -69,10 +41,11 @@ async def new_calendar(page: ConsolePage) -> Response:
 @router.post("/calendars/new")
 async def create_calendar(page: ConsolePage) -> Response:
     form = await page.form()
-    failed = await _save(
-        page, form, calendar_body, "POST", "/api/calendars", "calendar_form.html", calendar=None, title="New calendar"
-    )
-    return failed or redirect("/ui/calendars", "created")
+    sent = await page.submit("POST", "/api/calendars", form, calendar_body)
+    if isinstance(sent, Refused):
+        context = {"values": form, "errors": sent.errors, "choices": CHOICES, "calendar": None}
+        return page.render("calendar_form.html", sent.status, title="New calendar", **context)
+    return redirect("/ui/calendars", "created")
 
 
 @router.get("/calendars/{calendar_id}")
@@ -87,13 +60,13 @@ async def edit_calendar(page: ConsolePage, calendar_id: uuid.UUID) -> Response:
 @router.post("/calendars/{calendar_id}")
 async def save_calendar(page: ConsolePage, calendar_id: uuid.UUID) -> Response:
     form = await page.form()
-    found = await page.get(f"/api/calendars/{calendar_id}")
-    headers = {"If-Match": f'"{form.get("version", "")}"'}
     path = f"/api/calendars/{calendar_id}"
-    failed = await _save(
-        page, form, calendar_body, "PUT", path, "calendar_form.html", headers, calendar=found, title=found["name"]
-    )
-    return failed or redirect("/ui/calendars", "saved")
+    sent = await page.submit("PUT", path, form, calendar_body, if_match(form))
+    if isinstance(sent, Refused):
+        found = await page.get(path)
+        context = {"values": form, "errors": sent.errors, "choices": CHOICES, "calendar": found}
+        return page.render("calendar_form.html", sent.status, title=found["name"], **context)
+    return redirect("/ui/calendars", "saved")
 
 
 @router.post("/calendars/{calendar_id}/delete")
@@ -121,11 +94,11 @@ async def new_endpoint(page: ConsolePage) -> Response:
 @router.post("/notifications/new")
 async def create_endpoint(page: ConsolePage) -> Response:
     form = await page.form()
-    path = "/api/notification-endpoints"
-    failed = await _save(
-        page, form, endpoint_body, "POST", path, "endpoint_form.html", endpoint=None, title="New endpoint"
-    )
-    return failed or redirect("/ui/notifications", "created")
+    sent = await page.submit("POST", "/api/notification-endpoints", form, endpoint_body)
+    if isinstance(sent, Refused):
+        context = {"values": form, "errors": sent.errors, "choices": CHOICES, "endpoint": None}
+        return page.render("endpoint_form.html", sent.status, title="New endpoint", **context)
+    return redirect("/ui/notifications", "created")
 
 
 @router.get("/notifications/{endpoint_id}")
@@ -140,12 +113,12 @@ async def edit_endpoint(page: ConsolePage, endpoint_id: uuid.UUID) -> Response:
 @router.post("/notifications/{endpoint_id}")
 async def save_endpoint(page: ConsolePage, endpoint_id: uuid.UUID) -> Response:
     form = await page.form()
-    found = await page.get(f"/api/notification-endpoints/{endpoint_id}")
     path = f"/api/notification-endpoints/{endpoint_id}"
-    failed = await _save(
-        page, form, endpoint_body, "PUT", path, "endpoint_form.html", endpoint=found, title="Notification endpoint"
-    )
-    return failed or redirect("/ui/notifications", "saved")
+    sent = await page.submit("PUT", path, form, endpoint_body, if_match(form))
+    if isinstance(sent, Refused):
+        context = {"values": form, "errors": sent.errors, "choices": CHOICES, "endpoint": await page.get(path)}
+        return page.render("endpoint_form.html", sent.status, title="Notification endpoint", **context)
+    return redirect("/ui/notifications", "saved")
 
 
 @router.post("/notifications/{endpoint_id}/delete")
@@ -168,24 +141,17 @@ async def flow_limits(page: ConsolePage) -> Response:
 async def save_flow_limit(page: ConsolePage) -> Response:
     form = await page.form()
     flow_key = str(form.get("flow_key", "")).strip()
-    if not flow_key:
-        listed = await page.get("/api/flow-limits", {"limit": 200})
-        errors = {"flow_key": "name the flow: a schedule's flow key, or the host (and port) of its URL"}
-        return page.render(
-            "flow_limits.html",
-            422,
-            items=listed["items"],
-            values=form,
-            errors=errors,
-            choices=CHOICES,
-            title="Flow limits",
+    if flow_key:
+        sent: ApiResult | Refused = await page.submit(
+            "PUT", f"/api/flow-limits/{quote(flow_key, safe='')}", form, flow_limit_body
         )
-    listed = await page.get("/api/flow-limits", {"limit": 200})
-    path = f"/api/flow-limits/{quote(flow_key, safe='')}"
-    failed = await _save(
-        page, form, flow_limit_body, "PUT", path, "flow_limits.html", items=listed["items"], title="Flow limits"
-    )
-    return failed or redirect("/ui/flow-limits", "saved")
+    else:
+        sent = Refused(422, {"flow_key": "name the flow: a schedule's flow key, or the host (and port) of its URL"})
+    if isinstance(sent, Refused):
+        listed = await page.get("/api/flow-limits", {"limit": 200})
+        context = {"items": listed["items"], "values": form, "errors": sent.errors, "choices": CHOICES}
+        return page.render("flow_limits.html", sent.status, title="Flow limits", **context)
+    return redirect("/ui/flow-limits", "saved")
 
 
 @router.post("/flow-limits/delete")

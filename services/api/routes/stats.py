@@ -8,11 +8,10 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from services.api.auth import ReadRuns
-from services.api.consumer_lag import ConsumerLagProbe
 from services.api.deps import Deps
 from shared.timefmt import utcnow
 from shared.types import Instant
@@ -48,7 +47,6 @@ class StatsOut(BaseModel):
 
 @router.get("", response_model=StatsOut)
 async def get_stats(
-    request: Request,
     principal: ReadRuns,
     deps: Deps,
     window_minutes: Annotated[int, Query(ge=1, le=1440)] = 60,
@@ -63,9 +61,8 @@ async def get_stats(
     per_schedule = await deps.stats.by_schedule(principal.tenant, schedule_id or [], since)
     lag: dict[str, int] | None = None
     if consumer_lag:
-        probe: ConsumerLagProbe = request.app.state.consumer_lag
         try:
-            lag = await probe.lag()
+            lag = await deps.consumer_lag.lag()
         except Exception as exc:  # noqa: BLE001 - the figure is optional; the rest of the answer still stands
             log.warning("consumer lag unavailable: %s", exc)
     return StatsOut(
