@@ -129,7 +129,7 @@ def table(results: dict[str, Any]) -> list[str]:
     if a:
         rows.append(
             (
-                f"API create p99 at {a['achieved_per_s']:,.0f} req/s (ms)",
+                f"API create p99 at {a['achieved_per_s']:,.0f} req/s, {results['api_workers']} workers (ms)",
                 "≤ 25 at 500/s",
                 _fmt(a["create_latency"].get("p99_ms")),
                 "n/a",
@@ -225,13 +225,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     stack_env = up()
     try:
-        env = Env(stack_env.env["CHIME_KAFKA_BOOTSTRAP"], stack_env.env["CHIME_DATABASE_URL"], args.executors)
+        kafka, database = stack_env.env["CHIME_KAFKA_BOOTSTRAP"], stack_env.env["CHIME_DATABASE_URL"]
+        env = Env(kafka, database, args.executors, args.api_workers)
         sink = BenchSink()
         await sink.start()
         results: dict[str, Any] = {
             "started": datetime.now(UTC).isoformat(),
             "smoke": args.smoke,
             "executors": args.executors,
+            "api_workers": args.api_workers,
             "broker_partitions_before": await foreign_partitions(env.kafka),
         }
         try:
@@ -279,6 +281,9 @@ def main() -> None:
     parser.add_argument("--scale-schedules", type=int, default=1_000_000, help="scale: schedules (default 1M)")
     parser.add_argument("--scale-interval", type=int, default=3600, help="scale: seconds between fires (default 3600)")
     parser.add_argument("--executors", type=int, default=1, help="executor processes in Chime's stack (default 1)")
+    parser.add_argument(
+        "--api-workers", type=int, default=2, help="API processes in Chime's stack, CHIME_API_WORKERS (default 2)"
+    )
     parser.add_argument("--smoke", action="store_true", help="toy sizes: check that every figure comes out")
     args = parser.parse_args()
     results = eventloop.run(run(args))

@@ -49,6 +49,8 @@ class Env:
     database: str
     # Executor processes in each stack: on a machine with cores to spare, a burst's calls spread over them.
     executors: int = 1
+    # `chime api` processes (CHIME_API_WORKERS) in each stack.
+    api_workers: int = 1
 
     async def settings(self) -> Settings:
         settings = load_settings(
@@ -57,6 +59,7 @@ class Env:
             database_url=await create_database(self.database),
             topic_prefix=f"b{uuid.uuid4().hex[:8]}.chime.",
             allow_private_targets=True,
+            api_workers=self.api_workers,
         )
         await migrate(settings)
         await create_topics(settings)
@@ -314,6 +317,9 @@ async def peer_interval(
 # -- the API ---------------------------------------------------------------------------------------------------
 
 
+_API_WARMUP_S = 3.0
+
+
 async def chime_api(env: Env, rate: float, seconds: float, propagation_samples: int) -> dict[str, Any]:
     """Creates paced at ``rate`` per second (open loop), then how long a change takes to reach the planner."""
     async with chime_stack(env) as (settings, stack):
@@ -340,23 +346,30 @@ async def chime_api(env: Env, rate: float, seconds: float, propagation_samples: 
             latencies.append((time.perf_counter() - t0) * 1000)
             sent_at.append(t0)
 
-        # Warm-up, not measured: the API's database pool fills and every statement is prepared once.
-        warm = max(1, int(rate))
-        for i in range(0, warm, 10):
-            await asyncio.gather(*(create(n) for n in range(i, min(warm, i + 10))))
+        async def paced(first: int, count: int) -> float:
+            """``count`` creates at ``rate`` per second, open loop (each sent on time, whether or not the ones before
+            have been answered); returns the start time."""
+            start = time.perf_counter()
+            tasks = []
+            for i in range(count):
+                await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+                tasks.append(asyncio.create_task(create(first + i)))
+            await asyncio.gather(*tasks)
+            return start
+
+        # Warm-up at the measured rate, not measured: each worker's database pool grows to what this rate needs and
+        # every statement is prepared on each connection, as in any API that has been up for a while.
+        warm = max(1, int(rate * _API_WARMUP_S))
+        await paced(0, warm)
+        await asyncio.sleep(1.0)
         latencies.clear()
         sent_at.clear()
         failures = 0
         total = int(rate * seconds)
         pids = {name: proc.pid for name, proc in stack.procs.items()} | broker_pid()
         cpu_before, pg_before = cpu_seconds(pids), postgres_cpu_seconds()
-        start = time.perf_counter()
-        tasks = []
         try:
-            for i in range(total):
-                await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
-                tasks.append(asyncio.create_task(create(i)))
-            await asyncio.gather(*tasks)
+            start = await paced(warm, total)
         finally:
             await client.close()
         elapsed = time.perf_counter() - start

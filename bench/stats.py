@@ -33,15 +33,33 @@ def lag_timeline(samples: list[tuple[float, float]]) -> list[dict[str, float]]:
 
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, tuple[float, float]]:
-    """User and system CPU seconds of each process so far (Linux /proc)."""
-    out: dict[str, tuple[float, float]] = {}
+    """User and system CPU seconds of each process so far, its live child processes included (the API's workers),
+    from Linux /proc."""
     tick = os.sysconf("SC_CLK_TCK")
-    for name, pid in pids.items():
+    usage: dict[int, tuple[int, float, float]] = {}  # pid -> (parent, user, system)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        out[name] = (int(fields[11]) / tick, int(fields[12]) / tick)
+        usage[int(entry.name)] = (int(fields[1]), int(fields[11]) / tick, int(fields[12]) / tick)
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _, _) in usage.items():
+        children.setdefault(parent, []).append(pid)
+    out: dict[str, tuple[float, float]] = {}
+    for name, root in pids.items():
+        if root not in usage:
+            continue
+        user = system = 0.0
+        tree = [root]
+        while tree:
+            pid = tree.pop()
+            user += usage[pid][1]
+            system += usage[pid][2]
+            tree.extend(children.get(pid, ()))
+        out[name] = (user, system)
     return out
 
 

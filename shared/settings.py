@@ -73,6 +73,13 @@ class Settings(BaseSettings):
 
     api_host: str = Field(default="127.0.0.1", description="address the API listens on")
     api_port: int = Field(default=8000, description="port the API listens on")
+    api_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="API processes sharing the port; more than one uses more cores of one host "
+        "(each serves its own `/metrics`, so on Kubernetes keep 1 and add replicas)",
+    )
     jwt_secret: SecretStr = Field(default=SecretStr(DEV_JWT_SECRET), description="HS256 key that signs tokens")
     jwt_jwks_url: str | None = Field(
         default=None, description="JWKS URL of an identity provider; tokens are then RS256/ES256 from its key set"

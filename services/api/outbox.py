@@ -49,7 +49,11 @@ _MARK_PUBLISHED = (
 )
 
 
-def _row(event: Envelope, topic: TopicSpec, key: str, aggregate_id: str, version: int) -> dict[str, Any]:
+OUTBOX_COLUMNS = ("aggregate_id", "version", "topic_suffix", "key", "value", "headers")
+
+
+def outbox_values(event: Envelope, topic: TopicSpec, key: str, aggregate_id: str, version: int) -> dict[str, Any]:
+    """The outbox row of ``event`` (its ``OUTBOX_COLUMNS``), for statements that insert it themselves."""
     return {
         "aggregate_id": aggregate_id,
         "version": version,
@@ -64,12 +68,13 @@ async def enqueue(
     conn: AsyncConnection, event: Envelope, topic: TopicSpec, *, key: str, aggregate_id: str, version: int
 ) -> None:
     """Add ``event`` to the outbox inside the caller's transaction."""
-    await conn.execute(_INSERT, _row(event, topic, key, aggregate_id, version))
+    await conn.execute(_INSERT, outbox_values(event, topic, key, aggregate_id, version))
 
 
 async def enqueue_many(conn: AsyncConnection, events: Sequence[tuple[Envelope, TopicSpec, str, int]]) -> None:
     """Add many (event, topic, key, version) to the outbox in one round trip; the key is the aggregate id."""
-    await conn.execute(_INSERT, [_row(event, topic, key, key, version) for event, topic, key, version in events])
+    rows = [outbox_values(event, topic, key, key, version) for event, topic, key, version in events]
+    await conn.execute(_INSERT, rows)
 
 
 class RelayMetrics(Protocol):

@@ -193,6 +193,7 @@ class Stack:
             "CHIME_REPLAYS_PER_MINUTE": "1000000",
             "CHIME_MAX_FIRES_PER_SECOND_PER_TENANT": "100000",
             "CHIME_API_PORT": str(self.api_port),
+            "CHIME_API_WORKERS": str(s.api_workers),
             "CHIME_PLANNER_PORT": str(self.ops_ports["planner"]),
             "CHIME_EXECUTOR_PORT": str(self.ops_ports["executor"]),
             "CHIME_RECORDER_PORT": str(self.ops_ports["recorder"]),

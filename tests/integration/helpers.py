@@ -115,6 +115,13 @@ async def read_all(settings: Settings, topic: str) -> list[ConsumerRecord[bytes,
 @contextmanager
 def live_api(settings: Settings, log: Path, **env: str) -> Iterator[str]:
     """A `chime api` process on a port of its own over ``settings``' database and broker; yields its URL."""
+    with live_api_process(settings, log, **env) as (url, _):
+        yield url
+
+
+@contextmanager
+def live_api_process(settings: Settings, log: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``live_api``, yielding the process too; it is stopped (if still running) when the block ends."""
     from tests.e2e.stack import free_port
 
     port = free_port()
@@ -146,7 +153,7 @@ def live_api(settings: Settings, log: Path, **env: str) -> Iterator[str]:
                 pass
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.2)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         proc.wait(timeout=15)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Float, Row, Select, Uuid, and_, bindparam, case, func, insert, select, text, update
+from sqlalchemy import Float, Insert, Row, Select, Uuid, and_, bindparam, case, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -27,9 +27,9 @@ from services.api.errors import (
     VersionMismatch,
 )
 from services.api.models import ScheduleStats
-from services.api.outbox import enqueue, enqueue_many
+from services.api.outbox import OUTBOX_COLUMNS, enqueue, enqueue_many, outbox_values
 from services.api.run_health import failures_toward_pause
-from shared.db.tables import idempotency_keys, run_requests, runs, schedule_stats, schedules, tenants
+from shared.db.tables import idempotency_keys, outbox, run_requests, runs, schedule_stats, schedules, tenants
 from shared.errors import InvalidSchedule, InvalidSelector
 from shared.events import BackfillCommand, RunNowCommand, ScheduleDeleted, ScheduleStopped, ScheduleUpserted
 from shared.events.catalog import BackfillCommandData, RunNowCommandData
@@ -172,16 +172,6 @@ async def _live_row(
 # Statements on the create path are built once: building and hashing a statement per call costs more CPU than
 # Postgres spends running it.
 _INSERT_SCHEDULE = insert(schedules)
-_CLAIM_SLOT = (
-    pg_insert(tenants)
-    .values(id=bindparam("tenant"), schedule_count=1)
-    .on_conflict_do_update(
-        index_elements=[tenants.c.id],
-        set_={"schedule_count": tenants.c.schedule_count + 1},
-        where=tenants.c.schedule_count < bindparam("quota"),
-    )
-    .returning(tenants.c.id)
-)
 # The tenant's planned fires per second, kept in its row (``tenants.planned_fire_rate``) as schedules are created,
 # changed and deleted: one conditional update instead of summing every schedule of the tenant on each write.
 _DELTA = bindparam("delta", type_=Float)
@@ -195,6 +185,40 @@ _ADD_FIRE_RATE = (
     .returning(tenants.c.planned_fire_rate)
 )
 _PLANNED_FIRE_RATE = select(tenants.c.planned_fire_rate).where(tenants.c.id == bindparam("tenant"))
+_TENANT_LOAD = select(tenants.c.schedule_count, tenants.c.planned_fire_rate).where(tenants.c.id == bindparam("tenant"))
+
+
+def _create_statement() -> Insert:
+    """A create in one round trip: claim the tenant's slot and fire rate, insert the schedule, add its outbox row.
+
+    Each step selects from the one before, so a refused claim inserts nothing. Parameters: ``s_*`` for the
+    schedule's columns, ``o_*`` for the outbox row, ``c_*`` for the claim. None is named like a column: SQLAlchemy
+    would add such a parameter to the tenant insert's values.
+    """
+    rate = bindparam("c_rate", type_=Float)
+    claimed = (
+        pg_insert(tenants)
+        .values(id=bindparam("c_tenant"), schedule_count=1, planned_fire_rate=rate)
+        .on_conflict_do_update(
+            index_elements=[tenants.c.id],
+            set_={
+                "schedule_count": tenants.c.schedule_count + 1,
+                "planned_fire_rate": tenants.c.planned_fire_rate + rate,
+            },
+            where=(tenants.c.schedule_count < bindparam("c_quota"))
+            & ((rate <= 0.0) | (tenants.c.planned_fire_rate + rate <= bindparam("c_limit", type_=Float))),
+        )
+        .returning(tenants.c.id)
+        .cte("claimed")
+    )
+    names = [n for n in (*ScheduleState.model_fields, "fire_rate") if n in schedules.c]
+    row = select(*(bindparam(f"s_{n}", type_=schedules.c[n].type) for n in names)).select_from(claimed)
+    created = insert(schedules).from_select(names, row).returning(schedules.c.id).cte("created")
+    queued = select(*(bindparam(f"o_{n}", type_=outbox.c[n].type) for n in OUTBOX_COLUMNS)).select_from(created)
+    return insert(outbox).from_select(list(OUTBOX_COLUMNS), queued).returning(outbox.c.id)
+
+
+_CREATE = _create_statement()
 
 
 async def _add_fire_rate(conn: AsyncConnection, settings: Settings, tenant: str, delta: float) -> None:
@@ -300,6 +324,8 @@ def filtered(query: Select[Any], tenant: str, flt: ListFilter) -> Select[Any]:
 class ScheduleRepository:
     def __init__(self, engine: AsyncEngine, settings: Settings, on_commit: Callable[[], None]) -> None:
         self._engine = engine
+        # Shares the engine's pool; its connections run each statement in a transaction of its own.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._settings = settings
         self._on_commit = on_commit
 
@@ -382,32 +408,32 @@ class ScheduleRepository:
     ) -> tuple[ScheduleRecord, bool]:
         """Create a schedule. Returns it and whether it is the replayed result of an earlier identical request."""
         now = utcnow()
+        state = ScheduleState(
+            **definition.model_dump(),
+            id=new_entity_id(),
+            tenant_id=tenant,
+            status=ScheduleStatus.ACTIVE,
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        rate = fire_rate(state)
+        limit = self._settings.max_fires_per_second_per_tenant
+        if rate > limit:
+            raise FireRateExceeded(f"this schedule alone plans {rate:.2f} fires per second; the limit is {limit:g}")
+        if idempotency_key is None and not state.calendar_ids:
+            # Nothing to read or lock first: the create is one statement, committed on its own.
+            async with self._autocommit.connect() as conn:
+                await self._insert_new(conn, state, rate)
+            self._on_commit()
+            return ScheduleRecord(state=state, last_run_at=None, run_count=0), False
         async with self._engine.begin() as conn:
             if idempotency_key is not None:
                 earlier = await self._claim_idempotency_key(conn, tenant, idempotency_key, request_hash)
                 if earlier is not None:
                     row = (await conn.execute(_SELECT.where(schedules.c.id == earlier))).one()
                     return _record(row), True
-            # One statement creates the tenant's row or claims a slot in it, and locks the row either way: creates
-            # for one tenant are serialized from here on, so the fire-rate sum below cannot race another create.
-            quota = self._settings.max_schedules_per_tenant
-            claimed = (await conn.execute(_CLAIM_SLOT, {"tenant": tenant, "quota": quota})).first()
-            if claimed is None:
-                raise QuotaExceeded(
-                    f"tenant has reached its quota of {self._settings.max_schedules_per_tenant} schedules"
-                )
-            state = ScheduleState(
-                **definition.model_dump(),
-                id=new_entity_id(),
-                tenant_id=tenant,
-                status=ScheduleStatus.ACTIVE,
-                version=1,
-                created_at=now,
-                updated_at=now,
-            )
-            await _add_fire_rate(conn, self._settings, tenant, fire_rate(state))
-            await conn.execute(_INSERT_SCHEDULE, _columns(state))
-            await self._publish_upsert(conn, state)
+            await self._insert_new(conn, state, rate)
             if idempotency_key is not None:
                 await conn.execute(
                     update(idempotency_keys)
@@ -416,6 +442,34 @@ class ScheduleRepository:
                 )
         self._on_commit()
         return ScheduleRecord(state=state, last_run_at=None, run_count=0), False
+
+    async def _insert_new(self, conn: AsyncConnection, state: ScheduleState, rate: float) -> None:
+        """Claim a slot and the fire rate in the tenant's row, insert the schedule and its outbox row: one statement.
+
+        The claim locks the tenant's row, so creates for one tenant are serialized by it and the quota and fire-rate
+        sums cannot race another create. When the claim is refused, nothing is inserted and the tenant's row says
+        which limit it was.
+        """
+        (resolved,) = await with_calendars(conn, state.tenant_id, [state])
+        event = ScheduleUpserted(subject=str(state.id), tenant=state.tenant_id, time=state.updated_at, data=resolved)
+        outbox_row = outbox_values(event, SCHEDULES, str(state.id), str(state.id), state.version)
+        params = {
+            **{f"s_{k}": v for k, v in _columns(state).items()},
+            **{f"o_{k}": v for k, v in outbox_row.items()},
+            "c_tenant": state.tenant_id,
+            "c_rate": rate,
+            "c_quota": self._settings.max_schedules_per_tenant,
+            "c_limit": self._settings.max_fires_per_second_per_tenant,
+        }
+        if (await conn.execute(_CREATE, params)).first() is not None:
+            return
+        current = (await conn.execute(_TENANT_LOAD, {"tenant": state.tenant_id})).one()
+        if current.schedule_count >= self._settings.max_schedules_per_tenant:
+            raise QuotaExceeded(f"tenant has reached its quota of {self._settings.max_schedules_per_tenant} schedules")
+        raise FireRateExceeded(
+            f"this change would plan {current.planned_fire_rate + rate:.2f} fires per second for the tenant; "
+            f"the limit is {self._settings.max_fires_per_second_per_tenant:g}"
+        )
 
     async def _claim_idempotency_key(
         self, conn: AsyncConnection, tenant: str, key: str, request_hash: str
