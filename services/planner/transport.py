@@ -3,8 +3,10 @@
 Faust builds its consumer with ``fetch_max_wait_ms=1500`` and no setting to change it. aiokafka keeps one fetch
 in flight per broker, and a fetch that happens to cover only idle partitions (the commands topic, say) is held
 by the broker for that whole wait, while the records that arrive meanwhile on other partitions (a schedule
-change, a run-now) cannot be fetched. Chime's own consumers wait ``FETCH_MAX_WAIT_MS`` and ask for
-``FETCH_MIN_BYTES``; the planner's consumer does too.
+change, a run-now) cannot be fetched. The planner's consumer waits ``FETCH_MAX_WAIT_MS`` like Chime's own, but
+takes any record at once: its input is schedule changes and commands, a few hundred bytes each, and a fetch that
+waited for ``FETCH_MIN_BYTES`` of them held a lone change for the whole wait (half the propagation budget). Its busy
+input, the run results of skip and buffer_one schedules, still comes in batches: records arrive while it works.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import faust
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
-from shared.kafka import FETCH_MAX_WAIT_MS, FETCH_MIN_BYTES
+from shared.kafka import FETCH_MAX_WAIT_MS
 from shared.settings import Settings
 
 
@@ -56,7 +58,7 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
         # Read by AIOKafkaConsumer.start() when it builds its fetcher; the constructor argument is what Faust
         # hard-codes, so this is the one place it can be set.
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
-        consumer._fetch_min_bytes = FETCH_MIN_BYTES
+        consumer._fetch_min_bytes = 1
         return consumer
 
 
