@@ -171,7 +171,6 @@ async def _live_row(
 
 # Statements on the create path are built once: building and hashing a statement per call costs more CPU than
 # Postgres spends running it.
-_INSERT_SCHEDULE = insert(schedules)
 # The tenant's planned fires per second, kept in its row (``tenants.planned_fire_rate``) as schedules are created,
 # changed and deleted: one conditional update instead of summing every schedule of the tenant on each write.
 _DELTA = bindparam("delta", type_=Float)
