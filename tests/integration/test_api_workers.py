@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -45,10 +44,6 @@ def _wait_gone(pids: list[int], seconds: float = 20) -> list[int]:
     return left
 
 
-def _exit_code(proc: subprocess.Popen[bytes], seconds: float = 20) -> int:
-    return proc.wait(timeout=seconds)
-
-
 def test_two_workers_serve_one_port_and_stop_cleanly(settings: Settings, tenant: str, tmp_path: Path) -> None:
     with live_api_process(settings, tmp_path / "api.log", CHIME_API_WORKERS="2") as (url, proc):
         workers = _workers(proc.pid)
@@ -61,7 +56,7 @@ def test_two_workers_serve_one_port_and_stop_cleanly(settings: Settings, tenant:
             listed = api.get("/api/schedules", params={"limit": 50}).json()
         assert len(listed["items"]) == 20
         proc.send_signal(signal.SIGTERM)
-        assert _exit_code(proc) == 0
+        assert proc.wait(timeout=20) == 0
         assert _wait_gone(workers) == []
 
 
@@ -70,7 +65,7 @@ def test_a_worker_that_dies_stops_the_api_with_an_error(settings: Settings, tmp_
         workers = _workers(proc.pid)
         os.kill(workers[0], signal.SIGKILL)
         # The supervisor (Kubernetes, systemd, make run) sees the failure and restarts the API whole.
-        assert _exit_code(proc) == 1
+        assert proc.wait(timeout=20) == 1
         assert _wait_gone(workers) == []
 
 

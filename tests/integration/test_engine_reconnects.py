@@ -38,12 +38,20 @@ async def _terminate(settings: Settings, pid: int) -> None:
         await killer.dispose()
 
 
+async def _closed_by_server(
+    engine: AsyncEngine, settings: Settings, monkeypatch: pytest.MonkeyPatch, ping_after_idle_s: float
+) -> int:
+    """Use the pool's one connection, then close it from the server's side; returns its backend pid."""
+    monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_S", ping_after_idle_s)
+    pid = await _backend_pid(engine)
+    await _terminate(settings, pid)
+    return pid
+
+
 async def test_a_connection_closed_while_idle_is_replaced_before_use(
     engine: AsyncEngine, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_S", 0.0)
-    first = await _backend_pid(engine)
-    await _terminate(settings, first)
+    first = await _closed_by_server(engine, settings, monkeypatch, ping_after_idle_s=0.0)
     # The ping finds the connection dead and the pool hands out a new one: the caller sees no error.
     second = await _backend_pid(engine)
     assert second != first
@@ -52,9 +60,7 @@ async def test_a_connection_closed_while_idle_is_replaced_before_use(
 async def test_a_connection_closed_while_busy_fails_once_then_the_pool_reconnects(
     engine: AsyncEngine, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_S", 3600.0)
-    first = await _backend_pid(engine)
-    await _terminate(settings, first)
+    first = await _closed_by_server(engine, settings, monkeypatch, ping_after_idle_s=3600.0)
     # Not pinged (it was in use a moment ago): its statement fails as a disconnect...
     with pytest.raises(DBAPIError) as failed:
         await _backend_pid(engine)

@@ -183,7 +183,6 @@ _ADD_FIRE_RATE = (
     .values(planned_fire_rate=func.greatest(0.0, tenants.c.planned_fire_rate + _DELTA))
     .returning(tenants.c.planned_fire_rate)
 )
-_PLANNED_FIRE_RATE = select(tenants.c.planned_fire_rate).where(tenants.c.id == bindparam("tenant"))
 _TENANT_LOAD = select(tenants.c.schedule_count, tenants.c.planned_fire_rate).where(tenants.c.id == bindparam("tenant"))
 
 
@@ -227,7 +226,8 @@ async def _add_fire_rate(conn: AsyncConnection, settings: Settings, tenant: str,
     limit = settings.max_fires_per_second_per_tenant
     done = (await conn.execute(_ADD_FIRE_RATE, {"tenant": tenant, "delta": delta, "limit": limit})).first()
     if done is None and delta > 0:
-        current = float((await conn.execute(_PLANNED_FIRE_RATE, {"tenant": tenant})).scalar_one_or_none() or 0.0)
+        load = (await conn.execute(_TENANT_LOAD, {"tenant": tenant})).first()
+        current = float(load.planned_fire_rate) if load is not None else 0.0
         raise FireRateExceeded(
             f"this change would plan {current + delta:.2f} fires per second for the tenant; the limit is {limit:g}"
         )
