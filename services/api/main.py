@@ -8,6 +8,7 @@ import ctypes
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import socket
 import sys
@@ -73,11 +74,14 @@ def main(settings: Settings) -> None:
     sys.exit(_supervise(settings))
 
 
-def _serve(settings: Settings, sock: socket.socket) -> None:
+def _serve(settings: Settings, sock: socket.socket, parent: int) -> None:
     """One worker: the whole app (its own pools, relay and background tasks) on the shared socket."""
     if sys.platform == "linux":
         # A worker must not outlive its parent (a SIGKILL'd parent cannot stop it), or it would keep the port.
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        # The parent died while this worker was starting, before the signal above was asked for.
+        return
     configure_logging(settings.log_level, settings.log_format)
     _Server(_config(settings)).run(sockets=[sock])
 
@@ -96,7 +100,7 @@ def _supervise(settings: Settings) -> int:
     multiprocessing.allow_connection_pickling()
     spawn = multiprocessing.get_context("spawn")
     workers: list[SpawnProcess] = [
-        spawn.Process(target=_serve, args=(settings, sock), name=f"chime-api-{n}", daemon=False)
+        spawn.Process(target=_serve, args=(settings, sock, os.getpid()), name=f"chime-api-{n}", daemon=False)
         for n in range(settings.api_workers)
     ]
     stopping = False

@@ -115,13 +115,16 @@ async def read_all(settings: Settings, topic: str) -> list[ConsumerRecord[bytes,
 @contextmanager
 def live_api(settings: Settings, log: Path, **env: str) -> Iterator[str]:
     """A `chime api` process on a port of its own over ``settings``' database and broker; yields its URL."""
-    with live_api_process(settings, log, **env) as (url, _):
+    with live_api_process(settings, log, env) as (url, _):
         yield url
 
 
 @contextmanager
-def live_api_process(settings: Settings, log: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``live_api``, yielding the process too; it is stopped (if still running) when the block ends."""
+def live_api_process(
+    settings: Settings, log: Path, env: dict[str, str], *, ready: bool = True
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``live_api`` with ``env`` added, yielding the process too (at once if not ``ready``, else once it answers);
+    it is stopped (if still running) when the block ends."""
     from tests.e2e.stack import free_port
 
     port = free_port()
@@ -145,7 +148,7 @@ def live_api_process(settings: Settings, log: Path, **env: str) -> Iterator[tupl
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
-        while True:
+        while ready:
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                     break

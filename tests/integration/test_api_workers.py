@@ -12,6 +12,8 @@ import httpx
 from shared.settings import Settings
 from tests.integration.helpers import auth, live_api_process, schedule_body
 
+_TWO_WORKERS = {"CHIME_API_WORKERS": "2"}
+
 
 def _workers(parent: int) -> list[int]:
     """The parent's worker processes (multiprocessing's resource tracker is a child too, but not a worker)."""
@@ -45,7 +47,7 @@ def _wait_gone(pids: list[int], seconds: float = 20) -> list[int]:
 
 
 def test_two_workers_serve_one_port_and_stop_cleanly(settings: Settings, tenant: str, tmp_path: Path) -> None:
-    with live_api_process(settings, tmp_path / "api.log", CHIME_API_WORKERS="2") as (url, proc):
+    with live_api_process(settings, tmp_path / "api.log", _TWO_WORKERS) as (url, proc):
         workers = _workers(proc.pid)
         assert len(workers) == 2
         with httpx.Client(base_url=url, headers=auth(settings, tenant)) as api:
@@ -61,7 +63,7 @@ def test_two_workers_serve_one_port_and_stop_cleanly(settings: Settings, tenant:
 
 
 def test_a_worker_that_dies_stops_the_api_with_an_error(settings: Settings, tmp_path: Path) -> None:
-    with live_api_process(settings, tmp_path / "api.log", CHIME_API_WORKERS="2") as (_, proc):
+    with live_api_process(settings, tmp_path / "api.log", _TWO_WORKERS) as (_, proc):
         workers = _workers(proc.pid)
         os.kill(workers[0], signal.SIGKILL)
         # The supervisor (Kubernetes, systemd, make run) sees the failure and restarts the API whole.
@@ -70,9 +72,21 @@ def test_a_worker_that_dies_stops_the_api_with_an_error(settings: Settings, tmp_
 
 
 def test_workers_do_not_outlive_a_killed_parent(settings: Settings, tmp_path: Path) -> None:
-    with live_api_process(settings, tmp_path / "api.log", CHIME_API_WORKERS="2") as (_, proc):
+    with live_api_process(settings, tmp_path / "api.log", _TWO_WORKERS) as (_, proc):
         workers = _workers(proc.pid)
         proc.kill()
         proc.wait()
         # Otherwise they would keep the port, and the restarted API could not bind it.
+        assert _wait_gone(workers) == []
+
+
+def test_workers_still_starting_do_not_outlive_a_killed_parent(settings: Settings, tmp_path: Path) -> None:
+    with live_api_process(settings, tmp_path / "api.log", _TWO_WORKERS, ready=False) as (_, proc):
+        deadline = time.monotonic() + 10
+        while len(workers := _workers(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(workers) == 2
+        # Killed while the workers import and build the app, before they can ask to die with it.
+        proc.kill()
+        proc.wait()
         assert _wait_gone(workers) == []
