@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -20,14 +19,8 @@ from services.devstack.kafka import LocalKafka
 from shared.events import decode_event
 from shared.settings import Settings
 from shared.topics import SCHEDULES, create_topics, topic_name
+from tests.e2e.stack import free_port
 from tests.integration.helpers import auth, create_database, drop_database, read_records, schedule_body
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _process_env(settings: Settings, port: int) -> dict[str, str]:
