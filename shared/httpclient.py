@@ -30,6 +30,7 @@ from shared.resolver import GuardedResolver
 _DRAIN_LIMIT = 1 << 20
 # An idle connection older than this is closed rather than reused; most servers close theirs sooner or later.
 _IDLE_SECONDS = 15.0
+# Kept per target when the caller does not say: enough for a small caller; the executor passes its concurrency.
 _IDLE_PER_TARGET = 64
 
 
@@ -207,8 +208,12 @@ class HttpClient:
         excerpt_limit: int,
         user_agent: str,
         ssl_context: ssl.SSLContext | None = None,
+        max_idle_per_target: int = _IDLE_PER_TARGET,
     ) -> None:
         self._resolver = resolver
+        # A connection finished while the pool is full is closed; with fewer idle slots than concurrent calls,
+        # every call above that count opened and closed a connection of its own.
+        self._max_idle = max_idle_per_target
         self._excerpt_limit = excerpt_limit
         self._user_agent = user_agent.encode()
         self._ssl = ssl_context
@@ -289,7 +294,7 @@ class HttpClient:
             raise
         if connection.reusable and not self._closed:
             pool = self._idle[key]
-            if len(pool) < _IDLE_PER_TARGET:
+            if len(pool) < self._max_idle:
                 connection.idle_since = time.monotonic()
                 pool.append(connection)
             else:

@@ -144,7 +144,7 @@ class Settings(BaseSettings):
     planner_store: str = Field(default="rocksdb://", description="Faust table store: `rocksdb://` or `memory://`")
     planner_data_dir: str = Field(default=".chime/planner", description="where the planner keeps its table stores")
     planner_lookahead_ms: int = Field(
-        default=2_000, ge=0, le=10_000, description="how early a run is announced to executors before its time"
+        default=5_000, ge=0, le=10_000, description="how early a run is announced to executors before its time"
     )
     # Parsed schedule entries the planner keeps in memory (about 4 KB each); the rest are read from its tables.
     planner_cache_entries: int = Field(

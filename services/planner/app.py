@@ -38,6 +38,7 @@ from services.planner.entries import (
     cursor_of,
     fire_is_current,
     join,
+    overlap_wait,
 )
 from services.planner.entrycache import EntryCache
 from services.planner.firing import Firing, due_data, finish, fire
@@ -352,6 +353,11 @@ class Planner:
             entry = self.cache.get(partition, item.key)
             if entry is None or not fire_is_current(entry, item.version, item.nominal):
                 self.metrics.stale.inc()
+                continue
+            wait = overlap_wait(entry, now + _BATCH_WINDOW)
+            if wait is not None:
+                # Overlap is decided at the fire's time, not when it would be announced: the open run may end first.
+                self.heaps.push(partition, wait, item.key, item.version, item.nominal)
                 continue
             if not self._keys.try_claim(item.key):
                 # An agent is changing this schedule right now: look again shortly. If the change moved the fire,

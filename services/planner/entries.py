@@ -303,6 +303,15 @@ def overlap_decision(entry: PlanEntry, now: datetime) -> Overlap:
     return Overlap.SKIP
 
 
+def overlap_wait(entry: PlanEntry, now: datetime) -> datetime | None:
+    """When a fire announced ahead would be skipped or buffered only because its schedule's run is still open: its
+    planned time, so the decision is taken then; the run may end before it. None when it can be decided now."""
+    nxt = entry.next_fire()
+    if nxt is None or nxt.planned <= now or overlap_decision(entry, now) is Overlap.FIRE:
+        return None
+    return nxt.planned
+
+
 def skip_over(entry: PlanEntry, fire: FireTime, *, buffer: bool) -> PlanEntry:
     """Move past ``fire`` without running it now (skipped, or held as the one buffered fire)."""
     spec = plan_spec(entry.schedule, entry.schedule.id, entry.schedule.created_at)

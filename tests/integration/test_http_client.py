@@ -95,6 +95,49 @@ async def test_requests_reuse_one_connection_and_carry_headers_and_body() -> Non
     assert b"Content-Length: 7\r\n" in first and first.endswith(b'{"n":1}')
 
 
+async def test_a_burst_above_the_default_pool_reuses_its_connections() -> None:
+    """Calls at once above the old fixed pool of 64: each finished connection is kept, so the next burst opens none."""
+    calls = 150
+    connections = 0
+    arrived = 0
+    everyone_in = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections, arrived
+        connections += 1
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                arrived += 1
+                if arrived % calls == 0:
+                    everyone_in.set()
+                # Every request of a round waits for the whole round, so the round holds `calls` connections.
+                await everyone_in.wait()
+                writer.write(_ok())
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    client = HttpClient(
+        GuardedResolver(allow_private=True), excerpt_limit=100, user_agent="Chime/test", max_idle_per_target=calls
+    )
+    try:
+        for _ in range(2):
+            everyone_in.clear()
+            answers = await asyncio.gather(*(client.request("GET", url, {}, b"", deadline_s=10) for _ in range(calls)))
+            assert {a.status for a in answers} == {200}
+            assert client.idle_count() == calls
+        assert connections == calls, "the second burst should have reused the first burst's connections"
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_get_sends_no_body_and_no_length() -> None:
     async with _serve(lambda s, r: _ok()) as server:
         client = _client()

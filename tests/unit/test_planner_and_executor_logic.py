@@ -205,6 +205,33 @@ def test_overlap_decisions() -> None:
         assert overlap_decision(running, T0 + timedelta(days=2)) is Overlap.FIRE
 
 
+def test_an_overlap_is_decided_at_the_fire_time_not_when_the_run_would_be_announced() -> None:
+    from services.planner.entries import opened, overlap_wait
+
+    for policy in ("skip", "buffer_one"):
+        entry, _ = apply_upsert(None, state().model_copy(update={"overlap_policy": policy}), now=T0)
+        assert entry is not None
+        first = entry.next_fire()
+        assert first is not None
+        running = opened(advance(entry, first), planned_run_id(entry.schedule.id, first.nominal), first.nominal)
+        nxt = running.next_fire()
+        assert nxt is not None
+        # Announcing five seconds ahead would skip (or buffer) a fire whose run may yet end before its time.
+        assert overlap_wait(running, nxt.planned - timedelta(seconds=5)) == nxt.planned, policy
+        # At its time the usual decision applies.
+        assert overlap_wait(running, nxt.planned) is None
+        # With no open run the fire is announced ahead as usual.
+        assert overlap_wait(advance(entry, first), nxt.planned - timedelta(seconds=5)) is None
+    allow, _ = apply_upsert(None, state(), now=T0)
+    assert allow is not None
+    fire = allow.next_fire()
+    assert fire is not None
+    busy = opened(advance(allow, fire), planned_run_id(allow.schedule.id, fire.nominal), fire.nominal)
+    after = busy.next_fire()
+    assert after is not None
+    assert overlap_wait(busy, after.planned - timedelta(seconds=5)) is None, "allow never waits"
+
+
 def test_every_run_announced_inside_the_window_is_cancelled() -> None:
     entry, _ = apply_upsert(None, state(interval=1), now=T0)
     assert entry is not None
