@@ -15,6 +15,18 @@ from shared.version import chime_version
 from shared.webhook_signing import sign
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
+# A request signed ahead of its call is sent as it is while its ``webhook-timestamp`` is at most this old (or this
+# far ahead); a call held up longer is signed again. Receivers accept minutes (Standard Webhooks: 5).
+SIGNED_AHEAD_TOLERANCE_S = 5
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedCall:
+    """A call's request, built and signed before its time so the instant itself only sends it."""
+
+    payload: bytes
+    timestamp: int
+    secrets: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +100,36 @@ def build_client(*, allow_private: bool, concurrency: int) -> HttpClient:
     )
 
 
-async def call(client: HttpClient, due: RunDueData, secrets: list[str]) -> CallResult:
+def prepare(client: HttpClient, due: RunDueData, secrets: list[str], timestamp: int) -> PreparedCall | None:
+    """The request for ``due`` signed with ``timestamp`` (its planned second); None when it cannot be built."""
+    if not secrets:
+        return None
     body = request_body(due)
-    headers = request_headers(due, body, secrets, int(time.time()))
+    headers = request_headers(due, body, secrets, timestamp)
+    try:
+        payload = client.build(due.delivery.method.value, due.delivery.url, headers, body)
+    except InvalidRequest:
+        return None  # the call reports it, with the reason
+    return PreparedCall(payload, timestamp, secrets)
+
+
+def _payload(client: HttpClient, due: RunDueData, secrets: list[str], prepared: PreparedCall | None) -> bytes:
+    now = time.time()
+    if (
+        prepared is not None
+        and abs(now - prepared.timestamp) <= SIGNED_AHEAD_TOLERANCE_S
+        and prepared.secrets == secrets
+    ):
+        return prepared.payload
+    body = request_body(due)
+    headers = request_headers(due, body, secrets, int(now))
+    return client.build(due.delivery.method.value, due.delivery.url, headers, body)
+
+
+async def call(
+    client: HttpClient, due: RunDueData, secrets: list[str], prepared: PreparedCall | None = None
+) -> CallResult:
+    """One attempt; ``prepared`` is sent as it is while its signature is recent and its keys are still the tenant's."""
     start = time.perf_counter()
 
     def elapsed() -> int:
@@ -98,9 +137,8 @@ async def call(client: HttpClient, due: RunDueData, secrets: list[str]) -> CallR
 
     delivery = due.delivery
     try:
-        response = await client.request(
-            delivery.method.value, delivery.url, headers, body, deadline_s=delivery.timeout_seconds
-        )
+        payload = _payload(client, due, secrets, prepared)
+        response = await client.send(delivery.url, payload, deadline_s=delivery.timeout_seconds)
     except BlockedTarget as exc:
         return CallResult(False, None, f"blocked target: {exc}", None, elapsed())
     except InvalidRequest as exc:

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel
 
-from services.executor.delivery import CallResult, build_client, call
+from services.executor.delivery import CallResult, PreparedCall, build_client, call, prepare
 from services.executor.flow_lane import FlowLane
 from services.executor.flows import FlowLimits, LocalFlows, RoutedRuns
 from services.executor.keys import KeyStore
@@ -187,7 +187,7 @@ class Executor:
         # Runs that were already due when their batch was read start after the whole batch is dispatched, so a
         # cancel behind them in the same batch (a delete while this executor catches up) still wins.
         self._overdue: set[uuid.UUID] = set()
-        self._deferred: list[tuple[TopicPartition, int, bytes, RunDueData]] = []
+        self._deferred: list[tuple[TopicPartition, int, bytes, RunDueData, PreparedCall | None]] = []
         self._global = asyncio.Semaphore(settings.executor_concurrency)
         self._tenant_limit = max(1, int(settings.executor_concurrency * settings.executor_tenant_share))
         self._tenants: dict[str, asyncio.Semaphore] = {}
@@ -426,8 +426,10 @@ class Executor:
             self._set_aside(tp, offset, raw, key)
             self._finish(tp, offset)
             return None
-        delay = max(0.0, (due_at - utcnow()).total_seconds())
-        handle = asyncio.get_running_loop().call_later(delay, self._release, tp, offset, key, event.data)
+        now = utcnow()
+        delay = max(0.0, (due_at - now).total_seconds())
+        ready = self._prepared(event.data, max(due_at, now))
+        handle = asyncio.get_running_loop().call_later(delay, self._release, tp, offset, key, event.data, ready)
         if held is not None:
             held.handle = handle
         return handle
@@ -438,9 +440,19 @@ class Executor:
         if self._publisher is not None:
             self._publisher.publish(self._quarantine.topic, raw, key, headers)
 
-    def _release(self, tp: TopicPartition, offset: int, key: bytes, due: RunDueData) -> None:
+    def _prepared(self, due: RunDueData, at: datetime) -> PreparedCall | None:
+        """The request built and signed now for the call at ``at``, when nothing stands between the run and its call
+        that could outlast the signature (a flow limit of its own, an attempt too old to make)."""
+        limited = self.flow_limits and self.flow_limits.get(due.tenant_id, due.delivery.flow) is not None
+        if self._client is None or limited:
+            return None
+        return prepare(self._client, due, self.keys.secrets_for(due.tenant_id), int(at.timestamp()))
+
+    def _release(
+        self, tp: TopicPartition, offset: int, key: bytes, due: RunDueData, prepared: PreparedCall | None = None
+    ) -> None:
         if due.run_id in self._overdue:
-            self._deferred.append((tp, offset, key, due))
+            self._deferred.append((tp, offset, key, due, prepared))
             return
         held = self._held.get(due.run_id)
         if held is not None and held.offset == offset and held.tp == tp:
@@ -450,7 +462,7 @@ class Executor:
             if status is not None:
                 self._withdraw(tp, offset, key, due, status)
                 return
-        self._start(tp, offset, key, due)
+        self._start(tp, offset, key, due, prepared)
 
     def _withdraw(self, tp: TopicPartition, offset: int, key: bytes, due: RunDueData, status: str) -> None:
         def _done(published: asyncio.Future[list[BaseException | None]]) -> None:
@@ -493,10 +505,10 @@ class Executor:
         """Start the overdue runs of the batch just dispatched that nothing in it cancelled."""
         self._overdue.clear()
         deferred, self._deferred = self._deferred, []
-        for tp, offset, key, due in deferred:
+        for tp, offset, key, due, prepared in deferred:
             held = self._held.get(due.run_id)
             if held is not None and held.offset == offset and held.tp == tp:
-                self._release(tp, offset, key, due)
+                self._release(tp, offset, key, due, prepared)
 
     def _cancel(self, run_id: uuid.UUID) -> None:
         """A run announced ahead of its time was withdrawn (pause, delete or edit): never call it."""
@@ -514,11 +526,13 @@ class Executor:
         if tracker is not None:
             tracker.finished(offset)
 
-    def _start(self, tp: TopicPartition, offset: int, key: bytes, due: RunDueData) -> None:
+    def _start(
+        self, tp: TopicPartition, offset: int, key: bytes, due: RunDueData, prepared: PreparedCall | None = None
+    ) -> None:
         if self.flow_limits and self.flow_limits.get(due.tenant_id, due.delivery.flow) is not None:
             self._route(tp, offset, key, due)
             return
-        task = asyncio.create_task(self._deliver_gated(key, due))
+        task = asyncio.create_task(self._deliver_gated(key, due, prepared))
         self._tasks[tp].add(task)
         tracker = self._offsets.trackers.get(tp)
 
@@ -572,12 +586,12 @@ class Executor:
 
         asyncio.gather(*published, return_exceptions=True).add_done_callback(_done)
 
-    async def _deliver_gated(self, key: bytes, due: RunDueData) -> None:
+    async def _deliver_gated(self, key: bytes, due: RunDueData, prepared: PreparedCall | None) -> None:
         """Deliver within the default flow limit of this executor."""
         flow = (due.tenant_id, due.delivery.flow)
         await self._local_flows.acquire(flow)
         try:
-            await self._deliver(key, due)
+            await self._deliver(key, due, prepared)
         finally:
             self._local_flows.release(flow)
 
@@ -598,7 +612,7 @@ class Executor:
         if self._consumer is not None and tp in self._consumer.assignment():
             self._consumer.resume(tp)
 
-    async def _deliver(self, key: bytes, due: RunDueData) -> None:
+    async def _deliver(self, key: bytes, due: RunDueData, prepared: PreparedCall | None = None) -> None:
         age = utcnow() - due.age_origin
         tenant_slots = self._tenants.get(due.tenant_id)
         if tenant_slots is None:
@@ -616,7 +630,7 @@ class Executor:
                 if not secrets:
                     result = CallResult(False, None, "no signing key for tenant", None, 0, retryable=True)
                 else:
-                    result = await call(self._client, due, secrets)
+                    result = await call(self._client, due, secrets, prepared)
                 permanent_reason = None if result.retryable else f"permanent failure: {result.error}"
                 self.metrics.duration.observe(result.duration_ms / 1000)
         finished = utcnow()

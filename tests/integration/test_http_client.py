@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -15,8 +16,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from services.executor.delivery import SIGNED_AHEAD_TOLERANCE_S, call, prepare
+from shared.events.runs import RunDueData, Trigger
+from shared.events.schedule import DeliverySpec, RetryPolicy
 from shared.httpclient import HttpClient, HttpError, InvalidRequest
 from shared.resolver import BlockedTarget, GuardedResolver
+from shared.runid import planned_run_id
+from shared.webhook_signing import verify
 
 Answer = Callable[["_Server", bytes], bytes | None]
 
@@ -353,3 +359,46 @@ async def test_https_refuses_a_certificate_for_another_name(tmp_path: Path) -> N
         with pytest.raises(HttpError, match="cannot connect"):
             await client.request("POST", f"https://localhost:{port}/hook", {}, b"{}", deadline_s=5)
         await client.close()
+
+
+def _header(request: bytes, name: bytes) -> str:
+    for line in request.split(b"\r\n"):
+        if line.lower().startswith(name + b":"):
+            return line.split(b":", 1)[1].strip().decode()
+    raise AssertionError(f"no {name!r} header")
+
+
+async def test_a_call_prepared_ahead_is_sent_as_signed_while_its_signature_is_recent() -> None:
+    """The executor signs a held run before its time; the call sends those bytes, or signs again when they went stale
+    or the tenant's keys changed meanwhile. Every request carries a signature that verifies."""
+    async with _serve(lambda s, r: _ok()) as server:
+        client = _client()
+        nominal = datetime.now(UTC).replace(microsecond=0)
+        schedule_id = uuid.uuid4()
+        due = RunDueData(
+            run_id=planned_run_id(schedule_id, nominal),
+            schedule_id=schedule_id,
+            tenant_id="acme",
+            schedule_version=1,
+            nominal_time=nominal,
+            planned_time=nominal,
+            trigger=Trigger.SCHEDULE,
+            delivery=DeliverySpec(url=f"http://127.0.0.1:{server.port}/hook", body={"n": 1}),
+            retry_policy=RetryPolicy(),
+        )
+        secret, rotated = "whsec_" + "a" * 44, "whsec_" + "b" * 44
+        now = int(datetime.now(UTC).timestamp())
+        recent = prepare(client, due, [secret], now + 1)
+        stale = prepare(client, due, [secret], now - SIGNED_AHEAD_TOLERANCE_S - 30)
+        assert recent is not None and stale is not None
+        for prepared, secrets in ((recent, [secret]), (stale, [secret]), (recent, [rotated])):
+            result = await call(client, due, secrets, prepared)
+            assert result.ok, result.error
+        await client.close()
+    sent_recent, sent_stale, sent_rotated = server.requests
+    assert sent_recent == recent.payload, "a recent prepared request goes out unchanged"
+    assert int(_header(sent_stale, b"webhook-timestamp")) >= now, "a stale one is signed again at the call"
+    for request, key in ((sent_recent, secret), (sent_stale, secret), (sent_rotated, rotated)):
+        body = request.split(b"\r\n\r\n", 1)[1]
+        stamp = int(_header(request, b"webhook-timestamp"))
+        assert verify(str(due.run_id), stamp, body, _header(request, b"webhook-signature"), key)
