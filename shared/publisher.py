@@ -5,6 +5,10 @@ records spread over time and over a dozen partitions mature at different moments
 produce requests. Each request costs the client an encode, a write and a response decode, and the broker far
 more. Collecting records here and handing them to the producer together makes their batches mature at the
 same instant: one request for all of them (docs/decisions.md, "One produce request per interval").
+
+A round fills one record batch per partition itself (``create_batch``/``send_batch``) instead of handing the
+producer one record at a time: its ``send`` cost a future, a partitioner call (murmur2 in Python) and the
+accumulator's bookkeeping per record. Keyed records land where the producer's own partitioner puts them.
 """
 
 from __future__ import annotations
@@ -12,10 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Sequence
+from functools import lru_cache
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
+from aiokafka.partitioner import murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 log = logging.getLogger(__name__)
 
@@ -89,22 +97,61 @@ class BatchPublisher:
                 return
 
     async def _send(self, batch: list[_Item]) -> None:
-        # Every record is appended before this task yields, so the producer's sender finds all of them ready
+        # Every batch is handed over before this task yields, so the producer's sender finds all of them ready
         # at once and sends one request per broker.
-        for n, item in enumerate(batch):
+        try:
+            partitions = {topic: sorted(await self._producer.partitions_for(topic)) for topic in {i[0] for i in batch}}
+        except Exception as exc:  # noqa: BLE001 - no metadata: the broker is away (or the topic is missing)
+            self._failed(batch, exc)
+            return
+        open_batches: dict[tuple[str, int], tuple[BatchBuilder, list[_Item]]] = {}
+        full: list[tuple[str, int, BatchBuilder, list[_Item]]] = []
+        for item in batch:
             topic, value, key, headers, future = item
             if future.done():
                 continue
             try:
-                ack = await self._producer.send(topic, value, key=key, headers=list(headers))
-            except Exception as exc:  # noqa: BLE001 - kept for the next round if the broker is away, else the caller's
+                # The producer's own check (the record against max_request_size), as its ``send`` makes it.
+                self._producer._serialize(key, value, headers)
+            except Exception as exc:  # noqa: BLE001 - this record's fault: only its caller hears of it
+                future.set_exception(exc)
+                continue
+            partition = _partition(key, partitions[topic])
+            slot = open_batches.get((topic, partition))
+            if slot is None:
+                slot = open_batches[topic, partition] = (self._producer.create_batch(), [])
+            if slot[0].append(timestamp=None, key=key, value=value, headers=list(headers)) is None:
+                # The batch is full: it goes as it is, and the record starts the partition's next one.
+                full.append((topic, partition, *slot))
+                slot = open_batches[topic, partition] = (self._producer.create_batch(), [])
+                # A record larger than a batch still fits an empty one: the producer sends it alone.
+                slot[0].append(timestamp=None, key=key, value=value, headers=list(headers))
+            slot[1].append(item)
+        full.extend((topic, partition, *slot) for (topic, partition), slot in open_batches.items())
+        for n, (topic, partition, builder, items) in enumerate(full):
+            if not items:
+                continue
+            try:
+                ack = await self._producer.send_batch(builder, topic, partition=partition)
+            except Exception as exc:  # noqa: BLE001 - kept for the next round if the broker is away, else the callers'
                 if not _broker_away(exc):
-                    future.set_exception(exc)
+                    for *_, future in items:
+                        if not future.done():
+                            future.set_exception(exc)
                     continue
-                self._failed(batch[n:], exc)
+                self._failed([i for *_, rest in full[n:] for i in rest], exc)
                 return
-            ack.add_done_callback(lambda done, i=item: self._settle(i, done))
+            ack.add_done_callback(lambda done, held=items: self._settle_all(held, done))
         self._retry_s = 0.0
+
+    def _settle_all(self, items: list[_Item], ack: asyncio.Future[object]) -> None:
+        """One batch's acknowledgement settles its records; a broker away keeps them all for a later round."""
+        exc = None if ack.cancelled() else ack.exception()
+        if exc is not None and _broker_away(exc):
+            self._failed([i for i in items if not i[4].done()], exc)
+            return
+        for item in items:
+            self._settle(item, ack)
 
     def _failed(self, items: list[_Item], exc: BaseException) -> None:
         """Keep records the broker did not take for a later round, backing off while it stays away."""
@@ -131,6 +178,18 @@ class BatchPublisher:
                 future.set_exception(exc)
         else:
             future.set_result(None)
+
+
+@lru_cache(maxsize=65536)
+def _keyed_partition(key: bytes, count: int) -> int:
+    """The producer's default partitioner for a key (murmur2, as Kafka's Java client): keys repeat, so it is cached."""
+    return int(murmur2(key) & 0x7FFFFFFF) % count
+
+
+def _partition(key: bytes | None, partitions: list[int]) -> int:
+    if key is None:
+        return random.choice(partitions)  # noqa: S311 - spreading load, not security
+    return partitions[_keyed_partition(key, len(partitions))]
 
 
 def _broker_away(exc: BaseException) -> bool:

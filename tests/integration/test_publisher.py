@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
+from aiokafka.partitioner import DefaultPartitioner
 
 from shared.kafka import build_producer
 from shared.publisher import BatchPublisher, PublisherStopped
@@ -49,6 +50,26 @@ async def test_records_from_many_tasks_all_land_and_are_acknowledged(settings: S
     assert all(dict(r.headers).get("tenant") == b"acme" for r in records)
 
 
+async def test_records_land_on_the_partition_of_their_key_in_order_beyond_one_batch(settings: Settings) -> None:
+    """The round builds its own batches: a key's records land where the producer's partitioner (Kafka's murmur2)
+    puts them, and in order even when one partition's share of a round fills several batches."""
+    topic = topic_name(settings, RUNS_RESULTS)
+    keys = [str(uuid.uuid4()) for _ in range(40)]
+    hot = keys[0]
+    async with _publishing(settings, 0.05) as publisher:
+        # 300 records of 1 KiB for one key: about 20 of the producer's 16 KiB batches in one round.
+        acks = [publisher.publish(topic, b"%04d" % n + b"x" * 1020, hot.encode(), []) for n in range(300)]
+        acks += [publisher.publish(topic, b"other", k.encode(), []) for k in keys[1:]]
+        await asyncio.wait_for(asyncio.gather(*acks), 20)
+        partitions = sorted(await publisher._producer.partitions_for(topic))
+    records = await read_records(settings, topic, keys=keys, count=300 + len(keys) - 1)
+    hot_records = [r for r in records if r.key == hot.encode()]
+    assert [r.value[:4] for r in hot_records] == [b"%04d" % n for n in range(300)]
+    partitioner = DefaultPartitioner()
+    for record in records:
+        assert record.partition == partitioner(record.key, partitions, partitions), record.key
+
+
 async def test_stop_hands_over_what_is_pending(settings: Settings) -> None:
     topic = topic_name(settings, RUNS_RESULTS)
     producer = await _started(settings)
@@ -82,11 +103,14 @@ class _Flaky:
         self._producer = producer
         self.refusals = refusals
 
-    async def send(self, *args: Any, **kwargs: Any) -> Any:
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._producer, name)
+
+    async def send_batch(self, *args: Any, **kwargs: Any) -> Any:
         if self.refusals > 0:
             self.refusals -= 1
             raise KafkaConnectionError("broker away")
-        return await self._producer.send(*args, **kwargs)
+        return await self._producer.send_batch(*args, **kwargs)
 
 
 async def test_records_wait_out_a_broker_outage_instead_of_failing(settings: Settings) -> None:
