@@ -17,7 +17,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from aiokafka import AIOKafkaProducer
@@ -38,6 +39,58 @@ _RETRY_FIRST_S = 0.5
 _RETRY_MAX_S = 5.0
 
 _Item = tuple[str, bytes, bytes | None, Headers, "asyncio.Future[None]"]
+# What ``fill_batches`` takes: topic, partition (None: the key's), key, value, headers.
+OutRecord = tuple[str, int | None, bytes | None, bytes, Headers]
+
+
+@dataclass(slots=True)
+class OutBatch:
+    """One record batch for one partition, and which of the caller's records it holds (their indexes, in order)."""
+
+    topic: str
+    partition: int
+    builder: BatchBuilder
+    members: list[int] = field(default_factory=list)
+
+
+async def topic_partitions(producer: AIOKafkaProducer, topics: set[str]) -> dict[str, list[int]]:
+    """Each topic's partitions, sorted; waits for metadata the producer does not have yet."""
+    return {topic: sorted(await producer.partitions_for(topic)) for topic in topics}
+
+
+def fill_batches(
+    producer: AIOKafkaProducer,
+    partitions: dict[str, list[int]],
+    records: Sequence[OutRecord],
+    refuse: Callable[[int, Exception], None],
+) -> list[OutBatch]:
+    """Record batches for ``records``, ready for ``send_batch`` in the order given (a partition's records stay in
+    order across its batches). A record the producer would refuse (larger than ``max_request_size``) is passed to
+    ``refuse`` with its index and left out."""
+    open_batches: dict[tuple[str, int], OutBatch] = {}
+    out: list[OutBatch] = []
+    for n, (topic, partition, key, value, given) in enumerate(records):
+        headers = list(given)
+        try:
+            # The producer's own check (the record against max_request_size), as its ``send`` makes it.
+            producer._serialize(key, value, headers)
+        except Exception as exc:  # noqa: BLE001 - this record's fault: only its caller hears of it
+            refuse(n, exc)
+            continue
+        if partition is None:
+            partition = _partition(key, partitions[topic])
+        batch = open_batches.get((topic, partition))
+        if batch is None:
+            batch = open_batches[topic, partition] = OutBatch(topic, partition, producer.create_batch())
+        if batch.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+            # The batch is full: it goes as it is, and the record starts the partition's next one.
+            out.append(batch)
+            batch = open_batches[topic, partition] = OutBatch(topic, partition, producer.create_batch())
+            # A record larger than a batch still fits an empty one: the producer sends it alone.
+            batch.builder.append(timestamp=None, key=key, value=value, headers=headers)
+        batch.members.append(n)
+    out.extend(open_batches.values())
+    return out
 
 
 class BatchPublisher:
@@ -99,47 +152,25 @@ class BatchPublisher:
     async def _send(self, batch: list[_Item]) -> None:
         # Every batch is handed over before this task yields, so the producer's sender finds all of them ready
         # at once and sends one request per broker.
+        batch = [item for item in batch if not item[4].done()]
         try:
-            partitions = {topic: sorted(await self._producer.partitions_for(topic)) for topic in {i[0] for i in batch}}
+            partitions = await topic_partitions(self._producer, {item[0] for item in batch})
         except Exception as exc:  # noqa: BLE001 - no metadata: the broker is away (or the topic is missing)
             self._failed(batch, exc)
             return
-        open_batches: dict[tuple[str, int], tuple[BatchBuilder, list[_Item]]] = {}
-        full: list[tuple[str, int, BatchBuilder, list[_Item]]] = []
-        for item in batch:
-            topic, value, key, headers, future = item
-            if future.done():
-                continue
+        records = [(topic, None, key, value, headers) for topic, value, key, headers, _ in batch]
+        batches = fill_batches(self._producer, partitions, records, lambda n, exc: batch[n][4].set_exception(exc))
+        for n, out in enumerate(batches):
+            items = [batch[i] for i in out.members]
             try:
-                # The producer's own check (the record against max_request_size), as its ``send`` makes it.
-                self._producer._serialize(key, value, headers)
-            except Exception as exc:  # noqa: BLE001 - this record's fault: only its caller hears of it
-                future.set_exception(exc)
-                continue
-            partition = _partition(key, partitions[topic])
-            slot = open_batches.get((topic, partition))
-            if slot is None:
-                slot = open_batches[topic, partition] = (self._producer.create_batch(), [])
-            if slot[0].append(timestamp=None, key=key, value=value, headers=list(headers)) is None:
-                # The batch is full: it goes as it is, and the record starts the partition's next one.
-                full.append((topic, partition, *slot))
-                slot = open_batches[topic, partition] = (self._producer.create_batch(), [])
-                # A record larger than a batch still fits an empty one: the producer sends it alone.
-                slot[0].append(timestamp=None, key=key, value=value, headers=list(headers))
-            slot[1].append(item)
-        full.extend((topic, partition, *slot) for (topic, partition), slot in open_batches.items())
-        for n, (topic, partition, builder, items) in enumerate(full):
-            if not items:
-                continue
-            try:
-                ack = await self._producer.send_batch(builder, topic, partition=partition)
+                ack = await self._producer.send_batch(out.builder, out.topic, partition=out.partition)
             except Exception as exc:  # noqa: BLE001 - kept for the next round if the broker is away, else the callers'
                 if not _broker_away(exc):
                     for *_, future in items:
                         if not future.done():
                             future.set_exception(exc)
                     continue
-                self._failed([i for *_, rest in full[n:] for i in rest], exc)
+                self._failed([batch[i] for later in batches[n:] for i in later.members], exc)
                 return
             ack.add_done_callback(lambda done, held=items: self._settle_all(held, done))
         self._retry_s = 0.0

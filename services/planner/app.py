@@ -68,6 +68,7 @@ from shared.events.schedule import ScheduleState
 from shared.identity import instance_id
 from shared.kafka import BATCH_LINGER_MS
 from shared.partitioning import key_partition
+from shared.publisher import OutBatch, OutRecord, fill_batches, topic_partitions
 from shared.schedule import FireTime
 from shared.settings import Settings
 from shared.timefmt import utcnow
@@ -271,11 +272,17 @@ class Planner:
 
     # -- publishing -----------------------------------------------------------------------------------------
 
-    async def _send(self, topic: str, key: bytes, event: Envelope) -> Awaitable[Any]:
-        """Hand one record to the producer; the returned future resolves on the broker's acknowledgement."""
-        headers = [("tenant", event.tenant.encode()), ("content-type", CONTENT_TYPE.encode())]
-        fut: Awaitable[Any] = await self.app.producer.send(topic, key, encode_event(event), None, None, headers)
-        return fut
+    async def _send_all(self, records: list[OutRecord]) -> list[tuple[OutBatch, Awaitable[Any]]]:
+        """Hand records to the producer as one batch per partition; each batch's future resolves on the broker's
+        acknowledgement (to its first record's metadata). A record too large for Kafka raises."""
+        producer = self.app.kafka_producer()
+        partitions = await topic_partitions(producer, {r[0] for r in records})
+
+        def refuse(_: int, exc: Exception) -> None:
+            raise exc
+
+        batches = fill_batches(producer, partitions, records, refuse)
+        return [(b, await producer.send_batch(b.builder, b.topic, partition=b.partition)) for b in batches]
 
     def _records(self, key: bytes, firing: Firing) -> Iterable[tuple[str, bytes, Envelope]]:
         now = utcnow()
@@ -288,9 +295,11 @@ class Planner:
     async def _publish(self, records: Iterable[tuple[str, bytes, Envelope]]) -> None:
         """Publish records together and wait until the broker has acknowledged every one."""
         started = time.monotonic()
-        futures = [await self._send(topic, key, event) for topic, key, event in records]
-        if futures:
-            await asyncio.gather(*futures)
+        out: list[OutRecord] = [
+            (topic, None, key, encode_event(event), _headers(event)) for topic, key, event in records
+        ]
+        if out:
+            await asyncio.gather(*(ack for _, ack in await self._send_all(out)))
             self.metrics.publish_ack.observe(time.monotonic() - started)
 
     def _count(self, firing: Firing) -> None:
@@ -664,6 +673,10 @@ class Planner:
             self.cache.release(partition)
         self.gate.forget(gone)
         self.metrics.partitions.set(len(self.cache.owned()))
+
+
+def _headers(event: Envelope) -> list[tuple[str, bytes]]:
+    return [("tenant", event.tenant.encode()), ("content-type", CONTENT_TYPE.encode())]
 
 
 def _rocksdb_options(settings: Settings) -> dict[str, Any]:

@@ -17,17 +17,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol, cast
 
 import faust
+from aiokafka import AIOKafkaProducer
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 from rocksdict import WriteBatch
 from yarl import URL
 
 from shared.partitioning import key_partition
+from shared.publisher import OutBatch, fill_batches
 
 log = logging.getLogger(__name__)
+
+
+class KafkaProducing(Protocol):
+    """The app the table belongs to can hand over its aiokafka producer (``PlannerApp``)."""
+
+    def kafka_producer(self) -> AIOKafkaProducer: ...
 
 
 class _KeyPartitionedRocksDB(RocksDBStore):
@@ -93,23 +101,33 @@ class PartitionerTable(faust.Table[bytes, bytes]):
             for _, key, value in rows:
                 store[key] = value
         topic = self.changelog_topic.get_topic_name()
-        sent: list[tuple[int, Awaitable[Any]]] = []
-        for partition, key, value in rows:
-            sent.append((partition, await self.app.producer.send(topic, key, value, partition, None, None)))
-        if sent:
-            task = asyncio.create_task(self._persist_offsets(topic, sent))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+        if not rows:
+            return
+        # Whole batches to the aiokafka producer under Faust's: a send per row cost a future and the accumulator's
+        # bookkeeping for each of them, twice per fire with the run's own record.
+        producer = cast("KafkaProducing", self.app).kafka_producer()
+        records = [(topic, partition, key, value, ()) for partition, key, value in rows]
 
-    async def _persist_offsets(self, topic: str, sent: list[tuple[int, Awaitable[Any]]]) -> None:
+        def refuse(_: int, exc: Exception) -> None:
+            raise exc
+
+        batches = fill_batches(producer, {}, records, refuse)
+        sent = [(b, await producer.send_batch(b.builder, topic, partition=b.partition)) for b in batches]
+        task = asyncio.create_task(self._persist_offsets(topic, sent))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _persist_offsets(self, topic: str, sent: list[tuple[OutBatch, Awaitable[Any]]]) -> None:
         try:
-            acked = await asyncio.gather(*(fut for _, fut in sent))
+            acked = await asyncio.gather(*(ack for _, ack in sent))
         except Exception:  # noqa: BLE001 - see write_many: a lost cursor write repeats a fire
-            log.exception("writing %d cursors to the changelog failed", len(sent))
+            log.exception("writing %d cursor batches to the changelog failed", len(sent))
             return
         highest: dict[int, int] = {}
-        for (partition, _), meta in zip(sent, acked, strict=True):
-            highest[partition] = max(highest.get(partition, -1), meta.offset)
+        for (batch, _), meta in zip(sent, acked, strict=True):
+            # A batch's acknowledgement carries its first record's offset; its records follow one by one.
+            last = meta.offset + len(batch.members) - 1
+            highest[batch.partition] = max(highest.get(batch.partition, -1), last)
         for partition, offset in highest.items():
             self.data.set_persisted_offset(TP(topic, partition), offset)
 

@@ -77,6 +77,11 @@ class PlannerApp(faust.App):
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
 
+    def kafka_producer(self) -> aiokafka.AIOKafkaProducer:
+        """The aiokafka producer under Faust's: the planner hands it whole record batches (``fill_batches``)."""
+        producer: aiokafka.AIOKafkaProducer = self.producer._ensure_producer()  # type: ignore[attr-defined]
+        return producer
+
     def rejoin_group(self) -> None:
         self._consumer_thread().rejoin()
 
