@@ -17,9 +17,10 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
@@ -91,6 +92,20 @@ def fill_batches(
         batch.members.append(n)
     out.extend(open_batches.values())
     return out
+
+
+async def send_all(
+    producer: AIOKafkaProducer, partitions: dict[str, list[int]], records: Sequence[OutRecord]
+) -> list[tuple[OutBatch, Awaitable[Any]]]:
+    """Hand ``records`` to the producer as one batch per partition (``fill_batches``), all before yielding to its
+    sender; each batch comes with the future of the broker's acknowledgement (its first record's metadata).
+    A record the producer refuses raises: callers with a single owner for every record use this."""
+
+    def refuse(_: int, exc: Exception) -> None:
+        raise exc
+
+    batches = fill_batches(producer, partitions, records, refuse)
+    return [(b, await producer.send_batch(b.builder, b.topic, partition=b.partition)) for b in batches]
 
 
 class BatchPublisher:

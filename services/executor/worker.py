@@ -442,7 +442,8 @@ class Executor:
 
     def _prepared(self, due: RunDueData, at: datetime) -> PreparedCall | None:
         """The request built and signed now for the call at ``at``, when nothing stands between the run and its call
-        that could outlast the signature (a flow limit of its own, an attempt too old to make)."""
+        that could hold it back (a flow limit of its own); without one, the call builds its request when it is made.
+        A prepared call whose signature has gone stale by then is signed again (``PreparedCall``)."""
         limited = self.flow_limits and self.flow_limits.get(due.tenant_id, due.delivery.flow) is not None
         if self._client is None or limited:
             return None

@@ -68,7 +68,7 @@ from shared.events.schedule import ScheduleState
 from shared.identity import instance_id
 from shared.kafka import BATCH_LINGER_MS
 from shared.partitioning import key_partition
-from shared.publisher import OutBatch, OutRecord, fill_batches, topic_partitions
+from shared.publisher import OutBatch, OutRecord, send_all, topic_partitions
 from shared.schedule import FireTime
 from shared.settings import Settings
 from shared.timefmt import utcnow
@@ -276,13 +276,7 @@ class Planner:
         """Hand records to the producer as one batch per partition; each batch's future resolves on the broker's
         acknowledgement (to its first record's metadata). A record too large for Kafka raises."""
         producer = self.app.kafka_producer()
-        partitions = await topic_partitions(producer, {r[0] for r in records})
-
-        def refuse(_: int, exc: Exception) -> None:
-            raise exc
-
-        batches = fill_batches(producer, partitions, records, refuse)
-        return [(b, await producer.send_batch(b.builder, b.topic, partition=b.partition)) for b in batches]
+        return await send_all(producer, await topic_partitions(producer, {r[0] for r in records}), records)
 
     def _records(self, key: bytes, firing: Firing) -> Iterable[tuple[str, bytes, Envelope]]:
         now = utcnow()

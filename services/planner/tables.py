@@ -27,7 +27,7 @@ from rocksdict import WriteBatch
 from yarl import URL
 
 from shared.partitioning import key_partition
-from shared.publisher import OutBatch, fill_batches
+from shared.publisher import OutBatch, send_all
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +107,7 @@ class PartitionerTable(faust.Table[bytes, bytes]):
         # bookkeeping for each of them, twice per fire with the run's own record.
         producer = cast("KafkaProducing", self.app).kafka_producer()
         records = [(topic, partition, key, value, ()) for partition, key, value in rows]
-
-        def refuse(_: int, exc: Exception) -> None:
-            raise exc
-
-        batches = fill_batches(producer, {}, records, refuse)
-        sent = [(b, await producer.send_batch(b.builder, topic, partition=b.partition)) for b in batches]
+        sent = await send_all(producer, {}, records)
         task = asyncio.create_task(self._persist_offsets(topic, sent))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)

@@ -78,7 +78,7 @@ class PlannerApp(faust.App):
         return _Transport(self.conf.broker_consumer, self)
 
     def kafka_producer(self) -> aiokafka.AIOKafkaProducer:
-        """The aiokafka producer under Faust's: the planner hands it whole record batches (``fill_batches``)."""
+        """The aiokafka producer under Faust's: the planner hands it whole record batches (``send_all``)."""
         producer: aiokafka.AIOKafkaProducer = self.producer._ensure_producer()  # type: ignore[attr-defined]
         return producer
 
