@@ -36,6 +36,10 @@ _IDLE_PER_TARGET = 64
 # ``asyncio.timeout`` per call, which was a tenth of the executor's CPU in a burst. A deadline is met to within this.
 _SWEEP_S = 0.05
 
+# Per call, the client uses the event loop it was bound to on its first call rather than asking for the running one:
+# on Python 3.11 every ``asyncio.get_running_loop()`` makes a ``getpid`` system call (a check for forks), and a
+# handful of them per call were 7% of the executor's CPU.
+
 
 class HttpError(Exception):
     """The call did not produce a response: refused, reset, closed early, or an unreadable answer."""
@@ -92,6 +96,7 @@ class _Connection(asyncio.Protocol):
         "_body_size",
         "_excerpt",
         "_excerpt_limit",
+        "_loop",
         "_parser",
         "_retry_after",
         "_status",
@@ -103,7 +108,8 @@ class _Connection(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, excerpt_limit: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, excerpt_limit: int) -> None:
+        self._loop = loop
         self._excerpt_limit = excerpt_limit
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -172,7 +178,7 @@ class _Connection(asyncio.Protocol):
 
     def send(self, request: bytes) -> asyncio.Future[Response]:
         assert self.transport is not None  # noqa: S101 - connected
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = self._loop.create_future()
         self._status, self._retry_after, self._body_size = 0, None, 0
         self._excerpt = bytearray()
         self.received = False
@@ -225,6 +231,7 @@ class HttpClient:
         # Connections waiting for an answer, with their deadline on the loop's clock.
         self._waiting: dict[_Connection, float] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self._bound: asyncio.AbstractEventLoop | None = None
 
     async def request(
         self,
@@ -244,7 +251,7 @@ class HttpClient:
     async def send(self, url: str, payload: bytes, deadline_s: float) -> Response:
         """Send a request ``build`` made for ``url``; raises TimeoutError, HttpError, InvalidRequest, BlockedTarget."""
         target = _target(url)
-        deadline = asyncio.get_running_loop().time() + deadline_s
+        deadline = self._loop().time() + deadline_s
         key = (target.tls, target.host, target.port)
         connection = self._take_idle(key)
         if connection is not None:
@@ -258,6 +265,11 @@ class HttpClient:
         async with asyncio.timeout_at(deadline):
             connection = await self._connect(target)
         return await self._exchange(key, connection, payload, deadline)
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        if self._bound is None:
+            self._bound = asyncio.get_running_loop()
+        return self._bound
 
     def idle_count(self) -> int:
         """Connections kept open for reuse, over every target."""
@@ -309,7 +321,7 @@ class HttpClient:
         waiter = connection.send(payload)
         self._waiting[connection] = deadline
         if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_S, self._sweep)
+            self._sweeper = self._loop().call_later(_SWEEP_S, self._sweep)
         try:
             response = await waiter
         except BaseException:
@@ -328,7 +340,7 @@ class HttpClient:
 
     def _sweep(self) -> None:
         """Fail the calls past their deadline; runs every ``_SWEEP_S`` while any call is waiting."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop()
         now = loop.time()
         for connection, deadline in list(self._waiting.items()):
             if deadline <= now:
@@ -337,12 +349,12 @@ class HttpClient:
 
     async def _connect(self, target: _Target) -> _Connection:
         addresses = await self._resolver.resolve(target.host)
-        loop = asyncio.get_running_loop()
+        loop = self._loop()
         errors: list[str] = []
         for address in addresses:
             try:
                 _, protocol = await loop.create_connection(
-                    lambda: _Connection(self._excerpt_limit),
+                    lambda: _Connection(loop, self._excerpt_limit),
                     host=address,
                     port=target.port,
                     ssl=self._tls() if target.tls else None,

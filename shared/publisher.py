@@ -125,9 +125,12 @@ class BatchPublisher:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # Bound in ``start``: looking up the running loop per record costs a system call on Python 3.11.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._rounds(), name="batch-publisher")
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._rounds(), name="batch-publisher")
 
     async def stop(self) -> None:
         """Hand what is pending to the producer and stop; the producer's own stop flushes it to the broker.
@@ -145,9 +148,9 @@ class BatchPublisher:
         self._pending = []
 
     def publish(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> asyncio.Future[None]:
-        if self._stopping or self._task is None:
+        if self._stopping or self._task is None or self._loop is None:
             raise RuntimeError("publisher is not running")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[None] = self._loop.create_future()
         self._pending.append((topic, value, key, headers, future))
         self._wakeup.set()
         return future

@@ -193,6 +193,14 @@ class Executor:
         self._tenants: dict[str, asyncio.Semaphore] = {}
         self._stopping = asyncio.Event()
         self.consuming = False
+        # The loop this executor runs on, bound on first use: on Python 3.11 ``asyncio.get_running_loop()`` costs
+        # a system call (``getpid``), and the hot paths below would make several per run.
+        self._bound: asyncio.AbstractEventLoop | None = None
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._bound is None:
+            self._bound = asyncio.get_running_loop()
+        return self._bound
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -321,7 +329,7 @@ class Executor:
 
     async def _loop(self) -> None:
         assert self._consumer is not None  # noqa: S101 - set in run()
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         next_commit = loop.time() + _COMMIT_EVERY_S
         while not self._stopping.is_set():
             if self._offsets.pending() >= _MAX_PENDING:
@@ -398,7 +406,7 @@ class Executor:
         # thousands of held runs cost a heap entry each and add nothing for the garbage collector to walk. Shortly
         # before its time the run is parsed (``_prepare``), so a burst of runs due at one instant finds that work
         # done; the moment is spread over a window, so a burst's parsing interleaves with the loop's other work.
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         lead = _PREPARE_LEAD_S * (0.5 + 0.5 * random.random())  # noqa: S311 - spreading work, not security
         handle: asyncio.Handle
         if delay > lead:
@@ -429,7 +437,7 @@ class Executor:
         now = utcnow()
         delay = max(0.0, (due_at - now).total_seconds())
         ready = self._prepared(event.data, max(due_at, now))
-        handle = asyncio.get_running_loop().call_later(delay, self._release, tp, offset, key, event.data, ready)
+        handle = self._event_loop().call_later(delay, self._release, tp, offset, key, event.data, ready)
         if held is not None:
             held.handle = handle
         return handle
@@ -533,7 +541,7 @@ class Executor:
         if self.flow_limits and self.flow_limits.get(due.tenant_id, due.delivery.flow) is not None:
             self._route(tp, offset, key, due)
             return
-        task = asyncio.create_task(self._deliver_gated(key, due, prepared))
+        task = self._event_loop().create_task(self._deliver_gated(key, due, prepared))
         self._tasks[tp].add(task)
         tracker = self._offsets.trackers.get(tp)
 
@@ -606,7 +614,7 @@ class Executor:
             return True
         self._consumer.seek(tp, offset)
         self._consumer.pause(tp)
-        asyncio.get_running_loop().call_later(wait - _RETRY_HOLD_S, self._resume, tp)
+        self._event_loop().call_later(wait - _RETRY_HOLD_S, self._resume, tp)
         return False
 
     def _resume(self, tp: TopicPartition) -> None:
