@@ -30,6 +30,7 @@ from typing import Any
 from faust.types import TP
 
 from services.planner.changegate import ChangeGate
+from services.planner.due_records import DueRecords
 from services.planner.entries import (
     Cursor,
     PlanEntry,
@@ -77,6 +78,7 @@ from shared.topics import PLANNER_COMMANDS, RUNS_DUE, RUNS_RESULTS, SCHEDULES, t
 log = logging.getLogger(__name__)
 
 _IDLE_SLEEP_S = 0.05
+_CONTENT_TYPE = CONTENT_TYPE.encode()
 # Fires this close to their announce time go out with the current turn: the executor holds every run until
 # its planned time anyway, and fuller produce batches cost less per record.
 _BATCH_WINDOW = timedelta(milliseconds=20)
@@ -190,6 +192,7 @@ class Planner:
             processing_guarantee="at_least_once",
         )
         self._due_topic = topic_name(settings, RUNS_DUE)
+        self._due_records = DueRecords()
         self._results_topic = topic_name(settings, RUNS_RESULTS)
         self._schedules_name = topic_name(settings, SCHEDULES)
         self.schedules_topic = self._source(SCHEDULES)
@@ -278,20 +281,22 @@ class Planner:
         producer = self.app.kafka_producer()
         return await send_all(producer, await topic_partitions(producer, {r[0] for r in records}), records)
 
-    def _records(self, key: bytes, firing: Firing) -> Iterable[tuple[str, bytes, Envelope]]:
-        now = utcnow()
+    def _records(self, key: bytes, firing: Firing, now: datetime) -> Iterator[OutRecord]:
         for run in firing.due:
-            yield self._due_topic, key, RunDue(subject=str(run.schedule_id), tenant=run.tenant_id, time=now, data=run)
+            if run.trigger is Trigger.SCHEDULE:
+                # A fire of the schedule's plan: its record is the schedule version's, with the fire's values.
+                value = self._due_records.encode(run, now)
+            else:
+                value = encode_event(RunDue(subject=str(run.schedule_id), tenant=run.tenant_id, time=now, data=run))
+            yield self._due_topic, None, key, value, _headers(run.tenant_id)
         for skip in firing.skipped:
             event = RunSkipped(subject=str(skip.schedule_id), tenant=skip.tenant_id, time=now, data=skip)
-            yield self._results_topic, key, event
+            yield self._results_topic, None, key, encode_event(event), _headers(skip.tenant_id)
 
-    async def _publish(self, records: Iterable[tuple[str, bytes, Envelope]]) -> None:
+    async def _publish(self, records: Iterable[OutRecord]) -> None:
         """Publish records together and wait until the broker has acknowledged every one."""
         started = time.monotonic()
-        out: list[OutRecord] = [
-            (topic, None, key, encode_event(event), _headers(event)) for topic, key, event in records
-        ]
+        out = list(records)
         if out:
             await asyncio.gather(*(ack for _, ack in await self._send_all(out)))
             self.metrics.publish_ack.observe(time.monotonic() - started)
@@ -373,7 +378,8 @@ class Planner:
     async def _fire(self, claimed: list[_Claimed]) -> None:
         started = time.monotonic()
         try:
-            await self._publish(r for c in claimed for r in self._records(c.item.key, c.firing))
+            now = utcnow()
+            await self._publish(r for c in claimed for r in self._records(c.item.key, c.firing, now))
             if time.monotonic() - started > _OUTAGE_PUBLISH_S:
                 self.gate.close("the broker was unreachable", settle=True)
         except Exception:  # noqa: BLE001 - the fires go back on the heap and are tried again; nothing is lost
@@ -441,7 +447,7 @@ class Planner:
         """Apply changes in the order they came (a key may change more than once), then publish and store."""
         now = utcnow()
         changed: dict[bytes, PlanEntry] = {}
-        records: list[tuple[str, bytes, Envelope]] = []
+        records: list[OutRecord] = []
         for key, decoded in changes:
             entry = changed[key] if key in changed else self.entry(key)
             if isinstance(decoded, ScheduleUpserted):
@@ -459,7 +465,7 @@ class Planner:
                     reason="schedule changed",
                 )
                 event = RunCancelled(subject=str(data.schedule_id), tenant=data.tenant_id, time=now, data=data)
-                records.append((self._due_topic, key, event))
+                records.append((self._due_topic, None, key, encode_event(event), _headers(data.tenant_id)))
                 if new.open_run == cancel.run_id:
                     # A cancelled run never reports an outcome; it must not hold the schedule back.
                     new = new.model_copy(update={"open_run": None, "open_nominal": None})
@@ -485,7 +491,7 @@ class Planner:
         if entry is None or entry.open_run != run_id:
             return
         firing = finish(entry, run_id, utcnow())
-        await self._publish(self._records(key, firing))
+        await self._publish(self._records(key, firing, utcnow()))
         self._count(firing)
         await self._store([(key_partition(key, self._partitions), key, firing.after)])
 
@@ -515,7 +521,7 @@ class Planner:
                     )
                 )
         firing = Firing(entry, due=runs)
-        await self._publish(self._records(key, firing))
+        await self._publish(self._records(key, firing, utcnow()))
         self._count(firing)
 
     async def _await_entry(self, key: bytes, version: int) -> PlanEntry | None:
@@ -669,8 +675,8 @@ class Planner:
         self.metrics.partitions.set(len(self.cache.owned()))
 
 
-def _headers(event: Envelope) -> list[tuple[str, bytes]]:
-    return [("tenant", event.tenant.encode()), ("content-type", CONTENT_TYPE.encode())]
+def _headers(tenant: str) -> list[tuple[str, bytes]]:
+    return [("tenant", tenant.encode()), ("content-type", _CONTENT_TYPE)]
 
 
 def _rocksdb_options(settings: Settings) -> dict[str, Any]:

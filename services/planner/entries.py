@@ -186,14 +186,15 @@ def apply_delete(entry: PlanEntry | None, version: int, now: datetime) -> tuple[
     return _with_next(withdrawn, None, announced=[]), cancels
 
 
-def advance(entry: PlanEntry, fired: FireTime) -> PlanEntry:
-    """The entry after ``fired`` was published: count it and plan the next one."""
+def advance(entry: PlanEntry, fired: FireTime, run_id: uuid.UUID | None = None) -> PlanEntry:
+    """The entry after ``fired`` was published: count it and plan the next one. ``run_id`` is the fire's
+    (``planned_run_id``), when the caller has worked it out already."""
     run_count = entry.run_count + 1
     fire = next_fire_after(
         plan_spec(entry.schedule, entry.schedule.id, entry.schedule.created_at), fired.nominal, run_count
     )
     announced = Announced(
-        run_id=planned_run_id(entry.schedule.id, fired.nominal), nominal=fired.nominal, planned=fired.planned
+        run_id=run_id or planned_run_id(entry.schedule.id, fired.nominal), nominal=fired.nominal, planned=fired.planned
     )
     # Runs whose time has passed can no longer be cancelled; forget them.
     recent = [a for a in entry.announced if a.planned > fired.planned - _ANNOUNCED_MEMORY][-_ANNOUNCED_MAX:]

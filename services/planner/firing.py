@@ -35,10 +35,10 @@ class Firing:
     skipped: list[RunSkippedData] = field(default_factory=list)
 
 
-def due_data(entry: PlanEntry, fire: FireTime, *, final: bool) -> RunDueData:
+def due_data(entry: PlanEntry, fire: FireTime, *, final: bool, run_id: uuid.UUID | None = None) -> RunDueData:
     state = entry.schedule
     return RunDueData(
-        run_id=planned_run_id(state.id, fire.nominal),
+        run_id=run_id or planned_run_id(state.id, fire.nominal),
         schedule_id=state.id,
         tenant_id=state.tenant_id,
         schedule_version=state.version,
@@ -132,9 +132,10 @@ def fire(entry: PlanEntry, now: datetime) -> Firing:
         return Firing(after, skipped=[skip])
     decision = overlap_decision(entry, now)
     if decision is Overlap.FIRE:
-        after = advance(entry, nxt)
-        run = due_data(entry, nxt, final=after.next_nominal is None)
-        return Firing(opened(after, run.run_id, nxt.nominal), due=[run])
+        run_id = planned_run_id(entry.schedule.id, nxt.nominal)
+        after = advance(entry, nxt, run_id)
+        run = due_data(entry, nxt, final=after.next_nominal is None, run_id=run_id)
+        return Firing(opened(after, run_id, nxt.nominal), due=[run])
     after = skip_over(entry, nxt, buffer=decision is Overlap.BUFFER)
     if decision is Overlap.BUFFER:
         return Firing(after)
