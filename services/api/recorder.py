@@ -34,6 +34,7 @@ from shared.events import (
     RunSucceeded,
     decode_event,
 )
+from shared.events.probe import DueRow, probe_due_row
 from shared.events.runs import RunStatus, Trigger
 from shared.events.schedule import ScheduleStatus
 from shared.identity import instance_id
@@ -74,13 +75,14 @@ class Recorder:
         self.engine = engine
         self.registry = CollectorRegistry()
         self.recorded = Counter("chime_recorder_events_total", "Events recorded", ["type"], registry=self.registry)
+        self._due_topic = topic_name(settings, RUNS_DUE)
         self.batch_seconds = Histogram("chime_recorder_batch_seconds", "Batch write time", registry=self.registry)
         self.runtime = ConsumerRuntime(
             settings,
             service="recorder",
             group="recorder",
             instance=instance_id(settings, "recorder"),
-            topics=[topic_name(settings, RUNS_DUE), topic_name(settings, RUNS_RESULTS)],
+            topics=[self._due_topic, topic_name(settings, RUNS_RESULTS)],
             handler=self.handle,
             registry=self.registry,
             engine=engine,
@@ -100,10 +102,15 @@ class Recorder:
 
     async def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         """Write a batch of records; undecodable ones are set aside in quarantine first."""
-        events: list[Envelope] = []
+        events: list[Envelope | DueRow] = []
         for record in records:
+            raw = record.value or b""
+            row = probe_due_row(raw) if record.topic == self._due_topic else None
+            if row is not None:
+                events.append(row)
+                continue
             try:
-                events.append(decode_event(record.value or b""))
+                events.append(decode_event(raw))
             except EventDecodeError as exc:
                 await self.runtime.set_aside(record, f"undecodable: {exc}")
         with self.batch_seconds.time():
@@ -134,8 +141,8 @@ class Recorder:
                 log.error("undecodable record skipped", extra={"raw": raw[:2048]})
         await self.write_events(events)
 
-    async def write_events(self, events: list[Envelope]) -> None:
-        """Write a batch of events in one transaction."""
+    async def write_events(self, events: Sequence[Envelope | DueRow]) -> None:
+        """Write a batch of events in one transaction (a first-hand ``run.due`` may come as its row values)."""
         async with self.engine.begin() as conn:
             batch = RunBatch()
             notices: list[tuple[str, str, str, str, str]] = []
@@ -143,7 +150,7 @@ class Recorder:
                 if isinstance(event, RunDeadLettered | RunSkipped):
                     kind = "run.dead_lettered" if isinstance(event, RunDeadLettered) else "run.skipped"
                     notices.append((event.tenant, kind, event.subject, event.id, event.data.model_dump_json()))
-                if isinstance(event, RunDue) and event.data.trigger is not Trigger.REPLAY:
+                if isinstance(event, DueRow | RunDue) and event.data.trigger is not Trigger.REPLAY:
                     batch.add_due(event.data)
                     if event.data.final and event.data.trigger is Trigger.SCHEDULE:
                         batch.add_completion(event.data.schedule_id, event.data.schedule_version)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shared.events.probe import DueRowData
 from shared.events.runs import RunDueData, RunOutcomeData, RunStatus
 
 # An outcome outranks a skip: a cancel that reached the history after the call had started (it cannot stop it)
@@ -50,7 +51,9 @@ class RunBatch:
     def __bool__(self) -> bool:
         return bool(self.runs or self.statuses or self.attempts or self.completions)
 
-    def _add_run(self, d: RunDueData | RunOutcomeData, planned: datetime | None, status: RunStatus) -> None:
+    def _add_run(
+        self, d: RunDueData | DueRowData | RunOutcomeData, planned: datetime | None, status: RunStatus
+    ) -> None:
         """The run row as the first event of the run in this batch would create it."""
         self.runs.setdefault(
             d.run_id,
@@ -65,7 +68,7 @@ class RunBatch:
             },
         )
 
-    def add_due(self, d: RunDueData) -> None:
+    def add_due(self, d: RunDueData | DueRowData) -> None:
         self._add_run(d, d.planned_time, RunStatus.QUEUED)
 
     def add_completion(self, schedule_id: uuid.UUID, version: int) -> None:

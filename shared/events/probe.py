@@ -1,7 +1,9 @@
 """Light reads of run records: only the fields a consumer decides on, not the whole event.
 
 The DLQ service sees every record on ``chime.runs.results`` but acts only on replayed successes; the executor
-holds announced runs until their time and needs only when, and which run, to do so.
+holds announced runs until their time and needs only when, and which run, to do so; the recorder writes a row for
+every announced run and needs only the row's values, not the delivery and retry policy (and their validators),
+which were a fifth of its work.
 """
 
 from __future__ import annotations
@@ -110,3 +112,41 @@ def probe_run(raw: bytes) -> RunProbe:
         return RunProbe.model_validate_json(raw)
     except ValidationError as exc:
         raise EventDecodeError(f"not a run event: {exc.error_count()} error(s)") from exc
+
+
+class DueRowData(BaseModel):
+    """The values of a ``run.due`` that its run's history row holds."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    run_id: uuid.UUID
+    schedule_id: uuid.UUID
+    tenant_id: str
+    schedule_version: int
+    nominal_time: Instant
+    planned_time: Instant
+    trigger: Trigger = Trigger.SCHEDULE
+    final: bool = False
+
+
+class DueRow(BaseModel):
+    """A ``run.due`` as the run history reads it (``probe_due_row``)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    type: str
+    data: DueRowData
+
+
+def probe_due_row(raw: bytes) -> DueRow | None:
+    """The row values of a first-hand ``run.due`` (not a replay, which reopens a row and needs the whole event);
+    None for any other record, or one this cannot read (the full decode then has the last word)."""
+    if b'"type":"' + _DUE.encode() + b'"' not in raw:
+        return None
+    try:
+        row = DueRow.model_validate_json(raw)
+    except ValidationError:
+        return None
+    if row.type != _DUE or row.data.trigger is Trigger.REPLAY:
+        return None
+    return row

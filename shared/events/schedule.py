@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from enum import StrEnum
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -38,8 +39,12 @@ RESERVED_HEADER_PREFIXES = ("webhook-", "chime-")
 RESERVED_HEADERS = frozenset({"idempotency-key", "user-agent"})
 
 
+@lru_cache(maxsize=4096)
 def plain_http_url(value: str) -> str:
-    """``value`` if it is an http(s) URL with a host, a valid port and no credentials; else ValueError."""
+    """``value`` if it is an http(s) URL with a host, a valid port and no credentials; else ValueError.
+
+    Cached: every run event carries its schedule's URL and is validated by each service that reads it in full, and
+    schedules fire the same URL over and over (a rejected URL raises again, uncached)."""
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https"):
         raise ValueError("url must be http or https")

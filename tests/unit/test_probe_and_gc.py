@@ -1,4 +1,4 @@
-"""The executor's light read of run records, and the collector-pause metric."""
+"""The light reads of run records (the executor's, the recorder's), and the collector-pause metric."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry
 
 from shared.errors import EventDecodeError
 from shared.events import RunCancelled, RunDue, RunSucceeded, ScheduleStopped, encode_event
-from shared.events.probe import probe_run
-from shared.events.runs import RunCancelledData, RunDueData
+from shared.events.probe import probe_due_row, probe_run
+from shared.events.runs import RunCancelledData, RunDueData, Trigger
 from shared.events.schedule import DeliverySpec, RetryPolicy, ScheduleStoppedData, StoppedVersion
 from shared.gcpause import GcPauses
 
@@ -43,6 +43,28 @@ def test_probe_reads_what_holding_a_run_needs() -> None:
     assert probe.data.attempt == 3
     assert probe.data.planned_time == data.planned_time
     assert probe.data.not_before == data.not_before
+
+
+def test_the_recorder_reads_a_due_runs_row_values_and_nothing_else() -> None:
+    data = _due(final=True)
+    row = probe_due_row(encode_event(RunDue(subject="s", tenant="acme", time=_NOMINAL, data=data)))
+    assert row is not None
+    assert (row.data.run_id, row.data.schedule_id, row.data.tenant_id) == (data.run_id, data.schedule_id, "acme")
+    assert (row.data.nominal_time, row.data.planned_time) == (data.nominal_time, data.planned_time)
+    assert row.data.schedule_version == 1 and row.data.final and row.data.trigger is Trigger.SCHEDULE
+
+
+def test_the_recorder_reads_replays_cancels_and_broken_records_in_full() -> None:
+    replay = _due(trigger=Trigger.REPLAY)
+    assert probe_due_row(encode_event(RunDue(subject="s", tenant="acme", time=_NOMINAL, data=replay))) is None
+    cancel = RunCancelledData(
+        run_id=uuid.uuid4(), schedule_id=uuid.uuid4(), tenant_id="acme", nominal_time=_NOMINAL, reason="paused"
+    )
+    assert probe_due_row(encode_event(RunCancelled(subject="s", tenant="acme", time=_NOMINAL, data=cancel))) is None
+    broken = json.loads(encode_event(RunDue(subject="s", tenant="acme", time=_NOMINAL, data=_due())))
+    assert probe_due_row(json.dumps(broken, separators=(",", ":")).encode()) is not None
+    del broken["data"]["run_id"]
+    assert probe_due_row(json.dumps(broken, separators=(",", ":")).encode()) is None
 
 
 def test_probe_recognises_a_cancel() -> None:
