@@ -52,6 +52,11 @@ AHEAD_FETCH: dict[str, Any] = {"fetch_max_wait_ms": FETCH_MAX_WAIT_MS, "fetch_mi
 # Linger for producers whose records are not on the webhook's clock (outcomes, retries, announced runs): one
 # produce request per 20 ms instead of one per handful of records. Requests, not records, cost the CPU.
 BATCH_LINGER_MS = 20
+# The executor's rounds for run outcomes (results, retries, dead letters): read by the run history, by result
+# subscribers and by the DLQ, none of which is timed to the tenth of a second. At 1,000 calls/s, rounds of 100 ms
+# instead of 20 ms saved about 3% of a core across the executor and the broker. What another component waits on
+# (a run routed to its flow's owner, a finish report to the planner, a forwarded cancel) keeps the 20 ms rounds.
+OUTCOME_ROUND_MS = 100
 
 
 def build_consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaConsumer:

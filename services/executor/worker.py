@@ -52,7 +52,14 @@ from shared.events.runs import (
     RunStatus,
 )
 from shared.httpclient import HttpClient
-from shared.kafka import AHEAD_FETCH, BATCH_LINGER_MS, build_group_consumer, build_producer, group_id
+from shared.kafka import (
+    AHEAD_FETCH,
+    BATCH_LINGER_MS,
+    OUTCOME_ROUND_MS,
+    build_group_consumer,
+    build_producer,
+    group_id,
+)
 from shared.logs import run_context
 from shared.publisher import BatchPublisher, PublisherStopped
 from shared.settings import Settings
@@ -178,6 +185,7 @@ class Executor:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._publisher: BatchPublisher | None = None
+        self._outcomes: BatchPublisher | None = None
         self._client: HttpClient | None = None
         self._offsets = PartitionOffsets("executor")
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = defaultdict(set)
@@ -230,6 +238,8 @@ class Executor:
         # per handful of records, which was a third of the executor's CPU at 700 calls/s.
         self._publisher = BatchPublisher(self._producer, BATCH_LINGER_MS / 1000)
         self._publisher.start()
+        self._outcomes = BatchPublisher(self._producer, OUTCOME_ROUND_MS / 1000)
+        self._outcomes.start()
         backoff = Backoff(self._stopping)
         while True:
             try:
@@ -300,8 +310,9 @@ class Executor:
             await self._consumer.stop()
         await self.keys.stop()
         await self.flow_limits.stop()
-        if self._publisher is not None:
-            await self._publisher.stop()
+        for publisher in (self._publisher, self._outcomes):
+            if publisher is not None:
+                await publisher.stop()
         if self._producer is not None:
             await self._producer.stop()
         if self._client is not None:
@@ -660,8 +671,11 @@ class Executor:
             response_excerpt=result.response_excerpt,
         )
         if result.ok:
+            # The planner hears of the end in its own round, not after the outcome's longer one.
+            finish = self._report_finish(key, due, RunStatus.SUCCEEDED)
             await self._publish(self._results_topic, key, RunSucceeded, due, outcome)
-            await self._report_finish(key, due, RunStatus.SUCCEEDED)
+            if finish is not None:
+                await finish
             self.metrics.succeeded.inc()
             return
         decision: Retry | Dead = (
@@ -693,28 +707,35 @@ class Executor:
             return
         outcome = outcome.model_copy(update={"status": RunStatus.DEAD_LETTERED, "reason": decision.reason})
         entry = DlqEntryData(run=due, attempts=history, reason=decision.reason, dead_at=finished)
+        finish = self._report_finish(key, due, RunStatus.DEAD_LETTERED)
         await self._publish(self._dlq_topic, key, DlqEntry, due, entry)
         await self._publish(self._results_topic, key, RunDeadLettered, due, outcome)
-        await self._report_finish(key, due, RunStatus.DEAD_LETTERED)
+        if finish is not None:
+            await finish
         self.metrics.attempts.labels("dead_lettered", _status_class(result.http_status)).inc()
         self.metrics.dead_letters.labels(decision.cause).inc()
         context = run_context(due.tenant_id, due.schedule_id, due.run_id, due.attempt)
         log.warning("run dead-lettered: %s", decision.reason, extra={**context, "http_status": result.http_status})
 
-    async def _report_finish(self, key: bytes, due: RunDueData, status: RunStatus) -> None:
-        """Tell the planner a run that holds its schedule back (overlap skip or buffer_one) has ended."""
-        if due.report_finish:
-            data = RunFinishedData(
-                run_id=due.run_id, schedule_id=due.schedule_id, tenant_id=due.tenant_id, status=status
-            )
-            await self._publish(self._planner_topic, key, RunFinishedCommand, due, data)
+    def _report_finish(self, key: bytes, due: RunDueData, status: RunStatus) -> asyncio.Future[None] | None:
+        """Tell the planner a run that holds its schedule back (overlap skip or buffer_one) has ended; the future
+        resolves once the broker has the report (None: nothing to report)."""
+        if not due.report_finish:
+            return None
+        data = RunFinishedData(run_id=due.run_id, schedule_id=due.schedule_id, tenant_id=due.tenant_id, status=status)
+        return self._publish(self._planner_topic, key, RunFinishedCommand, due, data)
 
-    async def _publish(self, topic: str, key: bytes, kind: type[Envelope], due: RunDueData, data: BaseModel) -> None:
-        assert self._publisher is not None  # noqa: S101 - set in run()
+    def _publish(
+        self, topic: str, key: bytes, kind: type[Envelope], due: RunDueData, data: BaseModel
+    ) -> asyncio.Future[None]:
+        """Publish a run's event: outcomes, retries and dead letters in the outcome rounds, a finish report in the
+        short ones. The future resolves on the broker's acknowledgement."""
+        assert self._publisher is not None and self._outcomes is not None  # noqa: S101 - set in run()
         # The subclasses default ``type`` and declare ``data``; the base class knows neither.
         event = kind(subject=str(due.schedule_id), tenant=due.tenant_id, time=utcnow(), data=data)  # type: ignore[call-arg]
         headers = [("tenant", due.tenant_id.encode()), ("content-type", CONTENT_TYPE.encode())]
-        await self._publisher.publish(topic, encode_event(event), key, headers)
+        publisher = self._publisher if topic == self._planner_topic else self._outcomes
+        return publisher.publish(topic, encode_event(event), key, headers)
 
     # -- offsets and rebalancing ----------------------------------------------------------------------------
 

@@ -80,8 +80,9 @@ log = logging.getLogger(__name__)
 _IDLE_SLEEP_S = 0.05
 _CONTENT_TYPE = CONTENT_TYPE.encode()
 # Fires this close to their announce time go out with the current turn: the executor holds every run until
-# its planned time anyway, and fuller produce batches cost less per record.
-_BATCH_WINDOW = timedelta(milliseconds=20)
+# its planned time anyway, and fuller produce batches cost less per record. At 1,000 fires/s a 20 ms window made
+# 50 turns a second, each with its wake-up, its produce requests and a record batch per partition and topic.
+_BATCH_WINDOW = timedelta(milliseconds=200)
 # Fires per turn. A turn holds the event loop while it builds its records and holds its schedules until the broker
 # acknowledged them, so after an outage (thousands due at once) one unbounded turn kept schedule changes waiting
 # for seconds. The next turn follows at once; the earliest fires go first.

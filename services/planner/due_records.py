@@ -17,6 +17,7 @@ import uuid
 from datetime import datetime
 
 from shared.events import RunDue, encode_event
+from shared.events.envelope import new_event_id
 from shared.events.runs import RunDueData, Trigger
 from shared.timefmt import format_utc
 
@@ -62,7 +63,7 @@ class DueRecords:
         return b"".join(
             (
                 pieces[0],
-                str(uuid.uuid4()).encode(),
+                new_event_id().encode(),
                 pieces[1],
                 self._now_text,
                 pieces[2],
