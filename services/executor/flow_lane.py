@@ -38,7 +38,8 @@ _MAX_WAITING = 20_000
 # A partition being given up waits this long at most for its calls in flight (within the rebalance timeout).
 _REVOKE_WAIT_S = 8.0
 
-Deliver = Callable[[bytes, RunDueData], Coroutine[object, object, None]]
+# Delivers a run; calls its third argument once the call has ended (before the outcome is published).
+Deliver = Callable[[bytes, RunDueData, Callable[[], None]], Coroutine[object, object, None]]
 SetAside = Callable[[TopicPartition, int, bytes, bytes | None], None]
 # Publishes what closes a withdrawn run (``Executor.withdrawal``): each result None once in Kafka.
 Withdraw = Callable[[bytes, RunDueData, str], "asyncio.Future[list[BaseException | None]]"]
@@ -258,17 +259,27 @@ class FlowLane:
     def _start(self, gate: FlowGate[_Waiting], item: _Waiting, began: list[float]) -> None:
         self._waiting -= 1
         self._waiting_gauge.dec()
-        task = asyncio.create_task(self._call(item.due, began))
+        called = False
+
+        def _called() -> None:
+            # The flow's slot is the call's: it passes on when the call ends, not once its outcome is in Kafka.
+            nonlocal called
+            if called:
+                return
+            called = True
+            gate.finished()
+            if not self._pump_soon:
+                self._pump_soon = True
+                asyncio.get_running_loop().call_soon(self._pump)
+
+        task = asyncio.create_task(self._call(item.due, began, _called))
         tasks = self._tasks[item.tp]
         tasks.add(task)
         tracker = self._offsets.trackers.get(item.tp)
 
         def _done(t: asyncio.Task[None]) -> None:
             tasks.discard(t)
-            gate.finished()
-            if not self._pump_soon:
-                self._pump_soon = True
-                asyncio.get_running_loop().call_soon(self._pump)
+            _called()
             if t.cancelled() or isinstance(t.exception(), PublisherStopped):
                 return  # the outcome never reached Kafka: the record stays uncommitted for a redelivery
             if tracker is not None:
@@ -276,11 +287,11 @@ class FlowLane:
 
         task.add_done_callback(_done)
 
-    async def _call(self, due: RunDueData, began: list[float]) -> None:
+    async def _call(self, due: RunDueData, began: list[float], called: Callable[[], None]) -> None:
         # The rate window counts from here, not from when the task was made: a busy loop may start a group of
         # calls tens of milliseconds late, and the receiver counts when they arrive.
         began[0] = asyncio.get_running_loop().time()
-        await self._deliver(str(due.schedule_id).encode(), due)
+        await self._deliver(str(due.schedule_id).encode(), due, called)
 
     # -- offsets and rebalancing ----------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import logging
 import random
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -277,7 +278,7 @@ class Executor:
             s,
             self.worker_id,
             self.flow_limits,
-            self._deliver,
+            self._deliver_in_lane,
             self._set_aside,
             self.withdrawal,
             self.metrics.flow_throttled,
@@ -607,13 +608,26 @@ class Executor:
         asyncio.gather(*published, return_exceptions=True).add_done_callback(_done)
 
     async def _deliver_gated(self, key: bytes, due: RunDueData, prepared: PreparedCall | None) -> None:
-        """Deliver within the default flow limit of this executor."""
+        """Deliver within the default flow limit of this executor: the slot is the call's, and passes on when the
+        call ends, not when its outcome is in Kafka (a round later)."""
         flow = (due.tenant_id, due.delivery.flow)
         await self._local_flows.acquire(flow)
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self._local_flows.release(flow)
+
         try:
-            await self._deliver(key, due, prepared)
+            await self._deliver(key, due, prepared, release)
         finally:
-            self._local_flows.release(flow)
+            release()
+
+    async def _deliver_in_lane(self, key: bytes, due: RunDueData, on_called: Callable[[], None]) -> None:
+        """Deliver a run of a flow with a limit of its own (``FlowLane``, which holds the limit)."""
+        await self._deliver(key, due, None, on_called)
 
     def _due_soon(self, tp: TopicPartition, offset: int, not_before: datetime | None) -> bool:
         """A retry tier holds a record until its not_before by pausing the partition, not by holding memory."""
@@ -632,7 +646,15 @@ class Executor:
         if self._consumer is not None and tp in self._consumer.assignment():
             self._consumer.resume(tp)
 
-    async def _deliver(self, key: bytes, due: RunDueData, prepared: PreparedCall | None = None) -> None:
+    async def _deliver(
+        self,
+        key: bytes,
+        due: RunDueData,
+        prepared: PreparedCall | None = None,
+        on_called: Callable[[], None] | None = None,
+    ) -> None:
+        """Make the call (or find it too old to make), then publish what came of it. ``on_called`` runs as soon as
+        the call has ended, before the outcome is published: a flow's slot is for calls, not for publishing."""
         age = utcnow() - due.age_origin
         tenant_slots = self._tenants.get(due.tenant_id)
         if tenant_slots is None:
@@ -653,6 +675,8 @@ class Executor:
                     result = await call(self._client, due, secrets, prepared)
                 permanent_reason = None if result.retryable else f"permanent failure: {result.error}"
                 self.metrics.duration.observe(result.duration_ms / 1000)
+        if on_called is not None:
+            on_called()
         finished = utcnow()
         outcome = RunOutcomeData(
             run_id=due.run_id,

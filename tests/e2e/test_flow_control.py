@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
@@ -127,3 +127,40 @@ async def test_a_flow_limit_holds_across_two_executors(
         assert sum(len(v) for v in called.values()) == len(limited)
     finally:
         assert stack.terminate(replica) == 0, stack.log_tail(replica)
+
+
+async def test_a_flows_slot_passes_on_when_its_call_ends(
+    api: httpx.AsyncClient, sink: RecordingSink, e2e_settings: Settings, tenant: str
+) -> None:
+    """A flow's concurrency is of calls: the next run's call starts when one ends, not once the ended call's outcome
+    is in Kafka (the executor publishes outcomes in rounds of 100 ms, which would space these calls that far)."""
+    headers = auth(e2e_settings, tenant)
+    flow = f"serial-{uuid.uuid4().hex[:8]}"
+    put = await api.put(f"/api/flow-limits/{flow}", json={"max_concurrency": 1}, headers=headers)
+    assert put.status_code == 201, put.text
+    await asyncio.sleep(2)  # the limit reaches the executor through chime.flow-limits
+    anchor = (datetime.now(UTC) + timedelta(seconds=8)).replace(microsecond=0)
+    count = 12
+    bodies = [
+        schedule_body(
+            interval_seconds=3600,
+            start_at=anchor.isoformat(),
+            payload={"url": f"{sink.url}/{flow}/{i}", "flow_key": flow},
+        )
+        for i in range(count)
+    ]
+    await _create(api, headers, bodies)
+
+    def calls() -> list[datetime]:
+        return sorted(a.received for a in sink.arrivals if a.path.startswith(f"/{flow}/"))
+
+    async def all_called() -> bool:
+        return len(calls()) >= count
+
+    assert await until(all_called, timeout=30), f"{len(calls())} of {count} calls"
+    times = calls()
+    assert len(times) == count
+    assert sink.peak[flow] == 1, f"{sink.peak[flow]} calls in flight at once"
+    span = (times[-1] - times[0]).total_seconds()
+    # One after another, each as soon as the one before has its answer; a round of 100 ms per call would take 1.1 s.
+    assert span < 0.8, f"{count} serial calls took {span:.3f} s"
