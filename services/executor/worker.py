@@ -235,8 +235,9 @@ class Executor:
         s = self.settings
         self._client = build_client(allow_private=s.allow_private_targets, concurrency=s.executor_concurrency)
         self._producer = await started(lambda: build_producer(s), "producer", self._stopping)
-        # Outcomes and retries are not on the webhook's clock: one produce request per round instead of one
-        # per handful of records, which was a third of the executor's CPU at 700 calls/s.
+        # Nothing the executor publishes is on the webhook's clock: one produce request per round instead of one
+        # per handful of records, which was a third of the executor's CPU at 700 calls/s. What another component
+        # waits on (routed runs, forwarded cancels, finish reports) goes in short rounds, outcomes in long ones.
         self._publisher = BatchPublisher(self._producer, BATCH_LINGER_MS / 1000)
         self._publisher.start()
         self._outcomes = BatchPublisher(self._producer, OUTCOME_ROUND_MS / 1000)
