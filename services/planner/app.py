@@ -282,9 +282,11 @@ class Planner:
         producer = self.app.kafka_producer()
         return await send_all(producer, await topic_partitions(producer, {r[0] for r in records}), records)
 
-    def _records(self, key: bytes, firing: Firing, now: datetime) -> Iterator[OutRecord]:
+    def _records(self, key: bytes, firing: Firing, now: datetime, *, planned: bool = True) -> Iterator[OutRecord]:
+        """The records of a firing; ``planned``: its runs are the plan's own (``due_data`` of the entry's version),
+        not a command's, whose data came from elsewhere."""
         for run in firing.due:
-            if run.trigger is Trigger.SCHEDULE:
+            if planned and run.trigger is Trigger.SCHEDULE:
                 # A fire of the schedule's plan: its record is the schedule version's, with the fire's values.
                 value = self._due_records.encode(run, now)
             else:
@@ -522,7 +524,7 @@ class Planner:
                     )
                 )
         firing = Firing(entry, due=runs)
-        await self._publish(self._records(key, firing, utcnow()))
+        await self._publish(self._records(key, firing, utcnow(), planned=False))
         self._count(firing)
 
     async def _await_entry(self, key: bytes, version: int) -> PlanEntry | None:
