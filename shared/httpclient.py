@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from shared.eventloop import LoopBinding
 from shared.resolver import GuardedResolver
 
 # Responses larger than this are not read to their end: the connection is closed instead of drained.
@@ -35,10 +36,6 @@ _IDLE_PER_TARGET = 64
 # How often calls under way are checked against their deadlines: one timer for all of them instead of an
 # ``asyncio.timeout`` per call, which was a tenth of the executor's CPU in a burst. A deadline is met to within this.
 _SWEEP_S = 0.05
-
-# Per call, the client uses the event loop it was bound to on its first call rather than asking for the running one:
-# on Python 3.11 every ``asyncio.get_running_loop()`` makes a ``getpid`` system call (a check for forks), and a
-# handful of them per call were 7% of the executor's CPU.
 
 
 class HttpError(Exception):
@@ -231,7 +228,8 @@ class HttpClient:
         # Connections waiting for an answer, with their deadline on the loop's clock.
         self._waiting: dict[_Connection, float] = {}
         self._sweeper: asyncio.TimerHandle | None = None
-        self._bound: asyncio.AbstractEventLoop | None = None
+        # The loop of the first call (``LoopBinding``): a call makes no loop lookups of its own.
+        self._loop = LoopBinding()
 
     async def request(
         self,
@@ -265,11 +263,6 @@ class HttpClient:
         async with asyncio.timeout_at(deadline):
             connection = await self._connect(target)
         return await self._exchange(key, connection, payload, deadline)
-
-    def _loop(self) -> asyncio.AbstractEventLoop:
-        if self._bound is None:
-            self._bound = asyncio.get_running_loop()
-        return self._bound
 
     def idle_count(self) -> int:
         """Connections kept open for reuse, over every target."""

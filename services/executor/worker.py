@@ -29,6 +29,7 @@ from services.executor.stops import STOP_MEMORY_S, StoppedSchedules
 from shared.backoff import Dead, Retry, decide, tier_for
 from shared.consumer_runtime import Backoff, ConsumerProgress, QuarantineTopic, Stopping, is_transient, started
 from shared.errors import EventDecodeError
+from shared.eventloop import LoopBinding
 from shared.events import (
     CONTENT_TYPE,
     DlqEntry,
@@ -202,14 +203,8 @@ class Executor:
         self._tenants: dict[str, asyncio.Semaphore] = {}
         self._stopping = asyncio.Event()
         self.consuming = False
-        # The loop this executor runs on, bound on first use: on Python 3.11 ``asyncio.get_running_loop()`` costs
-        # a system call (``getpid``), and the hot paths below would make several per run.
-        self._bound: asyncio.AbstractEventLoop | None = None
-
-    def _event_loop(self) -> asyncio.AbstractEventLoop:
-        if self._bound is None:
-            self._bound = asyncio.get_running_loop()
-        return self._bound
+        # The loop this executor runs on, looked up once (``LoopBinding``): the hot paths below use it per run.
+        self._event_loop = LoopBinding()
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
