@@ -39,6 +39,7 @@ def build_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
 
 # How long the broker may hold a fetch that finds no new records. aiokafka keeps one fetch in flight per broker,
 # so records for a partition left out of that fetch wait up to this long; it bounds Kafka's share of the lag.
+# The executor and the planner wait longer while their fetches come back empty (``shared/fetch_pacing.py``).
 FETCH_MAX_WAIT_MS = 50
 # A fetch returns as soon as it has this much. Above one byte, a busy topic is read in batches instead of a
 # fetch per handful of records, which is most of a consumer's CPU at hundreds of records per second.

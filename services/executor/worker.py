@@ -53,6 +53,7 @@ from shared.events.runs import (
     RunOutcomeData,
     RunStatus,
 )
+from shared.fetch_pacing import FetchPace, pace_fetches
 from shared.httpclient import HttpClient
 from shared.kafka import (
     AHEAD_FETCH,
@@ -270,6 +271,7 @@ class Executor:
             return built
 
         self._consumer = await started(consumer, "consumer", self._stopping)
+        pace_fetches(self._consumer, FetchPace(AHEAD_FETCH["fetch_max_wait_ms"], AHEAD_FETCH["fetch_min_bytes"]))
         self._flow_lane = FlowLane(
             s,
             self.worker_id,
