@@ -45,7 +45,9 @@ class Settings(BaseSettings):
         default="postgresql+asyncpg://postgres@127.0.0.1:5432/chime",
         description="SQLAlchemy URL of the Postgres database (asyncpg driver)",
     )
-    database_pool_size: int = Field(default=10, ge=1, description="connections each process keeps open to Postgres")
+    database_pool_size: int = Field(
+        default=20, ge=1, description="connections each process may open to Postgres and keeps open once opened"
+    )
     database_ssl: Literal["disable", "prefer", "require", "verify-full"] = Field(
         default="disable", description="TLS to Postgres: `disable`, `prefer`, `require` or `verify-full`"
     )

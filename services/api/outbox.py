@@ -17,7 +17,8 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
-from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy import BigInteger, any_, bindparam, delete, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db.tables import idempotency_keys, outbox, run_requests
@@ -44,8 +45,10 @@ _PENDING = (
     .order_by(outbox.c.id)
     .limit(bindparam("batch"))
 )
+# One array parameter, not an expanded ``IN`` list: the statement's text is the same for every batch size, so each
+# connection prepares it once (an ``IN`` of n ids was a new statement, and a type lookup, for each new n).
 _MARK_PUBLISHED = (
-    update(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True))).values(published_at=func.now())
+    update(outbox).where(outbox.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))).values(published_at=func.now())
 )
 
 

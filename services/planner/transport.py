@@ -3,10 +3,10 @@
 Faust builds its consumer with ``fetch_max_wait_ms=1500`` and no setting to change it. aiokafka keeps one fetch
 in flight per broker, and a fetch that happens to cover only idle partitions (the commands topic, say) is held
 by the broker for that whole wait, while the records that arrive meanwhile on other partitions (a schedule
-change, a run-now) cannot be fetched. The planner's consumer waits ``FETCH_MAX_WAIT_MS`` like Chime's own, but
-takes any record at once: its input is schedule changes and commands, a few hundred bytes each, and a fetch that
-waited for ``FETCH_MIN_BYTES`` of them held a lone change for the whole wait (half the propagation budget). Its busy
-input, the run results of skip and buffer_one schedules, still comes in batches: records arrive while it works.
+change, a run-now) cannot be fetched. The planner's consumer paces its fetches (``shared/fetch_pacing.py``): while
+its input is quiet it asks for any record and the broker answers as soon as one lands, so a lone change is read at
+once; while changes stream in (hundreds a second from a bulk import) each fetch waits up to 20 ms for 16 KiB,
+about fifty fetches a second instead of one per change or two.
 """
 
 from __future__ import annotations
@@ -23,12 +23,15 @@ from shared.fetch_pacing import FetchPace, pace_fetches
 from shared.kafka import FETCH_MAX_WAIT_MS
 from shared.settings import Settings
 
+# While changes stream in: a fetch per 20 ms at most, which is what a change may wait on top of its way here.
+_BUSY_WAIT_MS = 20
+_BUSY_MIN_BYTES = 16 * 1024
+
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
     async def on_start(self) -> None:
         await super().on_start()
-        # Quiet between changes: one fetch every half second instead of twenty, and a change is still read at once.
-        pace_fetches(self._ensure_consumer(), FetchPace(FETCH_MAX_WAIT_MS, 1))
+        pace_fetches(self._ensure_consumer(), FetchPace(_BUSY_WAIT_MS, _BUSY_MIN_BYTES))
 
     def rejoin(self) -> None:
         """Refresh the cluster metadata and rejoin the group; safe to call from any thread."""

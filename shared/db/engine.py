@@ -26,8 +26,12 @@ def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
             ctx.verify_mode = ssl.CERT_NONE
         connect_args["ssl"] = ctx
     opts: dict[str, Any] = {
+        # No overflow: SQLAlchemy closes an overflow connection as soon as it is returned, so a process whose load
+        # rose past the pool opened and closed a connection per request (a server process forked, its type codecs
+        # looked up) just when it had least to spare. Connections open as they are needed and then stay; a request
+        # beyond the pool waits for one.
         "pool_size": settings.database_pool_size,
-        "max_overflow": settings.database_pool_size,
+        "max_overflow": 0,
         "connect_args": connect_args,
     }
     opts.update(overrides)
