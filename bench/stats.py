@@ -75,7 +75,11 @@ def broker_pid() -> dict[str, int]:
 
 
 def postgres_cpu_seconds() -> tuple[float, float]:
-    """User and system CPU seconds of every Postgres process alive now (the server and its backends)."""
+    """User and system CPU seconds of Postgres: every server process alive now, and those that have exited.
+
+    A backend that exits (a pool that closed a connection) takes its CPU with it; the server, which reaps it,
+    keeps it in its children's times, so those are added too.
+    """
     tick = os.sysconf("SC_CLK_TCK")
     user = system = 0.0
     for entry in Path("/proc").iterdir():
@@ -87,8 +91,9 @@ def postgres_cpu_seconds() -> tuple[float, float]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        user += int(fields[11]) / tick
-        system += int(fields[12]) / tick
+        # utime, stime, then the reaped children's cutime, cstime (non-zero only for the server itself)
+        user += (int(fields[11]) + int(fields[13])) / tick
+        system += (int(fields[12]) + int(fields[14])) / tick
     return user, system
 
 
