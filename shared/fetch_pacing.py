@@ -1,8 +1,9 @@
 """Fetch pacing: a consumer's fetch settings follow its traffic.
 
 aiokafka keeps one fetch in flight per broker, and the broker holds a fetch until it has the minimum asked for or
-the wait runs out. A consumer that always waits 50 ms asks twenty times a second even when nothing comes: at 1,000
-fires/s the executor's and the planner's empty fetches were most of what an idle stack costs (broker included).
+the wait runs out. A consumer that always waits 50 ms asks twenty times a second even when nothing comes: the
+executor's and the planner's empty fetches were most of what an idle stack cost (broker included), 0.2 ms of CPU
+per fire at 1,000 fires/s.
 
 With pacing, a fetch that found records is followed by a *busy* one (the consumer's own wait and minimum, which
 batch a busy topic), and a fetch that found nothing by a *quiet* one: it asks for a single byte and waits long. The
