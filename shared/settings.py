@@ -46,7 +46,10 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the Postgres database (asyncpg driver)",
     )
     database_pool_size: int = Field(
-        default=20, ge=1, description="connections each process may open to Postgres and keeps open once opened"
+        default=20,
+        ge=1,
+        description="connections each process may open to Postgres and keeps open once opened; a request beyond them"
+        " waits for one",
     )
     database_ssl: Literal["disable", "prefer", "require", "verify-full"] = Field(
         default="disable", description="TLS to Postgres: `disable`, `prefer`, `require` or `verify-full`"
