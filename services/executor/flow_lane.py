@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from prometheus_client import Counter, Gauge
 
-from services.executor.flows import FlowGate, FlowId, FlowLimit, FlowLimits
+from services.executor.flows import FlowGate, FlowId, FlowLimit, FlowLimits, release_once
 from services.executor.offsets import PartitionOffsets, Rebalance
 from services.executor.stops import StoppedSchedules
 from shared.consumer_runtime import Stopping, started
@@ -259,19 +259,15 @@ class FlowLane:
     def _start(self, gate: FlowGate[_Waiting], item: _Waiting, began: list[float]) -> None:
         self._waiting -= 1
         self._waiting_gauge.dec()
-        called = False
 
-        def _called() -> None:
+        def _finished() -> None:
             # The flow's slot is the call's: it passes on when the call ends, not once its outcome is in Kafka.
-            nonlocal called
-            if called:
-                return
-            called = True
             gate.finished()
             if not self._pump_soon:
                 self._pump_soon = True
                 asyncio.get_running_loop().call_soon(self._pump)
 
+        _called = release_once(_finished)
         task = asyncio.create_task(self._call(item.due, began, _called))
         tasks = self._tasks[item.tp]
         tasks.add(task)

@@ -32,6 +32,20 @@ FlowId = tuple[str, str]
 RATE_WINDOW_GUARD_S = 0.05
 
 
+def release_once(release: Callable[[], None]) -> Callable[[], None]:
+    """``release`` made safe to call more than once: a flow's slot is handed back when the call ends, and again (to
+    no effect) when the task that made it ends, whichever way it ends."""
+    pending = True
+
+    def once() -> None:
+        nonlocal pending
+        if pending:
+            pending = False
+            release()
+
+    return once
+
+
 @dataclass(frozen=True, slots=True)
 class FlowLimit:
     max_concurrency: int

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from services.executor.delivery import CallResult, PreparedCall, build_client, call, prepare
 from services.executor.flow_lane import FlowLane
-from services.executor.flows import FlowLimits, LocalFlows, RoutedRuns
+from services.executor.flows import FlowLimits, LocalFlows, RoutedRuns, release_once
 from services.executor.keys import KeyStore
 from services.executor.offsets import PartitionOffsets, Rebalance
 from services.executor.stops import STOP_MEMORY_S, StoppedSchedules
@@ -610,14 +610,7 @@ class Executor:
         call ends, not when its outcome is in Kafka (a round later)."""
         flow = (due.tenant_id, due.delivery.flow)
         await self._local_flows.acquire(flow)
-        held = True
-
-        def release() -> None:
-            nonlocal held
-            if held:
-                held = False
-                self._local_flows.release(flow)
-
+        release = release_once(lambda: self._local_flows.release(flow))
         try:
             await self._deliver(key, due, prepared, release)
         finally:
