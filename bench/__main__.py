@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.scale import chime_scale
-from bench.scenarios import Env, chime_api, chime_bulk, chime_interval, peer_interval
+from bench.scenarios import API_WARMUP_S, Env, chime_api, chime_bulk, chime_interval, peer_interval
 from bench.sink import BenchSink
 from shared import eventloop
 from shared.kafka import admin_client
@@ -252,7 +252,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if "api" in wanted:
                 # Only the API scenario needs more than one API process: elsewhere the API sits idle.
                 api_env = dataclasses.replace(env, api_workers=args.api_workers)
-                results["api"] = await chime_api(api_env, api_rate, api_s, samples)
+                results["api"] = await chime_api(api_env, api_rate, api_s, samples, 3.0 if args.smoke else API_WARMUP_S)
             if "scale" in wanted:
                 scale_n, scale_interval, after_kill = (
                     (2_000, 20, 25.0) if args.smoke else (args.scale_schedules, args.scale_interval, 90.0)
