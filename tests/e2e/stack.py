@@ -169,6 +169,9 @@ class Stack:
         self.api_port = free_port()
         self.ops_ports = {name: free_port() for name in SERVICES}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        # Settings one process starts with on top of the stack's, by process name (a test that needs them sets and
+        # clears them around a restart).
+        self.overrides: dict[str, dict[str, str]] = {}
 
     def add_replica(self, service: str, number: int) -> str:
         """Register another process of ``service``; start it with ``start`` under the name returned."""
@@ -211,6 +214,7 @@ class Stack:
             "CHIME_OUTBOX_POLL_INTERVAL_MS": "50",
             "CHIME_LOG_LEVEL": "INFO",
             **own_port,
+            **self.overrides.get(name, {}),
         }
 
     @property

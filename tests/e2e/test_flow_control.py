@@ -139,6 +139,31 @@ async def test_a_flows_slot_passes_on_when_its_call_ends(
     put = await api.put(f"/api/flow-limits/{flow}", json={"max_concurrency": 1}, headers=headers)
     assert put.status_code == 201, put.text
     await asyncio.sleep(2)  # the limit reaches the executor through chime.flow-limits
+    await _serial_calls(api, sink, headers, flow)
+
+
+async def test_the_default_flow_limit_passes_a_slot_on_when_its_call_ends(
+    stack: Stack, api: httpx.AsyncClient, sink: RecordingSink, e2e_settings: Settings, tenant: str
+) -> None:
+    """A flow without a limit of its own gets ``CHIME_DEFAULT_FLOW_CONCURRENCY`` calls at once in each executor, and
+    that slot too is the call's. The executor is restarted with a default of 1 for this test and without it after."""
+    headers = auth(e2e_settings, tenant)
+    stack.overrides["executor"] = {"CHIME_DEFAULT_FLOW_CONCURRENCY": "1"}
+    try:
+        assert stack.terminate("executor") == 0, stack.log_tail("executor")
+        stack.start("executor")
+        await stack.wait_healthy("executor")
+        await _serial_calls(api, sink, headers, f"default-{uuid.uuid4().hex[:8]}")
+    finally:
+        stack.overrides.pop("executor", None)
+        if "executor" in stack.procs:
+            assert stack.terminate("executor") == 0, stack.log_tail("executor")
+        stack.start("executor")
+        await stack.wait_healthy("executor")
+
+
+async def _serial_calls(api: httpx.AsyncClient, sink: RecordingSink, headers: dict[str, str], flow: str) -> None:
+    """Twelve runs of ``flow`` (whose limit is one call at once) due at one instant: called one after another."""
     anchor = (datetime.now(UTC) + timedelta(seconds=8)).replace(microsecond=0)
     count = 12
     bodies = [
