@@ -15,8 +15,9 @@ from services.api.errors import MissingScope, Unauthorized
 from services.api.ratelimit import RateLimiter
 from shared.settings import Settings
 
-ALL_SCOPES = frozenset({"schedules:read", "schedules:write", "runs:read", "dlq:read", "dlq:write", "admin"})
-DEFAULT_SCOPES = ALL_SCOPES - {"admin"}
+ADMIN = "admin"
+ALL_SCOPES = frozenset({"schedules:read", "schedules:write", "runs:read", "dlq:read", "dlq:write", ADMIN})
+DEFAULT_SCOPES = ALL_SCOPES - {ADMIN}
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 SCOPE_ATTRIBUTE = "chime_scope"
 # Verified tokens are remembered this long at most (and never past their ``exp``): a client sends the same token
@@ -128,7 +129,7 @@ CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 def require_scope(scope: str) -> Any:
     async def _check(principal: CurrentPrincipal) -> Principal:
-        if scope not in principal.scopes and "admin" not in principal.scopes:
+        if scope not in principal.scopes and ADMIN not in principal.scopes:
             raise MissingScope(f"this call needs the scope {scope!r}")
         return principal
 

@@ -226,6 +226,19 @@ async def test_scopes_apply_to_the_console_as_to_the_api(
     assert refused.status_code == 403 and "dlq:read" in refused.text
 
 
+async def test_consumer_lag_is_shown_to_operators_only(
+    browser: httpx.AsyncClient, client: httpx.AsyncClient, settings: Settings, tenant: str
+) -> None:
+    await _signed_in(browser, settings, tenant)
+    overview = await browser.get("/ui/")
+    assert overview.status_code == 200 and "Lag p50 and p99" in overview.text
+    assert "Consumer lag" not in overview.text
+    async with httpx.AsyncClient(transport=client._transport, base_url="http://chime.test") as operator:  # noqa: SLF001
+        await _signed_in(operator, settings, tenant, scope="runs:read schedules:read admin")
+        shown = await operator.get("/ui/")
+        assert shown.status_code == 200 and "Consumer lag" in shown.text
+
+
 async def test_settings_pages_save_and_show_errors(browser: httpx.AsyncClient, settings: Settings, tenant: str) -> None:
     token = await _signed_in(browser, settings, tenant)
     csrf = csrf_token(token)

@@ -1,4 +1,4 @@
-"""The overview: deliveries per minute, failure rate, lag, dead letters waiting, and consumer lag."""
+"""The overview: deliveries per minute, failure rate, lag, dead letters waiting, and (for operators) consumer lag."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import Response
 
+from services.api.auth import ADMIN
 from services.api.console.charts import Series, bars, lines
 from services.api.console.pages import ConsolePage
 
@@ -26,7 +27,10 @@ def _minutes(series: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, An
 
 @router.get("/")
 async def overview(page: ConsolePage) -> Response:
-    stats = await page.get("/api/stats", {"window_minutes": _WINDOW_MINUTES, "consumer_lag": "true"})
+    # Consumer lag is the installation's figure, shown to operators (the admin scope) only.
+    operator = ADMIN in page.session.principal.scopes
+    params: dict[str, Any] = {"window_minutes": _WINDOW_MINUTES, "consumer_lag": "true" if operator else "false"}
+    stats = await page.get("/api/stats", params)
     labels, figures = _minutes(stats["series"])
     succeeded = [float(f["succeeded"]) if f else 0.0 for f in figures]
     failed = [float(f["failed"]) if f else 0.0 for f in figures]
@@ -56,6 +60,7 @@ async def overview(page: ConsolePage) -> Response:
             "lag_p99": f"{max(f['lag_p99_ms'] or 0 for f in recent):.0f} ms" if recent else "–",
         },
         dead_letters=stats["dead_letters"],
+        operator=operator,
         consumer_lag=stats["consumer_lag"],
         rows=[(label, f) for label, f in zip(labels, figures, strict=True) if f],
         title="Overview",

@@ -11,8 +11,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from services.api.auth import ReadRuns
+from services.api.auth import ADMIN, ReadRuns
 from services.api.deps import Deps
+from services.api.errors import MissingScope
 from shared.timefmt import utcnow
 from shared.types import Instant
 
@@ -40,8 +41,9 @@ class StatsOut(BaseModel):
     schedules: list[ScheduleFiguresOut] = Field(description="For each schedule_id asked for that had runs.")
     dead_letters: int = Field(description="Dead-letter entries waiting (status dead).")
     consumer_lag: dict[str, int] | None = Field(
-        description="Records each consumer group has still to handle (with consumer_lag=true); null when not asked"
-        " for or the brokers did not answer."
+        description="Records each consumer group has still to handle (with consumer_lag=true, which needs the admin"
+        " scope: the figure is the installation's, not the tenant's); null when not asked for or the brokers did"
+        " not answer."
     )
 
 
@@ -52,10 +54,16 @@ async def get_stats(
     window_minutes: Annotated[int, Query(ge=1, le=1440)] = 60,
     schedule_id: Annotated[list[uuid.UUID] | None, Query(max_length=200)] = None,
     consumer_lag: Annotated[
-        bool, Query(description="Also read each consumer group's lag from the brokers (cached for 5 s)")
+        bool,
+        Query(
+            description="Also read each consumer group's lag from the brokers (cached for 5 s); needs the admin scope"
+        ),
     ] = False,
 ) -> StatsOut:
     """Finished runs of the last ``window_minutes``, per nominal minute and per schedule asked for."""
+    if consumer_lag and ADMIN not in principal.scopes:
+        # Consumer groups serve every tenant: their lag tells one tenant how busy the installation is.
+        raise MissingScope("consumer_lag=true needs the scope 'admin': consumer lag is the installation's figure")
     since = utcnow() - timedelta(minutes=window_minutes)
     series = await deps.stats.series(principal.tenant, since)
     per_schedule = await deps.stats.by_schedule(principal.tenant, schedule_id or [], since)
