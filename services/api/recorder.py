@@ -127,6 +127,10 @@ class Recorder:
             total += deleted
             if deleted < _PRUNE_BATCH:
                 break
+        # The figures per minute (kept by triggers as runs are written) go with the runs they counted.
+        async with self.engine.begin() as conn:
+            for table in ("run_minutes", "run_minute_lags"):
+                await conn.execute(text(f"DELETE FROM {table} WHERE minute < :cutoff"), {"cutoff": cutoff})  # noqa: S608
         if total:
             log.info("pruned %d runs older than %d days", total, self.settings.run_retention_days)
         return total

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 
 from services.api.recorder import Recorder
 from services.dlq.service import DlqService
@@ -67,6 +67,16 @@ async def test_old_runs_and_dead_letters_are_pruned(settings: Settings, tenant: 
             kept_dead = set(
                 (await conn.execute(select(dlq_entries.c.run_id).where(dlq_entries.c.tenant_id == tenant))).scalars()
             )
+            # The figures per minute that the runs' triggers kept go with them.
+            minutes = (
+                await conn.execute(
+                    text("SELECT minute, succeeded FROM run_minutes WHERE tenant_id = :t ORDER BY minute"),
+                    {"t": tenant},
+                )
+            ).all()
         assert kept_runs == kept_attempts == kept_dead == {new_run}
+        assert [(m.minute, m.succeeded) for m in minutes] == [
+            ((now - timedelta(days=1)).replace(second=0, microsecond=0), 1)
+        ]
     finally:
         await engine.dispose()
