@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.api.run_batch import RANK, RunBatch
 from services.api.run_health import Health
+from shared.db.engine import driver_connection
 from shared.events.runs import Trigger
 
 _INSERT_RUNS = """
@@ -154,14 +155,9 @@ def _columns(rows: list[dict[str, Any]], names: tuple[str, ...]) -> list[list[An
     return [[row[name] for row in rows] for name in names]
 
 
-async def _driver(conn: AsyncConnection) -> Any:
-    raw = await conn.get_raw_connection()
-    return raw.driver_connection  # asyncpg.Connection, inside the transaction SQLAlchemy began
-
-
 async def write_batch(conn: AsyncConnection, batch: RunBatch) -> None:
     """Apply ``batch`` inside the connection's transaction."""
-    pg = await _driver(conn)
+    pg = await driver_connection(conn)
     health = Health()
     if batch.runs:
         created = await pg.fetch(_INSERT_RUNS, *_columns(list(batch.runs.values()), _RUN_COLUMNS))
@@ -202,12 +198,12 @@ async def count_skip(
     conn: AsyncConnection, schedule_id: uuid.UUID, count: int, last_nominal: datetime, reason: str
 ) -> None:
     """Add ``count`` skipped fires to the schedule's health, the last of them at ``last_nominal``."""
-    pg = await _driver(conn)
+    pg = await driver_connection(conn)
     await pg.execute(_COUNT_SKIPS, schedule_id, count, last_nominal, reason)
 
 
 async def notify_events(conn: AsyncConnection, notices: list[tuple[str, str, str, str, str]]) -> None:
     """Make the notifications for (tenant, type, subject, event id, data JSON) of run events, per subscribed
     endpoint."""
-    pg = await _driver(conn)
+    pg = await driver_connection(conn)
     await pg.execute(_NOTIFY_EVENTS, *(list(column) for column in zip(*notices, strict=True)))

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from shared.settings import Settings
@@ -62,3 +62,20 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
         except Exception as exc:
             # The pool discards this connection and checks out another (a new one if need be).
             raise DisconnectionError("connection lost while idle") from exc
+
+
+async def driver_connection(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under ``conn``, for statements sent to the driver directly (set-based writes whose
+    arrays SQLAlchemy would process value by value), inside ``conn``'s transaction.
+
+    SQLAlchemy's asyncpg adapter sends BEGIN with the first statement it runs itself, not at ``engine.begin()``: a
+    statement sent straight to asyncpg before any of SQLAlchemy's would run, and commit, on its own. So when ``conn``
+    is in a transaction that has not reached the database yet, an empty statement through SQLAlchemy begins it.
+    """
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    sync = conn.sync_connection
+    autocommit = sync is not None and sync.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+    if not autocommit and conn.in_transaction() and not driver.is_in_transaction():
+        await conn.exec_driver_sql(";")
+    return driver

@@ -6,12 +6,13 @@ import uuid
 from datetime import datetime, timedelta
 
 import httpx
+import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api.db.runs_repo import RunRepository
 from services.api.recorder import Recorder
-from shared.db.engine import create_engine
+from shared.db.engine import create_engine, driver_connection
 from shared.db.tables import run_attempts, runs
 from shared.events import RunAttemptFailed, RunDue, RunSucceeded, encode_event
 from shared.events.runs import RunDueData, RunOutcomeData, RunStatus, Trigger
@@ -259,5 +260,31 @@ async def test_history_figures_are_kept_equal_to_the_history(
         async with engine.begin() as conn:
             await conn.execute(delete(runs).where(runs.c.id == planned_run_id(uuid.UUID(str(schedule["id"])), a)))
         assert {k: v for k, v in (await repo.history_figures()).items() if v} == await _actual_figures(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_batch_sent_to_the_driver_is_one_transaction(settings: Settings) -> None:
+    """The recorder writes a batch with statements sent to asyncpg directly; they belong to the transaction the batch
+    began, so a failure later in the batch takes them back too."""
+    engine = create_engine(settings)
+    run_id = uuid.uuid4()
+    try:
+        with pytest.raises(RuntimeError):
+            async with engine.begin() as conn:
+                pg = await driver_connection(conn)
+                assert pg.is_in_transaction()
+                await pg.execute(
+                    "INSERT INTO runs (id, schedule_id, tenant_id, scheduled_for, status, trigger)"
+                    " VALUES ($1, $2, 'tx-check', now(), 'queued', 'schedule')",
+                    run_id,
+                    uuid.uuid4(),
+                )
+                raise RuntimeError("a later statement of the batch failed")
+        async with engine.connect() as conn:
+            assert (await conn.execute(select(func.count()).where(runs.c.id == run_id))).scalar_one() == 0
+        # A connection in autocommit mode is left as it is: each statement is its own transaction.
+        async with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+            assert not (await driver_connection(conn)).is_in_transaction()
     finally:
         await engine.dispose()
