@@ -46,7 +46,7 @@ from services.planner.firing import Firing, due_data, finish, fire
 from services.planner.heaps import HeapItem, PartitionHeaps
 from services.planner.keylocks import KeyLocks
 from services.planner.metrics import PlannerMetrics
-from services.planner.tables import PartitionerTable
+from services.planner.tables import PartitionerTable, PlannerTableManager
 from services.planner.transport import PlannerApp, credentials
 from shared.consumer_runtime import QuarantineTopic
 from shared.errors import EventDecodeError
@@ -177,6 +177,7 @@ class Planner:
             topic_replication_factor=settings.replication_factor,
             topic_allow_declare=True,
             table_standby_replicas=0,
+            TableManager=PlannerTableManager,
             web_enabled=False,
             consumer_group_instance_id=ident,
             consumer_auto_offset_reset="earliest",

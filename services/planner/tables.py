@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import Awaitable, Iterable, Iterator
 from typing import Any, Protocol, cast
 
 import faust
 from aiokafka import AIOKafkaProducer
 from faust.stores.rocksdb import Store as RocksDBStore
+from faust.tables import TableManager
+from faust.tables.recovery import Recovery
 from faust.types import TP
 from rocksdict import WriteBatch
 from yarl import URL
@@ -55,6 +58,15 @@ class _KeyPartitionedRocksDB(RocksDBStore):
             self._key_index[key] = partition
         for partition, batch in batches.items():
             self._db_for_partition(partition).write(batch)
+
+    def reset_partition(self, partition: int) -> None:
+        """Start this partition's local database over, empty: its changelog no longer has what it holds."""
+        db = self._dbs.pop(partition, None)
+        if db is not None:
+            db.close()
+        shutil.rmtree(self.partition_path(partition), ignore_errors=True)
+        for key in [k for k, p in self._key_index.items() if p == partition]:
+            del self._key_index[key]
 
     def get_in(self, partition: int, key: bytes) -> bytes | None:
         value: bytes | None = self._db_for_partition(partition).get(key)
@@ -146,3 +158,45 @@ class PartitionerTable(faust.Table[bytes, bytes]):
             loop=self.loop,
             options=self.options,
         )
+
+
+class _Recovery(Recovery):
+    """Faust's recovery, which starts a partition's local store over when its changelog is behind it.
+
+    The local RocksDB store is a copy of the changelog topic, and the changelog is the truth. A store that has read
+    further than the topic now goes (its persisted offset past the topic's end) holds what a recreated or emptied
+    topic no longer has: a broker reset under a planner that kept its data directory. Faust stops the worker there
+    (``ConsistencyError``), and a restart meets the same store. Kafka Streams wipes such a store and restores it from
+    the changelog; so does this, for the partitions concerned, and the planner rebuilds its plan from what it reads.
+    """
+
+    async def _build_offsets(self, consumer: Any, tps: set[TP], destination: Any, title: str) -> None:
+        await super()._build_offsets(consumer, tps, destination, title)
+        if title != "active":
+            return  # the planner keeps no standby replicas
+        for tp in tps:
+            highwater = self.active_highwaters.get(tp)
+            table: Any = self.tp_to_table.get(tp)
+            store = table.data if table is not None else None
+            if highwater is None or destination[tp] <= highwater or not isinstance(store, _KeyPartitionedRocksDB):
+                continue
+            log.warning(
+                "the local store of %s partition %d has read to offset %d, past the end of its changelog (%d): the "
+                "topic was recreated or emptied; starting the store over from the changelog",
+                tp.topic,
+                tp.partition,
+                destination[tp],
+                highwater,
+            )
+            store.reset_partition(tp.partition)
+            destination[tp] = -1
+
+
+class PlannerTableManager(TableManager):
+    """Faust's table manager with the recovery above."""
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = _Recovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
