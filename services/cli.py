@@ -58,6 +58,37 @@ def cmd_dlq(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_resync(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from services.api.db.flow_limits_repo import FlowLimitRepository
+    from services.api.db.keys_repo import SigningKeyRepository
+    from services.api.db.schedules_repo import ScheduleRepository
+    from shared.db.engine import create_engine
+
+    settings = _settings()
+
+    def nothing() -> None:
+        """The relay that publishes the outbox runs in the API; it finds the rows at its next look."""
+
+    async def resync() -> tuple[int, int, int]:
+        engine = create_engine(settings)
+        try:
+            keys = await SigningKeyRepository(engine, settings, nothing).resync(args.tenant)
+            limits = await FlowLimitRepository(engine, settings.default_flow_concurrency, nothing).resync(args.tenant)
+            scheduled = await ScheduleRepository(engine, settings, nothing).resync(args.tenant)
+            return keys, limits, scheduled
+        finally:
+            await engine.dispose()
+
+    keys, limits, scheduled = asyncio.run(resync())
+    print(
+        f"queued the signing keys of {keys} tenant(s), {limits} flow limit(s) and {scheduled} schedule(s) in the "
+        "outbox; the API's relay publishes them to Kafka"
+    )
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     import uuid
     from datetime import datetime
@@ -275,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--schedule", metavar="ID", help="only this schedule's runs (its id)")
     rp.add_argument("--status-code", type=int, metavar="CODE", help="last HTTP status (dlq)")
     rp.add_argument("--limit", type=int, default=1000, metavar="N", help="at most this many (dlq; default: 1000)")
+    rs = command(
+        "resync",
+        "publish signing keys, flow limits and schedules to Kafka again from Postgres (after a broker lost its data)",
+        cmd_resync,
+    )
+    rs.add_argument("--tenant", metavar="TENANT", help="only this tenant's")
     command("dev", "run the whole local stack in the foreground, with a demo schedule (make run)", cmd_dev)
     demo = command(
         "demo", "serve a webhook receiver that logs to stdout, and create a demo schedule firing into it", cmd_demo

@@ -9,12 +9,17 @@ from typing import Any
 import httpx
 import pytest
 
+from services.api.db.flow_limits_repo import FlowLimitRepository
+from services.api.db.keys_repo import SigningKeyRepository
+from services.api.db.schedules_repo import ScheduleRepository
+from shared.db.engine import create_engine
 from shared.events import ScheduleDeleted, ScheduleUpserted, decode_event
+from shared.events.flow import flow_record_key
 from shared.events.schedule import ScheduleState, plan_spec
 from shared.schedule import preview
 from shared.settings import Settings
 from shared.timefmt import format_utc
-from shared.topics import SCHEDULES, topic_name
+from shared.topics import FLOW_LIMITS, SCHEDULES, SIGNING_KEYS, topic_name
 from tests.integration.helpers import auth, read_records, schedule_body
 
 
@@ -328,3 +333,55 @@ async def test_operations_endpoints(client: httpx.AsyncClient, settings: Setting
     assert 'chime_http_requests_total{method="POST",route="/api/schedules",status="201"}' in metrics
     spec = (await client.get("/openapi.json")).json()
     assert "/api/schedules/{schedule_id}/preview" in spec["paths"]
+
+
+async def test_resync_queues_every_live_schedule_of_the_tenant_again(
+    client: httpx.AsyncClient, settings: Settings, tenant: str
+) -> None:
+    """``chime resync`` after a broker lost its data: the current version of each schedule not deleted, from
+    Postgres, through the outbox to ``chime.schedules``; deleted ones and other tenants' schedules stay out."""
+    headers = auth(settings, tenant)
+    ids = []
+    for _ in range(3):
+        created = await client.post("/api/schedules", json=schedule_body(), headers=headers)
+        assert created.status_code == 201, created.text
+        ids.append(created.json()["id"])
+    active, paused, deleted = ids
+    assert (await client.post(f"/api/schedules/{paused}/pause", headers=headers)).status_code == 200
+    assert (await client.delete(f"/api/schedules/{deleted}", headers=headers)).status_code == 204
+    other = await client.post("/api/schedules", json=schedule_body(), headers=auth(settings, f"{tenant}-other"))
+    assert other.status_code == 201
+
+    flow = f"resync-{uuid.uuid4().hex[:8]}"
+    assert (
+        await client.put(f"/api/flow-limits/{flow}", json={"max_concurrency": 3}, headers=headers)
+    ).status_code == 201
+
+    engine = create_engine(settings)
+    try:
+        assert await SigningKeyRepository(engine, settings, lambda: None).resync(tenant) == 1
+        assert await FlowLimitRepository(engine, settings.default_flow_concurrency, lambda: None).resync(tenant) == 1
+        queued = await ScheduleRepository(engine, settings, on_commit=lambda: None).resync(tenant)
+    finally:
+        await engine.dispose()
+    assert queued == 2
+
+    # Before: active 1 record, paused 2 (create, pause), deleted 2 (create, delete); the resync adds one each for
+    # active and paused. A create wakes the relay at once rather than at its next poll.
+    await client.post("/api/schedules", json=schedule_body(), headers=headers)
+    records = await read_records(settings, topic_name(settings, SCHEDULES), keys=ids, count=7)
+    by_key: dict[str, list[Any]] = {}
+    for record in records:
+        by_key.setdefault((record.key or b"").decode(), []).append(decode_event(record.value or b""))
+    assert [len(by_key[k]) for k in ids] == [2, 3, 2]
+    again = {k: by_key[k][-1] for k in (active, paused)}
+    assert all(isinstance(event, ScheduleUpserted) for event in again.values())
+    assert (again[active].data.version, again[active].data.status.value) == (1, "active")
+    assert (again[paused].data.version, again[paused].data.status.value) == (2, "paused")
+    assert isinstance(by_key[deleted][-1], ScheduleDeleted)
+    # The tenant's signing keys and its flow limit, each once more at the version it has.
+    keys = await read_records(settings, topic_name(settings, SIGNING_KEYS), keys=[tenant], count=2)
+    assert [decode_event(r.value or b"").data.version for r in keys] == [1, 1]
+    limit_key = flow_record_key(tenant, flow).decode()
+    limits = await read_records(settings, topic_name(settings, FLOW_LIMITS), keys=[limit_key], count=2)
+    assert [decode_event(r.value or b"").data.max_concurrency for r in limits] == [3, 3]

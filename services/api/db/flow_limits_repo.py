@@ -143,6 +143,25 @@ class FlowLimitRepository:
             await self._publish(conn, data)
         self._on_commit()
 
+    async def resync(self, tenant: str | None = None) -> int:
+        """Publish every flow limit in force again, as its current version (``chime resync``); returns how many."""
+        query = select(flow_limits).where(flow_limits.c.deleted_at.is_(None))
+        if tenant is not None:
+            query = query.where(flow_limits.c.tenant_id == tenant)
+        async with self._engine.begin() as conn:
+            rows = (await conn.execute(query.order_by(flow_limits.c.tenant_id, flow_limits.c.flow_key))).all()
+            for row in rows:
+                data = FlowLimitData(
+                    tenant_id=row.tenant_id,
+                    flow_key=row.flow_key,
+                    version=row.version,
+                    max_concurrency=row.max_concurrency,
+                    max_per_second=row.max_per_second,
+                )
+                await self._publish(conn, data)
+        self._on_commit()
+        return len(rows)
+
     async def _locked(self, conn: AsyncConnection, tenant: str, flow_key: str) -> Row[Any] | None:
         query = select(flow_limits).where(flow_limits.c.tenant_id == tenant, flow_limits.c.flow_key == flow_key)
         return (await conn.execute(query.with_for_update())).first()

@@ -72,6 +72,25 @@ class SigningKeyRepository:
         self._on_commit()
         return await self._read(tenant)
 
+    async def resync(self, tenant: str | None = None) -> int:
+        """Publish every tenant's signing keys again, as their current version (``chime resync``): executors sign
+        with what ``chime.signing-keys`` holds, and a broker that lost its data holds none. Returns the tenants."""
+        query = select(tenants.c.id, tenants.c.signing_keys_version).where(tenants.c.signing_keys_version > 0)
+        if tenant is not None:
+            query = query.where(tenants.c.id == tenant)
+        count = 0
+        async with self._engine.begin() as conn:
+            for owner, version in (await conn.execute(query.order_by(tenants.c.id))).all():
+                await self._publish(conn, owner, version)
+                count += 1
+        self._on_commit()
+        return count
+
+    async def _publish(self, conn: AsyncConnection, tenant: str, version: int) -> None:
+        data = SigningKeysData(tenant_id=tenant, version=version, keys=await self._active_rows(conn, tenant))
+        event = SigningKeysUpdated(subject=tenant, tenant=tenant, time=utcnow(), data=data)
+        await enqueue(conn, event, SIGNING_KEYS, key=tenant, aggregate_id=f"tenant:{tenant}", version=version)
+
     async def _lock_tenant(self, conn: AsyncConnection, tenant: str) -> None:
         await conn.execute(pg_insert(tenants).values(id=tenant).on_conflict_do_nothing())
         await conn.execute(select(tenants.c.id).where(tenants.c.id == tenant).with_for_update())
@@ -108,9 +127,7 @@ class SigningKeyRepository:
                 .returning(tenants.c.signing_keys_version)
             )
         ).scalar_one()
-        data = SigningKeysData(tenant_id=tenant, version=version, keys=await self._active_rows(conn, tenant))
-        event = SigningKeysUpdated(subject=tenant, tenant=tenant, time=now, data=data)
-        await enqueue(conn, event, SIGNING_KEYS, key=tenant, aggregate_id=f"tenant:{tenant}", version=version)
+        await self._publish(conn, tenant, version)
 
     async def _read(self, tenant: str) -> list[SigningKey]:
         async with self._engine.connect() as conn:

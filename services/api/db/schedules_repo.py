@@ -736,6 +736,37 @@ class ScheduleRepository:
             events.append((event, SCHEDULES, str(r.id), r.version + 1))
         await enqueue_many(conn, events)
 
+    async def resync(self, tenant: str | None = None, batch: int = 500) -> int:
+        """Publish every schedule that is not deleted again, as its current version (``chime resync``).
+
+        For a broker that lost its data: the planner knows only what ``chime.schedules`` holds, and Postgres holds
+        every definition. A planner that has a schedule's version already ignores the repeat, so running it on a
+        healthy installation changes nothing. Batches of ``batch`` schedules, each in a transaction of its own, in
+        id order; returns how many were queued in the outbox, which the API's relay publishes.
+        """
+        total = 0
+        after: uuid.UUID | None = None
+        while True:
+            query = select(schedules).where(schedules.c.status != ScheduleStatus.DELETED.value)
+            if tenant is not None:
+                query = query.where(schedules.c.tenant_id == tenant)
+            if after is not None:
+                query = query.where(schedules.c.id > after)
+            async with self._engine.begin() as conn:
+                rows = (await conn.execute(query.order_by(schedules.c.id).limit(batch))).all()
+                by_tenant: dict[str, list[ScheduleState]] = {}
+                for row in rows:
+                    m = row._mapping
+                    state = ScheduleState.model_validate({k: m[k] for k in (*_DEFINITION_FIELDS, *_STATE_ONLY)})
+                    by_tenant.setdefault(state.tenant_id, []).append(state)
+                for owner, states in by_tenant.items():
+                    await self._publish_upserts(conn, owner, states)
+            if not rows:
+                return total
+            self._on_commit()
+            total += len(rows)
+            after = rows[-1].id
+
     async def apply_auto_pauses(self, limit: int = 100) -> tuple[int, int]:
         """Pause the schedules the recorder found failing past their ``auto_pause_after_failures``; how many
         requests were handled, and how many schedules paused.
