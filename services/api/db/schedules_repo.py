@@ -107,11 +107,17 @@ _SELECT = select(
 ).select_from(_WITH_STATS)
 
 
-def _record(row: Row[Any]) -> ScheduleRecord:
+def _state(row: Row[Any], status_column: str = "status") -> ScheduleState:
+    """The schedule of a ``schedules`` row, with its status from ``status_column``."""
     m = row._mapping
     values = {k: m[k] for k in (*_DEFINITION_FIELDS, *_STATE_ONLY)}
-    values["status"] = m["effective_status"]
-    state = ScheduleState.model_validate(values)
+    values["status"] = m[status_column]
+    return ScheduleState.model_validate(values)
+
+
+def _record(row: Row[Any]) -> ScheduleRecord:
+    m = row._mapping
+    state = _state(row, "effective_status")
     # Before the recorder's first write for a schedule there is no stats row: the defaults stand.
     health = {k: m[k] for k in _HEALTH_COLUMNS if m[k] is not None}
     return ScheduleRecord(
@@ -756,8 +762,7 @@ class ScheduleRepository:
                 rows = (await conn.execute(query.order_by(schedules.c.id).limit(batch))).all()
                 by_tenant: dict[str, list[ScheduleState]] = {}
                 for row in rows:
-                    m = row._mapping
-                    state = ScheduleState.model_validate({k: m[k] for k in (*_DEFINITION_FIELDS, *_STATE_ONLY)})
+                    state = _state(row)
                     by_tenant.setdefault(state.tenant_id, []).append(state)
                 for owner, states in by_tenant.items():
                     await self._publish_upserts(conn, owner, states)
