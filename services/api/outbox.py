@@ -17,8 +17,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
-from sqlalchemy import BigInteger, any_, bindparam, delete, func, insert, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db.tables import idempotency_keys, outbox, run_requests
@@ -35,20 +34,23 @@ _RELAY_LOCK_KEY = 727466
 # its schedule versions) leave in milliseconds instead of after the whole backlog has been read.
 _FIRST_BATCH = 50
 _PRUNE_EVERY_S = 600.0
+# While commits stream in, a round starts at most this often: rows committed meanwhile leave together, instead of
+# a round (a transaction, a produce request, a commit) for every commit or two. A change after a quiet spell is
+# not held: its round starts at once.
+_ROUND_GAP_S = 0.01
 
 
 _INSERT = insert(outbox)
 _TRY_LOCK = select(func.pg_try_advisory_xact_lock(_RELAY_LOCK_KEY))
-_PENDING = (
-    select(outbox.c.id, outbox.c.topic_suffix, outbox.c.key, outbox.c.value, outbox.c.headers, outbox.c.created_at)
-    .where(outbox.c.published_at.is_(None))
-    .order_by(outbox.c.id)
-    .limit(bindparam("batch"))
-)
-# One array parameter, not an expanded ``IN`` list: the statement's text is the same for every batch size, so each
-# connection prepares it once (an ``IN`` of n ids was a new statement, and a type lookup, for each new n).
-_MARK_PUBLISHED = (
-    update(outbox).where(outbox.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))).values(published_at=func.now())
+# A round takes its rows and marks them in one statement; the mark is undone with the round's transaction when the
+# broker does not acknowledge them. The ids travel as an ordered subquery, and the rows are sorted again after
+# ``RETURNING``, which keeps no order of its own.
+_NEXT_IDS = select(outbox.c.id).where(outbox.c.published_at.is_(None)).order_by(outbox.c.id).limit(bindparam("batch"))
+_TAKE = (
+    update(outbox)
+    .where(outbox.c.id.in_(_NEXT_IDS))
+    .values(published_at=func.now())
+    .returning(outbox.c.id, outbox.c.topic_suffix, outbox.c.key, outbox.c.value, outbox.c.headers, outbox.c.created_at)
 )
 
 
@@ -156,6 +158,7 @@ class OutboxRelay:
         next_prune = loop.time() + 5
         size = min(_FIRST_BATCH, self._settings.outbox_batch_size)
         while not self._stopping:
+            started = loop.time()
             try:
                 moved = await self.relay_once(size)
                 backoff = 0.1
@@ -189,6 +192,9 @@ class OutboxRelay:
                     await asyncio.wait_for(self._wake.wait(), timeout=poll)
                 except TimeoutError:
                     pass
+                rest = started + _ROUND_GAP_S - loop.time()
+                if rest > 0 and not self._stopping:
+                    await asyncio.sleep(rest)
 
     async def relay_once(self, batch: int | None = None) -> int | None:
         """Publish one batch (``batch`` rows at most, CHIME_OUTBOX_BATCH_SIZE by default). Returns how many rows
@@ -197,7 +203,10 @@ class OutboxRelay:
             got = (await conn.execute(_TRY_LOCK)).scalar_one()
             if not got:
                 return None
-            rows = (await conn.execute(_PENDING, {"batch": batch or self._settings.outbox_batch_size})).all()
+            rows = sorted(
+                (await conn.execute(_TAKE, {"batch": batch or self._settings.outbox_batch_size})).all(),
+                key=lambda r: r.id,
+            )
             if not rows:
                 return 0
             producer = await self._ensure_producer()
@@ -208,7 +217,6 @@ class OutboxRelay:
                 futures.append(await producer.send(topic, value=row.value, key=row.key, headers=headers))
             timeout = 2 * self._settings.kafka_request_timeout_ms / 1000
             await asyncio.wait_for(asyncio.gather(*futures), timeout=timeout)
-            await conn.execute(_MARK_PUBLISHED, {"ids": [r.id for r in rows]})
         self.published_total += len(rows)
         if self._metrics is not None:
             now = utcnow()
