@@ -206,6 +206,13 @@ def cpu_lines(results: dict[str, Any]) -> list[str]:
     if api:
         per_create = api["cpu_ms_per_create"]
         out.append("api CPU per create (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in per_create.items()))
+        by_second = api["create_latency_by_second"]
+        out.append(
+            "api create p99 per second (ms): " + ", ".join(f"{s['p99_ms']:.0f}" for s in by_second if s["count"] > 1)
+        )
+        stalls = api.get("generator_stall_ms_by_second")
+        if stalls:
+            out.append("load generator's worst loop stall per second (ms): " + ", ".join(f"{s:.0f}" for s in stalls))
     return out
 
 

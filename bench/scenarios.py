@@ -27,7 +27,15 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.sink import Arrival, BenchSink
-from bench.stats import broker_pid, cpu_seconds, cpu_share, lag_summary, lag_timeline, postgres_cpu_seconds
+from bench.stats import (
+    LoopStalls,
+    broker_pid,
+    cpu_seconds,
+    cpu_share,
+    lag_summary,
+    lag_timeline,
+    postgres_cpu_seconds,
+)
 from services.api.migrate import migrate
 from shared.httpclient import HttpClient, HttpError
 from shared.resolver import GuardedResolver
@@ -368,15 +376,17 @@ async def chime_api(
         # paths (the JVM's JIT takes up to a core for about a minute), as in any stack that has been up for a while.
         warm = max(1, int(rate * warmup_s))
         await paced(0, warm)
-        await asyncio.sleep(1.0)
         latencies.clear()
         sent_at.clear()
         failures = 0
+        settle_heap()
+        await asyncio.sleep(1.0)
         total = int(rate * seconds)
         pids = {name: proc.pid for name, proc in stack.procs.items()} | broker_pid()
         cpu_before, pg_before = cpu_seconds(pids), postgres_cpu_seconds()
         try:
-            start = await paced(warm, total)
+            async with LoopStalls() as stalls:
+                start = await paced(warm, total)
         finally:
             await client.close()
         elapsed = time.perf_counter() - start
@@ -393,6 +403,7 @@ async def chime_api(
             "create_latency_by_second": lag_timeline(
                 [(t - start, lat) for t, lat in zip(sent_at, latencies, strict=True)]
             ),
+            "generator_stall_ms_by_second": stalls.by_second(),
             "cpu_percent": cpu,
             "cpu_ms_per_create": {name: round(share * 10 / achieved, 2) for name, share in cpu.items()},
             "propagation": lag_summary(propagation),

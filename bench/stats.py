@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import statistics
+import time
 from pathlib import Path
 
 
@@ -106,3 +109,40 @@ def cpu_share(
         for name in sorted(after)
         if name in before
     }
+
+
+class LoopStalls:
+    """How late the load generator's own event loop woke up, per second of a window.
+
+    A latency is timed by the generator's loop, so a pause of that loop (a collection, a burst of its own work)
+    reads as a slow answer. Reported beside the latencies, it tells the two apart.
+    """
+
+    def __init__(self, tick_s: float = 0.002) -> None:
+        self._tick_s = tick_s
+        self._worst: dict[int, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._start = 0.0
+
+    async def __aenter__(self) -> LoopStalls:
+        self._start = time.perf_counter()
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _watch(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(self._tick_s)
+            late_ms = (time.perf_counter() - before - self._tick_s) * 1000
+            second = int(before - self._start)
+            self._worst[second] = max(self._worst.get(second, 0.0), late_ms)
+
+    def by_second(self) -> list[float]:
+        """The worst wake-up delay (ms) in each second since the start."""
+        return [round(self._worst.get(s, 0.0), 1) for s in range(max(self._worst, default=-1) + 1)]
