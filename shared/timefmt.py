@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+_ZERO = timedelta(0)
 
 
 def truncate_ms(value: datetime) -> datetime:
@@ -20,11 +22,21 @@ def to_utc(value: datetime) -> datetime:
 
 def format_utc(value: datetime) -> str:
     """``2026-12-01T09:00:00.000Z``."""
-    # Every instant of every event goes through here. ``isoformat`` truncates to milliseconds itself, and a UTC
-    # instant ends in ``+00:00``: one C call and a slice, instead of a conversion, a truncation and a copy.
-    if value.tzinfo is not UTC:
+    # Every instant of every event goes through here, several times per fire. One %-format of the fields is about
+    # twice as fast as ``isoformat`` and a slice, and an instant parsed from the wire (pydantic's own UTC tzinfo, not
+    # ``datetime.UTC``) needs no conversion either: only a non-zero offset does.
+    tz = value.tzinfo
+    if tz is not UTC and (tz is None or value.utcoffset() != _ZERO):
         value = to_utc(value)
-    return value.isoformat(timespec="milliseconds")[:-6] + "Z"
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031 - faster than str.format or an f-string here
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond // 1000,
+    )
 
 
 def format_local(value: datetime) -> str:
