@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Integer, bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import engine as engine_module
-from shared.db.engine import create_engine
+from shared.db.engine import DriverStatement, create_engine
 from shared.settings import Settings
 
 _TERMINATE = text("SELECT pg_terminate_backend(:pid, 5000)")
@@ -67,3 +69,39 @@ async def test_a_connection_closed_while_busy_fails_once_then_the_pool_reconnect
     assert failed.value.connection_invalidated
     # ...and the next checkout gets a fresh connection.
     assert await _backend_pid(engine) != first
+
+
+_BACKEND_PID = DriverStatement(select(func.pg_backend_pid().label("pid"), bindparam("tag", type_=JSONB).label("tag")))
+
+
+async def _driver_pid(eng: AsyncEngine, tag: object) -> tuple[int, object]:
+    async with eng.connect() as conn:
+        row = await _BACKEND_PID.fetchrow(conn, {"tag": tag})
+        return int(row["pid"]), row["tag"]
+
+
+async def test_a_driver_statement_runs_with_its_types_and_recovers_like_sqlalchemy(
+    engine: AsyncEngine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Parameters pass through the column types' bind processors (JSON to text, as the connection's codecs expect).
+    pid, tag = await _driver_pid(engine, {"a": [1, None]})
+    assert tag == {"a": [1, None]}
+    first = await _closed_by_server(engine, settings, monkeypatch, ping_after_idle_s=3600.0)
+    assert first == pid
+    # A connection the server closed fails as SQLAlchemy reports a disconnect (the API answers 503)...
+    with pytest.raises(DBAPIError) as failed:
+        await _driver_pid(engine, None)
+    assert failed.value.connection_invalidated
+    # ...and it is not handed out again.
+    assert (await _driver_pid(engine, None))[0] != first
+
+
+async def test_a_driver_statement_that_fails_on_its_own_leaves_the_connection_in_the_pool(
+    engine: AsyncEngine,
+) -> None:
+    pid, _ = await _driver_pid(engine, None)
+    failing = DriverStatement(select(func.pg_backend_pid() / bindparam("zero", type_=Integer)))
+    async with engine.connect() as conn:
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            await failing.fetchrow(conn, {"zero": 0})
+    assert (await _driver_pid(engine, None))[0] == pid

@@ -29,6 +29,7 @@ from services.api.errors import (
 from services.api.models import ScheduleStats
 from services.api.outbox import OUTBOX_COLUMNS, enqueue, enqueue_many, outbox_values
 from services.api.run_health import failures_toward_pause
+from shared.db.engine import DriverStatement
 from shared.db.tables import idempotency_keys, outbox, run_requests, runs, schedule_stats, schedules, tenants
 from shared.errors import InvalidSchedule, InvalidSelector
 from shared.events import BackfillCommand, RunNowCommand, ScheduleDeleted, ScheduleStopped, ScheduleUpserted
@@ -222,7 +223,7 @@ def _create_statement() -> Insert:
     return insert(outbox).from_select(list(OUTBOX_COLUMNS), queued).returning(outbox.c.id)
 
 
-_CREATE = _create_statement()
+_CREATE = DriverStatement(_create_statement())
 
 
 async def _add_fire_rate(conn: AsyncConnection, settings: Settings, tenant: str, delta: float) -> None:
@@ -466,7 +467,7 @@ class ScheduleRepository:
             "c_quota": self._settings.max_schedules_per_tenant,
             "c_limit": self._settings.max_fires_per_second_per_tenant,
         }
-        if (await conn.execute(_CREATE, params)).first() is not None:
+        if await _CREATE.fetchrow(conn, params) is not None:
             return
         current = (await conn.execute(_TENANT_LOAD, {"tenant": state.tenant_id})).one()
         if current.schedule_count >= self._settings.max_schedules_per_tenant:
