@@ -17,9 +17,10 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
-from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy import BigInteger, Integer, bindparam, delete, insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from shared.db.engine import DriverStatement, driver_transaction
 from shared.db.tables import idempotency_keys, outbox, run_requests
 from shared.events import CONTENT_TYPE, Envelope, encode_event
 from shared.kafka import build_producer
@@ -41,16 +42,23 @@ _ROUND_GAP_S = 0.01
 
 
 _INSERT = insert(outbox)
-_TRY_LOCK = select(func.pg_try_advisory_xact_lock(_RELAY_LOCK_KEY))
-# A round takes its rows and marks them in one statement; the mark is undone with the round's transaction when the
-# broker does not acknowledge them. The ids travel as an ordered subquery, and the rows are sorted again after
-# ``RETURNING``, which keeps no order of its own.
-_NEXT_IDS = select(outbox.c.id).where(outbox.c.published_at.is_(None)).order_by(outbox.c.id).limit(bindparam("batch"))
-_TAKE = (
-    update(outbox)
-    .where(outbox.c.id.in_(_NEXT_IDS))
-    .values(published_at=func.now())
-    .returning(outbox.c.id, outbox.c.topic_suffix, outbox.c.key, outbox.c.value, outbox.c.headers, outbox.c.created_at)
+# A round is one statement inside its transaction: take the relay's lock, and if it was free, take the oldest
+# unpublished rows and mark them published. The marks are undone with the transaction when the broker does not
+# acknowledge the rows. It always answers at least one row: ``got`` says whether the lock was free, and a row
+# without an id stands for "nothing to publish". ``RETURNING`` keeps no order, so the rows are sorted again.
+_ROUND = DriverStatement(
+    text(
+        """
+        WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(:lock_key) AS got),
+        taken AS (
+            UPDATE outbox SET published_at = now()
+            WHERE (SELECT got FROM lock)
+              AND id IN (SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT :batch)
+            RETURNING id, topic_suffix, key, value, headers, created_at
+        )
+        SELECT lock.got, taken.* FROM lock LEFT JOIN taken ON true
+        """
+    ).bindparams(bindparam("lock_key", type_=BigInteger), bindparam("batch", type_=Integer))
 )
 
 
@@ -93,6 +101,8 @@ class OutboxRelay:
     def __init__(self, settings: Settings, engine: AsyncEngine, metrics: RelayMetrics | None = None) -> None:
         self._settings = settings
         self._engine = engine
+        # Rounds manage their transaction on the driver itself (``driver_transaction``).
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._metrics = metrics
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -199,22 +209,20 @@ class OutboxRelay:
     async def relay_once(self, batch: int | None = None) -> int | None:
         """Publish one batch (``batch`` rows at most, CHIME_OUTBOX_BATCH_SIZE by default). Returns how many rows
         moved, or ``None`` when another relay holds the lock."""
-        async with self._engine.begin() as conn:
-            got = (await conn.execute(_TRY_LOCK)).scalar_one()
-            if not got:
+        size = batch or self._settings.outbox_batch_size
+        async with self._autocommit.connect() as conn, driver_transaction(conn) as driver:
+            answer = await _ROUND.fetch(driver, {"lock_key": _RELAY_LOCK_KEY, "batch": size})
+            if not answer[0]["got"]:
                 return None
-            rows = sorted(
-                (await conn.execute(_TAKE, {"batch": batch or self._settings.outbox_batch_size})).all(),
-                key=lambda r: r.id,
-            )
+            rows = sorted((r for r in answer if r["id"] is not None), key=lambda r: r["id"])
             if not rows:
                 return 0
             producer = await self._ensure_producer()
             futures: list[asyncio.Future[Any]] = []
             for row in rows:
-                headers = [(k, str(v).encode()) for k, v in row.headers.items()]
-                topic = f"{self._settings.topic_prefix}{row.topic_suffix}"
-                futures.append(await producer.send(topic, value=row.value, key=row.key, headers=headers))
+                headers = [(k, str(v).encode()) for k, v in row["headers"].items()]
+                topic = f"{self._settings.topic_prefix}{row['topic_suffix']}"
+                futures.append(await producer.send(topic, value=row["value"], key=row["key"], headers=headers))
             timeout = 2 * self._settings.kafka_request_timeout_ms / 1000
             await asyncio.wait_for(asyncio.gather(*futures), timeout=timeout)
         self.published_total += len(rows)
@@ -222,7 +230,7 @@ class OutboxRelay:
             now = utcnow()
             self._metrics.published.inc(len(rows))
             for row in rows:
-                self._metrics.lag.observe(max(0.0, (now - row.created_at).total_seconds()))
+                self._metrics.lag.observe(max(0.0, (now - row["created_at"]).total_seconds()))
         return len(rows)
 
     async def prune(self) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import event
@@ -112,6 +114,11 @@ class DriverStatement:
             out.append(value if process is None else process(value))
         return out
 
+    async def fetch(self, driver: Any, params: dict[str, Any]) -> list[Any]:
+        """Every row, on a driver connection the caller holds (``driver_transaction``)."""
+        rows: list[Any] = await driver.fetch(self.sql, *self.arguments(params))
+        return rows
+
     async def fetchrow(self, conn: AsyncConnection, params: dict[str, Any]) -> Any:
         driver = await driver_connection(conn)
         try:
@@ -121,3 +128,19 @@ class DriverStatement:
                 raise  # the statement's own failure, as SQLAlchemy would have let it through
             await conn.invalidate()
             raise DBAPIError(self.sql, None, exc, connection_invalidated=True) from exc
+
+
+@contextlib.asynccontextmanager
+async def driver_transaction(conn: AsyncConnection) -> AsyncIterator[Any]:
+    """The asyncpg connection under ``conn`` (an autocommit connection), inside a transaction of its own: committed
+    when the block ends, rolled back when it raises. As with ``DriverStatement``, a connection that an error closed
+    is invalidated and the error raised as SQLAlchemy's lost connection."""
+    driver = await driver_connection(conn)
+    try:
+        async with driver.transaction():
+            yield driver
+    except Exception as exc:
+        if not driver.is_closed():
+            raise
+        await conn.invalidate()
+        raise DBAPIError(None, None, exc, connection_invalidated=True) from exc

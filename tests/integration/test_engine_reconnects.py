@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import engine as engine_module
-from shared.db.engine import DriverStatement, create_engine
+from shared.db.engine import DriverStatement, create_engine, driver_transaction
 from shared.settings import Settings
 
 _TERMINATE = text("SELECT pg_terminate_backend(:pid, 5000)")
@@ -105,3 +105,24 @@ async def test_a_driver_statement_that_fails_on_its_own_leaves_the_connection_in
         with pytest.raises(asyncpg.DivisionByZeroError):
             await failing.fetchrow(conn, {"zero": 0})
     assert (await _driver_pid(engine, None))[0] == pid
+
+
+async def test_a_driver_transaction_commits_rolls_back_and_recovers(
+    engine: AsyncEngine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    async with autocommit.connect() as conn, driver_transaction(conn) as driver:
+        await driver.execute("CREATE TEMP TABLE IF NOT EXISTS probe (n int)")
+        await driver.execute("INSERT INTO probe VALUES (1)")
+    with pytest.raises(RuntimeError):
+        async with autocommit.connect() as conn, driver_transaction(conn) as driver:
+            await driver.execute("INSERT INTO probe VALUES (2)")
+            raise RuntimeError("the round failed after its statement")
+    async with autocommit.connect() as conn:
+        assert [r[0] for r in (await conn.execute(text("SELECT n FROM probe"))).all()] == [1]
+    first = await _closed_by_server(engine, settings, monkeypatch, ping_after_idle_s=3600.0)
+    with pytest.raises(DBAPIError) as failed:
+        async with autocommit.connect() as conn, driver_transaction(conn) as driver:
+            await driver.execute("SELECT 1")
+    assert failed.value.connection_invalidated
+    assert await _backend_pid(engine) != first

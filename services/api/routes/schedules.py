@@ -70,8 +70,10 @@ async def create_schedule(
     await check_definition(body, settings=deps.settings, schedule_id=uuid.uuid4(), created_at=now, now=now)
     # Every fire is signed, so a tenant's first key exists before its first schedule can fire.
     await deps.keys.ensure_key(principal.tenant)
+    # The body's hash is compared only for a repeated Idempotency-Key.
+    request_hash = _request_hash(body) if idempotency_key is not None else ""
     record, _ = await deps.schedules.create(
-        principal.tenant, body, idempotency_key=idempotency_key, request_hash=_request_hash(body)
+        principal.tenant, body, idempotency_key=idempotency_key, request_hash=request_hash
     )
     response.headers["Location"] = f"/api/schedules/{record.state.id}"
     return _tagged(response, record)
