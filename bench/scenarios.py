@@ -404,6 +404,8 @@ async def chime_api(
                 [(t - start, lat) for t, lat in zip(sent_at, latencies, strict=True)]
             ),
             "generator_stall_ms_by_second": stalls.by_second(),
+            # The window's start on the wall clock, to line its seconds up with logs and other recordings.
+            "window_started_at": round(time.time() - (time.perf_counter() - start), 3),
             "cpu_percent": cpu,
             "cpu_ms_per_create": {name: round(share * 10 / achieved, 2) for name, share in cpu.items()},
             "propagation": lag_summary(propagation),
