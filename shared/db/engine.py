@@ -124,10 +124,8 @@ class DriverStatement:
         try:
             return await driver.fetchrow(self.sql, *self.arguments(params))
         except Exception as exc:
-            if not driver.is_closed():
-                raise  # the statement's own failure, as SQLAlchemy would have let it through
-            await conn.invalidate()
-            raise DBAPIError(self.sql, None, exc, connection_invalidated=True) from exc
+            await _raise_if_lost(conn, driver, exc, self.sql)
+            raise  # the statement's own failure, as SQLAlchemy would have let it through
 
 
 @contextlib.asynccontextmanager
@@ -140,7 +138,13 @@ async def driver_transaction(conn: AsyncConnection) -> AsyncIterator[Any]:
         async with driver.transaction():
             yield driver
     except Exception as exc:
-        if not driver.is_closed():
-            raise
+        await _raise_if_lost(conn, driver, exc, None)
+        raise
+
+
+async def _raise_if_lost(conn: AsyncConnection, driver: Any, exc: Exception, statement: str | None) -> None:
+    """When ``exc`` left the driver's connection closed, do what SQLAlchemy does for a lost connection: invalidate it
+    (the pool will not hand it out again) and raise a ``DBAPIError`` marked invalidated instead."""
+    if driver.is_closed():
         await conn.invalidate()
-        raise DBAPIError(None, None, exc, connection_invalidated=True) from exc
+        raise DBAPIError(statement, None, exc, connection_invalidated=True) from exc
