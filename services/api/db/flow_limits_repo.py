@@ -38,6 +38,17 @@ def _record(row: Row[Any]) -> FlowLimitRecord:
     )
 
 
+def _data(row: Row[Any]) -> FlowLimitData:
+    """The flow limit a ``flow_limits`` row holds, as it travels on ``chime.flow-limits``."""
+    return FlowLimitData(
+        tenant_id=row.tenant_id,
+        flow_key=row.flow_key,
+        version=row.version,
+        max_concurrency=row.max_concurrency,
+        max_per_second=row.max_per_second,
+    )
+
+
 def _live(tenant: str) -> Any:
     return (flow_limits.c.tenant_id == tenant) & flow_limits.c.deleted_at.is_(None)
 
@@ -106,17 +117,10 @@ class FlowLimitRepository:
                     created_at=now if created else current.created_at,
                 )
             )
-            data = FlowLimitData(
-                tenant_id=tenant,
-                flow_key=flow_key,
-                version=version,
-                max_concurrency=concurrency,
-                max_per_second=max_per_second,
-            )
-            await self._publish(conn, data)
             row = await self._locked(conn, tenant, flow_key)
+            assert row is not None  # noqa: S101 - written in this transaction
+            await self._publish(conn, _data(row))
         self._on_commit()
-        assert row is not None  # noqa: S101 - written in this transaction
         return _record(row), created
 
     async def delete(self, tenant: str, flow_key: str, *, if_match: str | None) -> None:
@@ -132,15 +136,7 @@ class FlowLimitRepository:
                 .where(flow_limits.c.tenant_id == tenant, flow_limits.c.flow_key == flow_key)
                 .values(version=version, updated_at=now, deleted_at=now)
             )
-            data = FlowLimitData(
-                tenant_id=tenant,
-                flow_key=flow_key,
-                version=version,
-                max_concurrency=current.max_concurrency,
-                max_per_second=current.max_per_second,
-                deleted=True,
-            )
-            await self._publish(conn, data)
+            await self._publish(conn, _data(current).model_copy(update={"version": version, "deleted": True}))
         self._on_commit()
 
     async def resync(self, tenant: str | None = None) -> int:
@@ -151,14 +147,7 @@ class FlowLimitRepository:
         async with self._engine.begin() as conn:
             rows = (await conn.execute(query.order_by(flow_limits.c.tenant_id, flow_limits.c.flow_key))).all()
             for row in rows:
-                data = FlowLimitData(
-                    tenant_id=row.tenant_id,
-                    flow_key=row.flow_key,
-                    version=row.version,
-                    max_concurrency=row.max_concurrency,
-                    max_per_second=row.max_per_second,
-                )
-                await self._publish(conn, data)
+                await self._publish(conn, _data(row))
         self._on_commit()
         return len(rows)
 
