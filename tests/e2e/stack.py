@@ -9,7 +9,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -303,6 +304,17 @@ def run_module(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     )
 
 
+@contextmanager
+def frozen(stack: Stack, name: str) -> Iterator[None]:
+    """SIGSTOP a service: it keeps its partitions but applies nothing (a long pause, a stuck event loop)."""
+    proc = stack.procs[name]
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGCONT)
+
+
 async def eventually(check: Any, timeout: float = 30.0) -> Any:
     """Poll ``check`` until it returns something truthy or ``timeout`` passes; returns its last result."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -327,4 +339,15 @@ def grid(first: datetime, last: datetime, step_s: float, anchor: datetime) -> li
     return out
 
 
-__all__ = ["Any", "Arrival", "RecordingSink", "Reply", "Stack", "eventually", "free_port", "grid", "run_module"]
+__all__ = [
+    "Any",
+    "Arrival",
+    "RecordingSink",
+    "Reply",
+    "Stack",
+    "eventually",
+    "free_port",
+    "frozen",
+    "grid",
+    "run_module",
+]

@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-import signal
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
 from shared.settings import Settings
-from tests.e2e.stack import RecordingSink, Stack
+from tests.e2e.stack import RecordingSink, Stack, frozen
 from tests.e2e.stack import eventually as until
 from tests.integration.helpers import auth, schedule_body
 
 # Generous against a loaded test machine: on a quiet one, a bulk pause of 1,000 schedules stops calls within
 # about 150 ms of the answer (`make bench`-style measurement in docs/decisions.md).
 _SLACK = timedelta(milliseconds=500)
-
-
-@contextmanager
-def frozen(stack: Stack, name: str) -> Iterator[None]:
-    """SIGSTOP a service: it keeps its partitions but applies nothing (a long pause, a stuck event loop)."""
-    proc = stack.procs[name]
-    proc.send_signal(signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        proc.send_signal(signal.SIGCONT)
 
 
 async def firing_every_second(api: httpx.AsyncClient, sink: RecordingSink, headers: dict[str, str]) -> str:
