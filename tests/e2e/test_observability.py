@@ -84,11 +84,16 @@ async def scrapes(
 
     assert await sink.wait_until(enough, timeout=30), "the schedules did not fire"
     try:
-        # The recorder and the DLQ service trail the executor; their counters are read once they moved.
+        # The recorder and the DLQ service trail the executor, and the executor counts a call once its answer is
+        # in (a moment after the sink saw it); their counters are read once they moved.
         for _ in range(30):
             scraped = await _scrape_all(stack)
-            if scraped["dlq"].value("chime_dlq_entries_total") > 0 and scraped["recorder"].value(
-                "chime_recorder_events_total"
+            executor = scraped["executor"]
+            counted = executor.value("chime_executor_attempts_total", outcome="succeeded", status_class="2xx")
+            if (
+                counted >= 3
+                and scraped["dlq"].value("chime_dlq_entries_total") > 0
+                and scraped["recorder"].value("chime_recorder_events_total")
             ):
                 return scraped
             await asyncio.sleep(1)
