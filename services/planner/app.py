@@ -419,8 +419,23 @@ class Planner:
                     await self._on_schedule_changes(changes)
                     applied = time.monotonic()
             for event in events:
-                self.gate.applied(event.message.partition, event.message.offset)
+                self._note_applied(event.message.partition, event.message.offset)
             self._note_slow_changes(events, taken, held, applied)
+
+    def _note_applied(self, partition: int, offset: int) -> None:
+        """Tell the gate, and count offsets passed over: changes are written one after another with no transaction
+        markers, so a jump is records compacted away while the planner was behind, or records lost on the way."""
+        unseen = self.gate.applied(partition, offset)
+        if unseen:
+            self.metrics.unseen_changes.inc(unseen)
+            log.warning(
+                "%d offsets of %s partition %d before %d were never applied (compacted while the planner was "
+                "behind, or lost: `chime resync` republishes every schedule)",
+                unseen,
+                self._schedules_name,
+                partition,
+                offset,
+            )
 
     def _note_slow_changes(self, events: list[Any], taken: float, held: float, applied: float) -> None:
         """A change must reach the plan within a second of its acknowledgement: say where a slow batch waited."""

@@ -58,10 +58,14 @@ class ChangeGate:
         self._reachable_since = None
         self._target = None
 
-    def applied(self, partition: int, offset: int) -> None:
-        """The change at ``offset`` has been applied (entries, tables and heap)."""
-        if offset > self._applied.get(partition, -1):
+    def applied(self, partition: int, offset: int) -> int:
+        """The change at ``offset`` has been applied (entries, tables and heap); how many offsets of the partition
+        were passed over since the one applied before it (0 when it follows on, or is the first since the
+        partition was taken)."""
+        last = self._applied.get(partition)
+        if last is None or offset > last:
             self._applied[partition] = offset
+        return 0 if last is None or offset <= last else offset - last - 1
 
     def forget(self, partitions: Iterable[int]) -> None:
         for partition in partitions:

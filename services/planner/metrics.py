@@ -44,6 +44,11 @@ class PlannerMetrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30),
             registry=r,
         )
+        self.unseen_changes = Counter(
+            "chime_planner_change_offsets_unseen_total",
+            "Offsets of chime.schedules passed over between two changes the planner applied",
+            registry=r,
+        )
         self.skipped = Counter("chime_planner_skipped_total", "Planned fires not run", ["reason"], registry=r)
         self.recovered = Gauge("chime_planner_recovered", "1 once table recovery completed", registry=r)
         self.partitions = Gauge(

@@ -90,3 +90,15 @@ async def test_changes_that_keep_arriving_do_not_hold_fires_back() -> None:
     offsets.values = {0: (0, 20)}  # creates keep coming at a steady rate
     g.applied(0, 9)
     assert await g.check([0]), "caught up with what was there when the gate closed"
+
+
+def test_offsets_passed_over_between_applied_changes_are_counted() -> None:
+    g = gate(Offsets())
+    assert g.applied(0, 5) == 0, "the first change since the partition was taken has nothing before it to check"
+    assert g.applied(0, 6) == 0
+    assert g.applied(0, 9) == 2, "offsets 7 and 8 were never applied"
+    assert g.applied(0, 7) == 0, "a change read again after a seek back is no gap"
+    assert g.applied(0, 10) == 0
+    assert g.applied(1, 40) == 0, "partitions are counted apart"
+    g.forget([0])
+    assert g.applied(0, 30) == 0, "a partition taken again starts afresh"
