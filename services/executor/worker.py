@@ -204,6 +204,8 @@ class Executor:
         self._tenants: dict[str, asyncio.Semaphore] = {}
         self._stopping = asyncio.Event()
         self.consuming = False
+        # Counts revocations: a batch read before the latest one is stale (see ``_loop``).
+        self._revocations = 0
         # The loop this executor runs on, looked up once (``LoopBinding``): the hot paths below use it per run.
         self._event_loop = LoopBinding()
 
@@ -347,13 +349,7 @@ class Executor:
             else:
                 batch = await self._consumer.getmany(timeout_ms=50, max_records=500)
                 try:
-                    for tp, records in batch.items():
-                        for n, record in enumerate(records, 1):
-                            if not self._dispatch(tp, record):
-                                break
-                            if n % _YIELD_EVERY == 0:
-                                # Decoding is CPU work: let due timers fire between slices of a large batch.
-                                await asyncio.sleep(0)
+                    await self._dispatch_batch(batch)
                 finally:
                     self._start_overdue()
             if loop.time() >= next_commit:
@@ -361,6 +357,25 @@ class Executor:
                 self._stopped.prune()
                 self._routed.prune()
                 next_commit = loop.time() + _COMMIT_EVERY_S
+
+    async def _dispatch_batch(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Dispatch a fetched batch in slices, up to a revocation.
+
+        The group coordinator runs between the slices, and a rebalance revokes every partition. What is left of the
+        batch then is stale: a partition that came back is read again from its committed offset, one that went
+        elsewhere is its new owner's. Dispatched anyway, its runs would be called twice, and its offsets tracked
+        past records this executor has not read again yet (a commit there could skip them).
+        """
+        read_in = self._revocations
+        for tp, records in batch.items():
+            for n, record in enumerate(records, 1):
+                if not self._dispatch(tp, record):
+                    break
+                if n % _YIELD_EVERY == 0:
+                    # Decoding is CPU work: let due timers fire between slices of a large batch.
+                    await asyncio.sleep(0)
+                    if self._revocations != read_in:
+                        return
 
     def _dispatch(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> bool:
         """Start handling ``record``; False when its partition must wait (a retry not due yet)."""
@@ -762,6 +777,7 @@ class Executor:
             self._progress.committed(self._consumer, committed)
 
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        self._revocations += 1
         await self._commit()
         gone = set(revoked)
         for run_id, held in list(self._held.items()):
@@ -775,5 +791,8 @@ class Executor:
         self._offsets.forget(revoked)
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        # Reading starts again at the committed offset: nothing tracked for a partition before this assignment
+        # (a call that was under way finishes on the tracker it started on) may hold its commits back or move them on.
+        self._offsets.forget(assigned)
         for tp in assigned:
             self._offsets.tracker(tp)
