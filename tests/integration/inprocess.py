@@ -34,10 +34,11 @@ async def wait_until(check: Callable[[], bool | Awaitable[bool]], timeout: float
 
 
 @contextlib.asynccontextmanager
-async def running_planner(settings: Settings) -> AsyncIterator[Planner]:
-    """A planner on the test's loop, with a data directory of its own, ready once it holds its partitions."""
+async def running_planner(settings: Settings, name: str = "planner-1") -> AsyncIterator[Planner]:
+    """A planner on the test's loop, with a data directory and a group member id (``name``) of its own, ready once
+    it holds its partitions."""
     with tempfile.TemporaryDirectory(prefix="chime-planner-") as datadir:
-        planner = Planner(settings.model_copy(update={"planner_data_dir": datadir}))
+        planner = Planner(settings.model_copy(update={"planner_data_dir": datadir, "instance_id": name}))
         await planner.app.start()
         try:
             await wait_until(planner.holds_partitions, 60, "the planner holds its partitions")

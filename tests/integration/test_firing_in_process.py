@@ -1,4 +1,4 @@
-"""Firing, overlap, cancels and executor rebalances with the planner and executors in the test's process
+"""Firing, overlap, pauses, misfires and rebalances (planners and executors joining and leaving) with the planner and executors in the test's process
 (``tests/integration/inprocess.py``): the real broker, database and HTTP, in seconds rather than a stack's minutes."""
 
 from __future__ import annotations
@@ -221,3 +221,32 @@ async def test_misfire_policies_after_a_planner_outage(world: World, tenant: str
             assert catch_up in delivered, "fire_once did not run the latest missed time"
         else:
             assert data.count >= 2
+
+
+async def test_a_planner_joining_and_leaving_misses_no_fire(world: World, tenant: str) -> None:
+    schedules = [await world.create(tenant, "/planners", interval_seconds=1) for _ in range(8)]
+    assert await world.sink.wait_until(lambda: all(world.sink.for_schedule(s) for s in schedules), timeout=20)
+    start = utcnow() + timedelta(seconds=1)
+    # A second planner joins the group (half the partitions move to it, with their tables), fires for a while, and
+    # leaves again (they move back).
+    async with running_planner(world.settings, "planner-2") as second:
+        await wait_until(lambda: bool(second.partitions_held()), 30, "the second planner holds partitions")
+        await world.sink.wait_until(lambda: False, timeout=4)
+    end = utcnow() + timedelta(seconds=1)
+    firsts = {s: min(_nominal(a) for a in world.sink.for_schedule(s)) for s in schedules}
+    due = {
+        (s, first + timedelta(seconds=n))
+        for s, first in firsts.items()
+        for n in range(int((end - first).total_seconds()) + 1)
+        if start <= first + timedelta(seconds=n) <= end
+    }
+    assert len(due) >= len(schedules) * 5
+
+    def called() -> set[tuple[str, datetime]]:
+        return {(s, _nominal(a)) for s in schedules for a in world.sink.for_schedule(s)}
+
+    await world.sink.wait_until(lambda: due <= called(), timeout=30)
+    for schedule_id in schedules:
+        await world.api.post(f"/api/schedules/{schedule_id}/pause", headers=auth(world.settings, tenant))
+    missed = sorted(due - called())
+    assert missed == [], f"fires never called across the planners' rebalances: {missed}"
