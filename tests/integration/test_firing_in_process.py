@@ -1,5 +1,6 @@
-"""Firing, overlap, pauses, misfires and rebalances (planners and executors joining and leaving) with the planner and executors in the test's process
-(``tests/integration/inprocess.py``): the real broker, database and HTTP, in seconds rather than a stack's minutes."""
+"""Firing, overlap, pauses, misfires and rebalances (planners and executors joining and leaving the group) with
+the planner and executors in the test's process (``tests/integration/inprocess.py``): the real broker, database and
+HTTP, in seconds rather than a stack's minutes."""
 
 from __future__ import annotations
 
