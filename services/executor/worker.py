@@ -204,7 +204,7 @@ class Executor:
         self._tenants: dict[str, asyncio.Semaphore] = {}
         self._stopping = asyncio.Event()
         self.consuming = False
-        # Counts revocations: a batch read before the latest one is stale (see ``_loop``).
+        # Counts revocations: a batch read before the latest one is stale (``_dispatch_batch``).
         self._revocations = 0
         # The loop this executor runs on, looked up once (``LoopBinding``): the hot paths below use it per run.
         self._event_loop = LoopBinding()

@@ -12,21 +12,19 @@ import asyncio
 import contextlib
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 from services.executor.worker import Executor
 from services.planner.app import Planner
 from shared.settings import Settings
 
 
-async def wait_until(check: Callable[[], bool | Awaitable[bool]], timeout: float, what: str) -> None:
-    """Poll ``check`` every 20 ms until it holds; fail with ``what`` after ``timeout`` seconds."""
+async def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Look at ``check`` every 20 ms until it holds (a look at a service's state); fail with ``what`` after
+    ``timeout`` seconds."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
+        if check():
             return
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"not within {timeout:g} s: {what}")
@@ -50,7 +48,7 @@ async def running_planner(settings: Settings, name: str = "planner-1") -> AsyncI
 
 @contextlib.asynccontextmanager
 async def running_executor(settings: Settings, name: str = "executor-1") -> AsyncIterator[Executor]:
-    """An executor on the test's loop, ready once it consumes and has its partitions."""
+    """An executor on the test's loop, ready once it consumes."""
     executor = Executor(settings, f"{name}-{uuid.uuid4().hex[:6]}")
     task = asyncio.create_task(executor.run())
     try:

@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -26,6 +27,8 @@ from shared.topics import RUNS_RESULTS, create_topics, delete_topics, topic_name
 from tests.e2e.stack import RecordingSink
 from tests.integration.helpers import auth, create_database, drop_database, read_all, schedule_body
 from tests.integration.inprocess import running_executor, running_planner, wait_until
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -146,15 +149,18 @@ async def test_a_pause_cancels_runs_already_announced(world: World, tenant: str)
     assert late == [], f"called after the pause was answered at {answered}: {[a.nominal for a in late]}"
 
 
-async def test_executors_joining_and_leaving_miss_no_due_run(world: World, tenant: str) -> None:
-    schedules = [await world.create(tenant, "/moved", interval_seconds=1) for _ in range(8)]
+async def _every_fire_called_across(
+    world: World, tenant: str, member: AbstractAsyncContextManager[T], holds: Callable[[T], bool]
+) -> int:
+    """Eight schedules fire every second while ``member`` joins the group, works for a while, and leaves (its
+    partitions go back, with what it held). Every fire in that time is called, late rather than never; returns how
+    many calls repeated one (the same webhook-id: allowed around a partition move)."""
+    schedules = [await world.create(tenant, "/rebalanced", interval_seconds=1) for _ in range(8)]
     assert await world.sink.wait_until(lambda: all(world.sink.for_schedule(s) for s in schedules), timeout=20)
     start = utcnow() + timedelta(seconds=1)
-    # A second executor joins (the group takes partitions from the first while runs are held and called), runs
-    # for a while, and leaves (its partitions go back, with the runs it held still uncommitted).
-    async with running_executor(world.settings, "executor-2") as second:
-        await wait_until(lambda: bool(second._offsets.trackers), 20, "the second executor holds partitions")
-        await world.sink.wait_until(lambda: False, timeout=4)
+    async with member as joined:
+        await wait_until(lambda: holds(joined), 30, "the new member holds partitions")
+        await asyncio.sleep(4)
     end = utcnow() + timedelta(seconds=1)
     firsts = {s: min(_nominal(a) for a in world.sink.for_schedule(s)) for s in schedules}
     due = {
@@ -163,21 +169,27 @@ async def test_executors_joining_and_leaving_miss_no_due_run(world: World, tenan
         for n in range(int((end - first).total_seconds()) + 1)
         if start <= first + timedelta(seconds=n) <= end
     }
-
     assert len(due) >= len(schedules) * 5
 
     def called() -> set[tuple[str, datetime]]:
         return {(s, _nominal(a)) for s in schedules for a in world.sink.for_schedule(s)}
 
-    # Runs held by an executor that lost their partition are called by the next owner, late rather than never.
     await world.sink.wait_until(lambda: due <= called(), timeout=30)
     for schedule_id in schedules:
         await world.api.post(f"/api/schedules/{schedule_id}/pause", headers=auth(world.settings, tenant))
     missed = sorted(due - called())
-    assert missed == [], f"due runs never called across the rebalances: {missed}"
-    # Repeats (same webhook-id) are allowed around a partition move, but a move must not repeat everything held.
-    calls = sum(len(world.sink.for_schedule(s)) for s in schedules)
-    assert calls - len(called()) <= len(schedules) * 3, f"{calls - len(called())} repeated calls"
+    assert missed == [], f"fires never called across the rebalances: {missed}"
+    return sum(len(world.sink.for_schedule(s)) for s in schedules) - len(called())
+
+
+async def test_executors_joining_and_leaving_miss_no_due_run(world: World, tenant: str) -> None:
+    # The runs the first executor held when the second joined, and those the second held when it left, are called
+    # by the partitions' next owners.
+    repeats = await _every_fire_called_across(
+        world, tenant, running_executor(world.settings, "executor-2"), lambda e: bool(e._offsets.trackers)
+    )
+    # A move must not repeat everything held.
+    assert repeats <= 8 * 3, f"{repeats} repeated calls"
 
 
 async def test_misfire_policies_after_a_planner_outage(world: World, tenant: str) -> None:
@@ -225,29 +237,7 @@ async def test_misfire_policies_after_a_planner_outage(world: World, tenant: str
 
 
 async def test_a_planner_joining_and_leaving_misses_no_fire(world: World, tenant: str) -> None:
-    schedules = [await world.create(tenant, "/planners", interval_seconds=1) for _ in range(8)]
-    assert await world.sink.wait_until(lambda: all(world.sink.for_schedule(s) for s in schedules), timeout=20)
-    start = utcnow() + timedelta(seconds=1)
-    # A second planner joins the group (half the partitions move to it, with their tables), fires for a while, and
-    # leaves again (they move back).
-    async with running_planner(world.settings, "planner-2") as second:
-        await wait_until(lambda: bool(second.partitions_held()), 30, "the second planner holds partitions")
-        await world.sink.wait_until(lambda: False, timeout=4)
-    end = utcnow() + timedelta(seconds=1)
-    firsts = {s: min(_nominal(a) for a in world.sink.for_schedule(s)) for s in schedules}
-    due = {
-        (s, first + timedelta(seconds=n))
-        for s, first in firsts.items()
-        for n in range(int((end - first).total_seconds()) + 1)
-        if start <= first + timedelta(seconds=n) <= end
-    }
-    assert len(due) >= len(schedules) * 5
-
-    def called() -> set[tuple[str, datetime]]:
-        return {(s, _nominal(a)) for s in schedules for a in world.sink.for_schedule(s)}
-
-    await world.sink.wait_until(lambda: due <= called(), timeout=30)
-    for schedule_id in schedules:
-        await world.api.post(f"/api/schedules/{schedule_id}/pause", headers=auth(world.settings, tenant))
-    missed = sorted(due - called())
-    assert missed == [], f"fires never called across the planners' rebalances: {missed}"
+    # Half the partitions move to the second planner with their tables, and back when it leaves.
+    await _every_fire_called_across(
+        world, tenant, running_planner(world.settings, "planner-2"), lambda p: bool(p.partitions_held())
+    )
