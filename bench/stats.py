@@ -36,8 +36,8 @@ def lag_timeline(samples: list[tuple[float, float]]) -> list[dict[str, float]]:
 
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, tuple[float, float]]:
-    """User and system CPU seconds of each process so far, its live child processes included (the API's workers),
-    from Linux /proc."""
+    """User and system CPU seconds of each process so far, its live child processes included (the API's workers)
+    unless they are measured under a name of their own (the services the bench process started), from Linux /proc."""
     tick = os.sysconf("SC_CLK_TCK")
     usage: dict[int, tuple[int, float, float]] = {}  # pid -> (parent, user, system)
     for entry in Path("/proc").iterdir():
@@ -51,6 +51,7 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, tuple[float, float]]:
     children: dict[int, list[int]] = {}
     for pid, (parent, _, _) in usage.items():
         children.setdefault(parent, []).append(pid)
+    measured = set(pids.values())
     out: dict[str, tuple[float, float]] = {}
     for name, root in pids.items():
         if root not in usage:
@@ -61,7 +62,7 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, tuple[float, float]]:
             pid = tree.pop()
             user += usage[pid][1]
             system += usage[pid][2]
-            tree.extend(children.get(pid, ()))
+            tree.extend(child for child in children.get(pid, ()) if child not in measured)
         out[name] = (user, system)
     return out
 
