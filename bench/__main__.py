@@ -202,6 +202,11 @@ def cpu_lines(results: dict[str, Any]) -> list[str]:
             for side in ("chime", "apscheduler"):
                 cpu = scenario[side]["cpu_percent"]
                 out.append(f"{name} {side} CPU (% of one core): " + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items()))
+            for side in ("chime", "apscheduler"):
+                stalls = scenario[side]["sink_stall_ms_by_second"]
+                if stalls:
+                    worst = max(range(len(stalls)), key=stalls.__getitem__)
+                    out.append(f"{name} {side} sink's worst loop stall: {stalls[worst]:.0f} ms (second {worst})")
     api = results.get("api")
     if api:
         per_create = api["cpu_ms_per_create"]

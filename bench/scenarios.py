@@ -139,19 +139,31 @@ async def create_schedules(
         await client.close()
 
 
+# Calls due in a window's last moments are still arriving as it closes. The bench's own work after a window (counting
+# arrivals, tens of thousands of them) holds up the sink's event loop, which would time those calls late: the sink is
+# left alone this long first. (The peer's process ends a second after its window, so its last calls had that already.)
+_WINDOW_TAIL_S = 1.0
+
+
 @dataclass
 class Window:
     start: datetime
     end: datetime
     cpu: dict[str, float]
+    # How late the sink's event loop woke up, worst per second of the window: a call is timed on that loop, so a
+    # second with a high lag and a high stall was slow in the instrument, not in the scheduler.
+    sink_stall_ms_by_second: list[float]
 
 
 async def measure_window(seconds: float, pids: dict[str, int]) -> Window:
     start = datetime.now(UTC)
     before = cpu_seconds(pids)
-    await asyncio.sleep(seconds)
-    after = cpu_seconds(pids)
-    return Window(start, datetime.now(UTC), cpu_share(before, after, seconds))
+    async with LoopStalls() as stalls:
+        await asyncio.sleep(seconds)
+        after = cpu_seconds(pids)
+        end = datetime.now(UTC)
+        await asyncio.sleep(_WINDOW_TAIL_S)
+    return Window(start, end, cpu_share(before, after, seconds), stalls.by_second()[: math.ceil(seconds)])
 
 
 async def wait_for_arrivals(sink: BenchSink, count: Callable[[], int], expected: int, timeout: float) -> None:
@@ -248,7 +260,11 @@ async def chime_interval(
 
         await wait_for_arrivals(sink, lambda: len(in_window()), expected, max(10.0, 2.0 * interval))
         arrivals = in_window()
-        out = deliveries(arrivals, expected) | {"cpu_percent": window.cpu, "api_creates_per_s": round(create_rate, 1)}
+        out = deliveries(arrivals, expected) | {
+            "cpu_percent": window.cpu,
+            "api_creates_per_s": round(create_rate, 1),
+            "sink_stall_ms_by_second": window.sink_stall_ms_by_second,
+        }
         out["rate_per_s"] = round(out["delivered"] / window_s, 1)
         out["cpu_ms_per_fire"] = cpu_per_fire(window.cpu, out["rate_per_s"])
         if burst:
@@ -316,7 +332,10 @@ async def peer_interval(
         a for a in sink.arrivals if a.schedule_id.startswith("peer-") and window.start <= a.nominal < window.end
     ]
     sink.arrivals[:] = [a for a in sink.arrivals if not a.schedule_id.startswith("peer-")]
-    out = deliveries(arrivals, expected) | {"cpu_percent": window.cpu}
+    out = deliveries(arrivals, expected) | {
+        "cpu_percent": window.cpu,
+        "sink_stall_ms_by_second": window.sink_stall_ms_by_second,
+    }
     out["rate_per_s"] = round(out["delivered"] / window_s, 1)
     share = window.cpu.get("apscheduler", 0.0) / 100
     out["cpu_ms_per_fire"] = round(share / out["rate_per_s"] * 1000, 3) if out["rate_per_s"] else None
