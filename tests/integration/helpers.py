@@ -19,7 +19,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.api.auth import mint_token
-from shared.settings import Settings
+from services.api.migrate import migrate
+from shared.settings import Settings, load_settings
+from shared.topics import create_topics, delete_topics
 
 
 def auth(settings: Settings, tenant: str, **kwargs: Any) -> dict[str, str]:
@@ -59,6 +61,30 @@ async def drop_database(database_url: str) -> None:
             await conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
     finally:
         await engine.dispose()
+
+
+@asynccontextmanager
+async def installation(stack_env: dict[str, str], **overrides: Any) -> AsyncIterator[Settings]:
+    """Settings for an installation of its own on the test stack: a new database, migrated, and topics under a new
+    prefix, both deleted afterwards; ``overrides`` adjust the settings."""
+    url = await create_database(stack_env["CHIME_DATABASE_URL"])
+    options: dict[str, Any] = {
+        "kafka_bootstrap": stack_env["CHIME_KAFKA_BOOTSTRAP"],
+        "database_url": url,
+        "topic_prefix": f"t{uuid.uuid4().hex[:8]}.chime.",
+        "partitions": 4,
+        "allow_private_targets": True,
+        "rate_limit_per_second": 100_000,
+        "outbox_poll_interval_ms": 50,
+    }
+    settings = load_settings(_env_file=None, **(options | overrides))
+    try:
+        await migrate(settings)
+        await create_topics(settings)
+        yield settings
+    finally:
+        await delete_topics(settings)
+        await drop_database(url)
 
 
 @asynccontextmanager

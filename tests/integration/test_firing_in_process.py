@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -17,15 +16,14 @@ import httpx
 import pytest
 
 from services.api.app import create_app
-from services.api.migrate import migrate
 from services.executor.worker import Executor
 from services.planner.app import Planner
 from shared.events import RunSkipped, decode_event
-from shared.settings import Settings, load_settings
+from shared.settings import Settings
 from shared.timefmt import utcnow
-from shared.topics import RUNS_RESULTS, create_topics, delete_topics, topic_name
+from shared.topics import RUNS_RESULTS, topic_name
 from tests.e2e.stack import RecordingSink
-from tests.integration.helpers import auth, create_database, drop_database, read_all, schedule_body
+from tests.integration.helpers import auth, installation, read_all, schedule_body
 from tests.integration.inprocess import running_executor, running_planner, wait_until
 
 T = TypeVar("T")
@@ -59,37 +57,22 @@ class World:
 async def world(stack_env: dict[str, str]) -> AsyncIterator[World]:
     """A database and topics of their own (the API's outbox relay must publish to this module's topics only), the
     API, a sink, a planner and an executor, for every test of the module."""
-    url = await create_database(stack_env["CHIME_DATABASE_URL"])
-    settings = load_settings(
-        _env_file=None,
-        kafka_bootstrap=stack_env["CHIME_KAFKA_BOOTSTRAP"],
-        database_url=url,
-        topic_prefix=f"t{uuid.uuid4().hex[:8]}.chime.",
-        partitions=4,
-        allow_private_targets=True,
-        rate_limit_per_second=100_000,
-        outbox_poll_interval_ms=50,
-        # Runs are announced a second ahead rather than five, so a planner outage of a few seconds misses fires.
-        planner_lookahead_ms=1_000,
-    )
-    await migrate(settings)
-    await create_topics(settings)
-    sink = RecordingSink()
-    await sink.start()
-    app = create_app(settings)
-    try:
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://chime.test") as api,
-            contextlib.AsyncExitStack() as planner_scope,
-            running_executor(settings) as executor,
-        ):
-            planner = await planner_scope.enter_async_context(running_planner(settings))
-            yield World(settings, api, sink, planner, executor, planner_scope)
-    finally:
-        await sink.stop()
-        await delete_topics(settings)
-        await drop_database(url)
+    # Runs are announced a second ahead rather than five, so a planner outage of a few seconds misses fires.
+    async with installation(stack_env, planner_lookahead_ms=1_000) as settings:
+        sink = RecordingSink()
+        await sink.start()
+        app = create_app(settings)
+        try:
+            async with (
+                app.router.lifespan_context(app),
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://chime.test") as api,
+                contextlib.AsyncExitStack() as planner_scope,
+                running_executor(settings) as executor,
+            ):
+                planner = await planner_scope.enter_async_context(running_planner(settings))
+                yield World(settings, api, sink, planner, executor, planner_scope)
+        finally:
+            await sink.stop()
 
 
 def _nominal(arrival: Any) -> datetime:
