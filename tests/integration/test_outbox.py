@@ -12,9 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.api.app import create_app
 from services.api.migrate import migrate
+from services.api.outbox import backlog
 from services.devstack.kafka import LocalKafka
 from shared.events import decode_event
 from shared.settings import Settings
@@ -94,13 +96,24 @@ async def test_two_api_processes_publish_each_schedule_in_version_order(
 
     expected_versions = list(range(1, 2 * changes_per_process + 2))
     records = await read_records(
-        settings, topic_name(settings, SCHEDULES), keys=ids, count=len(ids) * len(expected_versions)
+        settings, topic_name(settings, SCHEDULES), keys=ids, count=len(ids) * len(expected_versions), timeout=60
     )
     by_key: dict[str, list[int]] = {}
     for record in records:
         assert record.key is not None
         by_key.setdefault(record.key.decode(), []).append(decode_event(record.value).data.version)
-    assert by_key == {schedule_id: expected_versions for schedule_id in ids}
+    expected = {schedule_id: expected_versions for schedule_id in ids}
+    if by_key != expected:
+        # Say whether the missing versions are late (still in the outbox) or lost (marked published, not on Kafka).
+        engine = create_async_engine(settings.database_url)
+        try:
+            async with engine.connect() as conn:
+                unpublished, oldest_s = await backlog(conn)
+        finally:
+            await engine.dispose()
+        pytest.fail(
+            f"versions on the topic {by_key}; outbox rows still unpublished: {unpublished} (oldest {oldest_s:.1f} s)"
+        )
 
 
 @pytest.fixture
