@@ -10,6 +10,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from shared.producer_topics import track_produced_topics
 from shared.settings import Settings
 
 
@@ -34,7 +35,7 @@ def build_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     opts = client_options(settings)
     opts.update(enable_idempotence=True, acks="all", linger_ms=0)
     opts.update(overrides)
-    return AIOKafkaProducer(**opts)
+    return track_produced_topics(AIOKafkaProducer(**opts))
 
 
 # How long the broker may hold a fetch that finds no new records. aiokafka keeps one fetch in flight per broker,

@@ -27,6 +27,7 @@ from mode.utils.futures import notify
 
 from shared.fetch_pacing import FetchPace, pace_fetches
 from shared.kafka import FETCH_MAX_WAIT_MS
+from shared.producer_topics import track_produced_topics
 from shared.settings import Settings
 
 # While changes stream in: a fetch per 20 ms at most, which is what a change may wait on top of its way here.
@@ -222,8 +223,14 @@ class _Consumer(driver.Consumer):
         return False
 
 
+class _Producer(driver.Producer):
+    def _new_producer(self, transactional_id: str | None = None) -> aiokafka.AIOKafkaProducer:
+        return track_produced_topics(super()._new_producer(transactional_id))
+
+
 class _Transport(driver.Transport):
     Consumer = _Consumer
+    Producer = _Producer
 
 
 class PlannerApp(faust.App):
