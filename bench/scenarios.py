@@ -30,6 +30,7 @@ from bench.sink import Arrival, BenchSink
 from bench.stats import (
     LoopStalls,
     broker_pid,
+    broker_warmup_left_s,
     cpu_seconds,
     cpu_share,
     lag_summary,
@@ -238,8 +239,9 @@ async def chime_interval(
         create_rate = schedules / (time.monotonic() - started)
         ids = set(anchors)
         # Measure only once every schedule has fired twice and the set-up's after-effects (the recorder catching
-        # up, Postgres analysing the new rows) have passed: two intervals of warm-up.
-        warmup = 2 * interval + 2
+        # up, Postgres analysing the new rows) have passed: two intervals of warm-up, and longer while a broker
+        # started for this run is still compiling its hot paths.
+        warmup = max(2 * interval + 2, math.ceil(broker_warmup_left_s()))
         say(f"chime {kind}: created at {create_rate:.0f}/s; warming up for {warmup} s")
         # The bench's own collection runs now, not during the window: it pauses the sink.
         settle_heap()

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from bench.stats import cpu_seconds
+from bench.stats import cpu_seconds, process_age_s
 
 _BURN = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass\ninput()\n"
 
@@ -29,3 +29,16 @@ def test_a_child_measured_on_its_own_is_not_counted_in_its_parent_too() -> None:
         assert sum(both["parent"]) < alone - 0.3
     finally:
         child.communicate(b"\n", timeout=10)
+
+
+def test_a_process_age_counts_from_its_start() -> None:
+    """The bench waits for a young broker by its age; a process started now is a fraction of a second old."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.5)
+        age = process_age_s(child.pid)
+        assert 0.3 < age < 5, age
+        assert process_age_s(os.getpid()) >= age
+    finally:
+        child.kill()
+        child.wait()
