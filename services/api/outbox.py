@@ -46,6 +46,10 @@ _INSERT = insert(outbox)
 # unpublished rows and mark them published. The marks are undone with the transaction when the broker does not
 # acknowledge the rows. It always answers at least one row: ``got`` says whether the lock was free, and a row
 # without an id stands for "nothing to publish". ``RETURNING`` keeps no order, so the rows are sorted again.
+# The statement's snapshot is taken before it gets the lock: when another relay commits its round in between, the
+# subquery still sees that round's rows as unpublished. ``published_at IS NULL`` on the row itself is checked again
+# against the committed version of a row another transaction changed, so those rows are passed over instead of
+# published a second time (which two API processes did, now and then, in the version-order test).
 _ROUND = DriverStatement(
     text(
         """
@@ -53,6 +57,7 @@ _ROUND = DriverStatement(
         taken AS (
             UPDATE outbox SET published_at = now()
             WHERE (SELECT got FROM lock)
+              AND published_at IS NULL
               AND id IN (SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT :batch)
             RETURNING id, topic_suffix, key, value, headers, created_at
         )

@@ -12,17 +12,27 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.api.app import create_app
 from services.api.migrate import migrate
-from services.api.outbox import backlog
+from services.api.outbox import OutboxRelay, backlog
 from services.devstack.kafka import LocalKafka
+from shared.db.tables import outbox
 from shared.events import decode_event
 from shared.settings import Settings
 from shared.topics import SCHEDULES, create_topics, topic_name
 from tests.e2e.stack import free_port
-from tests.integration.helpers import auth, create_database, drop_database, read_records, schedule_body
+from tests.integration.helpers import (
+    auth,
+    create_database,
+    drop_database,
+    installation,
+    read_all,
+    read_records,
+    schedule_body,
+)
 
 
 def _process_env(settings: Settings, port: int) -> dict[str, str]:
@@ -172,3 +182,40 @@ async def test_changes_made_while_kafka_is_down_arrive_in_order_once_it_is_back(
     names = [decode_event(r.value).data.name for r in records[1:]]  # type: ignore[union-attr]
     assert names == [f"while-down-{i}" for i in range(20)]
     await drop_database(isolated.database_url)
+
+
+async def test_a_round_passes_over_rows_another_relay_published_after_its_snapshot(stack_env: dict[str, str]) -> None:
+    """The interleaving behind repeated versions: a round's snapshot is older than another relay's commit of the
+    same rows (that relay released the lock in between). Here the other round holds its row when this round starts,
+    so the order is certain: this round must publish only the row nobody took."""
+    async with installation(stack_env) as own:
+        engine = create_async_engine(own.database_url)
+        relay = OutboxRelay(own, engine)
+        try:
+            async with engine.begin() as conn:
+                rows = [
+                    {
+                        "aggregate_id": f"a{n}",
+                        "version": 1,
+                        "topic_suffix": SCHEDULES.suffix,
+                        "key": f"k{n}".encode(),
+                        "value": b"{}",
+                        "headers": {},
+                    }
+                    for n in range(2)
+                ]
+                await conn.execute(insert(outbox), rows)
+                first = (await conn.execute(select(func.min(outbox.c.id)))).scalar_one()
+            async with engine.connect() as other:
+                marked = await other.begin()
+                await other.execute(update(outbox).where(outbox.c.id == first).values(published_at=func.now()))
+                round_ = asyncio.create_task(relay.relay_once())
+                await asyncio.sleep(1.0)
+                assert not round_.done(), "the round should wait for the row the other round holds"
+                await marked.commit()
+            assert await asyncio.wait_for(round_, timeout=30) == 1
+            published = await read_all(own, topic_name(own, SCHEDULES))
+            assert [r.key for r in published] == [b"k1"]
+        finally:
+            await relay.stop()
+            await engine.dispose()
