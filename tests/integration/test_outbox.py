@@ -114,7 +114,7 @@ async def test_two_api_processes_publish_each_schedule_in_version_order(
         by_key.setdefault(record.key.decode(), []).append(decode_event(record.value).data.version)
     expected = {schedule_id: expected_versions for schedule_id in ids}
     if by_key != expected:
-        # Say whether the missing versions are late (still in the outbox) or lost (marked published, not on Kafka).
+        # Say whether versions are late (still in the outbox), or repeated or lost on the way (marked published).
         engine = create_async_engine(settings.database_url)
         try:
             async with engine.connect() as conn:
