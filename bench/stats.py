@@ -15,6 +15,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def stat_fields(pid: str) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (which may hold spaces): the file's third field
+    comes first."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def lag_summary(lags_ms: list[float]) -> dict[str, float]:
     if not lags_ms:
         return {"count": 0}
@@ -44,7 +50,7 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, tuple[float, float]]:
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = stat_fields(entry.name)
         except OSError:
             continue
         usage[int(entry.name)] = (int(fields[1]), int(fields[11]) / tick, int(fields[12]) / tick)
@@ -86,8 +92,7 @@ BROKER_WARM_S = 75.0
 
 def process_age_s(pid: int) -> float:
     """Seconds since process ``pid`` started."""
-    # Fields after the command name (which may hold spaces); the 22nd field, the start time, is the 20th of them.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = stat_fields(str(pid))  # the 22nd field of the file, the start time, is the 20th of these
     uptime = float(Path("/proc/uptime").read_text().split()[0])
     return uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
@@ -112,7 +117,7 @@ def postgres_cpu_seconds() -> tuple[float, float]:
         try:
             if (entry / "comm").read_text().strip() != "postgres":
                 continue
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = stat_fields(entry.name)
         except OSError:
             continue
         # utime, stime, then the reaped children's cutime, cstime (non-zero only for the server itself)
