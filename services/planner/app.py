@@ -25,10 +25,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from faust.types import TP
 
+from services.planner.batching import take_batches
 from services.planner.changegate import ChangeGate
 from services.planner.due_records import DueRecords
 from services.planner.entries import (
@@ -405,13 +406,14 @@ class Planner:
     # -- agents ---------------------------------------------------------------------------------------------
 
     async def _schedules_agent(self, stream: Any) -> None:
-        async for events in stream.take_events(_CHANGE_BATCH, within=_CHANGE_BATCH_WAIT_S):
+        async for events in take_batches(stream, _CHANGE_BATCH, _CHANGE_BATCH_WAIT_S):
             taken = time.monotonic()
             changes: list[tuple[bytes, ScheduleUpserted | ScheduleDeleted]] = []
             for event in events:
                 decoded = await self._decode(event)
                 if isinstance(decoded, ScheduleUpserted | ScheduleDeleted):
-                    changes.append((event.key, decoded))
+                    # The topic's keys are raw bytes (the schedule id).
+                    changes.append((cast("bytes", event.key), decoded))
             held = applied = taken
             if changes:
                 async with self._keys.hold_many([key for key, _ in changes]):
