@@ -22,11 +22,13 @@ class KeyStore(CompactedView[SigningKeysUpdated]):
         self._box = SecretBox(settings.master_key.get_secret_value())
         self._keys: dict[str, tuple[int, list[tuple[str, datetime | None]]]] = {}
 
-    def secrets_for(self, tenant: str) -> list[str]:
+    def secrets_for(self, tenant: str, now: datetime | None = None) -> list[str]:
+        """The tenant's secrets still valid at ``now`` (the clock's now when not given)."""
         entry = self._keys.get(tenant)
         if entry is None:
             return []
-        now = utcnow()
+        if now is None:
+            now = utcnow()
         return [secret for secret, expires in entry[1] if expires is None or expires > now]
 
     async def wait_for(self, tenant: str, wait_seconds: float) -> list[str]:

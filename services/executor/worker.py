@@ -483,7 +483,7 @@ class Executor:
         limited = self.flow_limits and self.flow_limits.get(due.tenant_id, due.delivery.flow) is not None
         if self._client is None or limited:
             return None
-        return prepare(self._client, due, self.keys.secrets_for(due.tenant_id), int(at.timestamp()))
+        return prepare(self._client, due, self.keys.secrets_for(due.tenant_id, at), int(at.timestamp()))
 
     def _release(
         self, tp: TopicPartition, offset: int, key: bytes, due: RunDueData, prepared: PreparedCall | None = None
@@ -664,19 +664,22 @@ class Executor:
     ) -> None:
         """Make the call (or find it too old to make), then publish what came of it. ``on_called`` runs as soon as
         the call has ended, before the outcome is published: a flow's slot is for calls, not for publishing."""
-        age = utcnow() - due.age_origin
         tenant_slots = self._tenants.get(due.tenant_id)
         if tenant_slots is None:
             tenant_slots = self._tenants[due.tenant_id] = asyncio.Semaphore(self._tenant_limit)
         async with tenant_slots, self._global:
+            # One clock reading per moment of the attempt (start, end): each is a new datetime, several per run.
             started = utcnow()
+            age = started - due.age_origin
             age_expired = age > timedelta(seconds=due.retry_policy.max_event_age_seconds)
             if age_expired:
                 result = CallResult(False, None, f"expired: {age.total_seconds():.0f}s past its time", None, 0)
                 permanent_reason: str | None = "max_event_age_seconds exceeded before the attempt"
             else:
                 assert self._client is not None  # noqa: S101 - set in run()
-                secrets = self.keys.secrets_for(due.tenant_id) or await self.keys.wait_for(due.tenant_id, _KEY_WAIT_S)
+                secrets = self.keys.secrets_for(due.tenant_id, started)
+                if not secrets:
+                    secrets = await self.keys.wait_for(due.tenant_id, _KEY_WAIT_S)
                 self.metrics.lag.observe(max(0.0, (started - due.planned_time).total_seconds()))
                 if not secrets:
                     result = CallResult(False, None, "no signing key for tenant", None, 0, retryable=True)
@@ -706,7 +709,7 @@ class Executor:
         if result.ok:
             # The planner hears of the end in its own round, not after the outcome's longer one.
             finish = self._report_finish(key, due, RunStatus.SUCCEEDED)
-            await self._publish(self._results_topic, key, RunSucceeded, due, outcome)
+            await self._publish(self._results_topic, key, RunSucceeded, due, outcome, finished)
             if finish is not None:
                 await finish
             self.metrics.succeeded.inc()
@@ -733,16 +736,16 @@ class Executor:
             tier = tier_for(decision.delay_seconds, RETRY_TIERS)
             topic = self._retry_topics[tier]
             # The next attempt is safely in Kafka before the outcome is reported and the offset may move.
-            await self._publish(topic, key, RunDue, due, retry)
-            await self._publish(self._results_topic, key, RunAttemptFailed, due, outcome)
+            await self._publish(topic, key, RunDue, due, retry, finished)
+            await self._publish(self._results_topic, key, RunAttemptFailed, due, outcome, finished)
             self.metrics.attempts.labels("retrying", _status_class(result.http_status)).inc()
             self.metrics.retries.labels(tier).inc()
             return
         outcome = outcome.model_copy(update={"status": RunStatus.DEAD_LETTERED, "reason": decision.reason})
         entry = DlqEntryData(run=due, attempts=history, reason=decision.reason, dead_at=finished)
         finish = self._report_finish(key, due, RunStatus.DEAD_LETTERED)
-        await self._publish(self._dlq_topic, key, DlqEntry, due, entry)
-        await self._publish(self._results_topic, key, RunDeadLettered, due, outcome)
+        await self._publish(self._dlq_topic, key, DlqEntry, due, entry, finished)
+        await self._publish(self._results_topic, key, RunDeadLettered, due, outcome, finished)
         if finish is not None:
             await finish
         self.metrics.attempts.labels("dead_lettered", _status_class(result.http_status)).inc()
@@ -759,13 +762,20 @@ class Executor:
         return self._publish(self._planner_topic, key, RunFinishedCommand, due, data)
 
     def _publish(
-        self, topic: str, key: bytes, kind: type[Envelope], due: RunDueData, data: BaseModel
+        self,
+        topic: str,
+        key: bytes,
+        kind: type[Envelope],
+        due: RunDueData,
+        data: BaseModel,
+        at: datetime | None = None,
     ) -> asyncio.Future[None]:
-        """Publish a run's event: outcomes, retries and dead letters in the outcome rounds, a finish report in the
-        short ones. The future resolves on the broker's acknowledgement."""
+        """Publish a run's event (its ``time`` is ``at``, else now): outcomes, retries and dead letters in the
+        outcome rounds, a finish report in the short ones. The future resolves on the broker's acknowledgement."""
         assert self._publisher is not None and self._outcomes is not None  # noqa: S101 - set in run()
         # The subclasses default ``type`` and declare ``data``; the base class knows neither.
-        event = kind(subject=str(due.schedule_id), tenant=due.tenant_id, time=utcnow(), data=data)  # type: ignore[call-arg]
+        when = at if at is not None else utcnow()
+        event = kind(subject=str(due.schedule_id), tenant=due.tenant_id, time=when, data=data)  # type: ignore[call-arg]
         headers = [("tenant", due.tenant_id.encode()), ("content-type", CONTENT_TYPE.encode())]
         publisher = self._publisher if topic == self._planner_topic else self._outcomes
         return publisher.publish(topic, encode_event(event), key, headers)
