@@ -236,6 +236,7 @@ class Planner:
 
     def _load(self, partition: int, key: bytes) -> PlanEntry | None:
         """An entry not in memory, parsed from its table rows (written through on every change and fire)."""
+        self.metrics.entry_reads.inc()
         raw = self.definitions.row(partition, key)
         if raw is None:
             return None

@@ -55,3 +55,8 @@ class PlannerMetrics:
             "chime_planner_partitions_owned", "Partitions of chime.schedules this planner fires for", registry=r
         )
         self.cached = Gauge("chime_planner_cached_entries", "Parsed schedule entries held in memory", registry=r)
+        self.entry_reads = Counter(
+            "chime_planner_entry_reads_total",
+            "Schedule entries parsed from the tables because memory did not hold them (CHIME_PLANNER_CACHE_ENTRIES)",
+            registry=r,
+        )
