@@ -238,6 +238,7 @@ class ConsumerRuntime:
         registry: CollectorRegistry,
         engine: AsyncEngine | None = None,
         max_records: int = 500,
+        commit_every_s: float = 0.0,
         **consumer_options: Any,
     ) -> None:
         self._settings = settings
@@ -248,6 +249,7 @@ class ConsumerRuntime:
         self._handler = handler
         self._engine = engine
         self._max_records = max_records
+        self._commit_every_s = commit_every_s
         self._consumer_options = consumer_options
         self._stopping = asyncio.Event()
         self._quarantine = QuarantineTopic(settings, service, registry)
@@ -297,15 +299,30 @@ class ConsumerRuntime:
     async def _loop(self, housekeeping: Callable[[], Awaitable[object]] | None, every_s: float) -> None:
         assert self.consumer is not None  # noqa: S101 - set in run()
         next_housekeeping = time.monotonic() + _HOUSEKEEPING_FIRST_S
+        # Handled records not committed yet, and when the last commit went out. A commit is one request that writes
+        # a record per assigned partition to ``__consumer_offsets``: after every batch, at a thousand records a
+        # second, the run history and the DLQ service made a dozen a second between them. With ``commit_every_s``
+        # a busy consumer commits that often, an idle one as soon as it finds nothing new, and a stopping one
+        # before it ends; what a crash leaves uncommitted is handled again, which every handler allows.
+        # Commits happen only between batches, where everything fetched has been handled.
+        uncommitted = False
+        committed_at = time.monotonic()
         while not self._stopping.is_set():
             if housekeeping is not None and time.monotonic() >= next_housekeeping:
                 next_housekeeping = time.monotonic() + every_s
                 await housekeeping()
             batch = await self.consumer.getmany(timeout_ms=100, max_records=self._max_records)
             records = [r for rs in batch.values() for r in rs]
-            if not records:
-                continue
-            await self.handle(records)
+            if records:
+                await self.handle(records)
+                uncommitted = True
+                if time.monotonic() - committed_at < self._commit_every_s:
+                    continue
+            if uncommitted:
+                await self._commit()
+                uncommitted = False
+                committed_at = time.monotonic()
+        if uncommitted:
             await self._commit()
 
     async def _commit(self) -> None:

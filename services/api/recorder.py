@@ -38,7 +38,7 @@ from shared.events.probe import DueRow, probe_due_row
 from shared.events.runs import RunStatus, Trigger
 from shared.events.schedule import ScheduleStatus
 from shared.identity import instance_id
-from shared.kafka import BULK_FETCH
+from shared.kafka import BULK_COMMIT_EVERY_S, BULK_FETCH
 from shared.service_runner import serve_with_database
 from shared.settings import Settings
 from shared.timefmt import utcnow
@@ -88,6 +88,7 @@ class Recorder:
             engine=engine,
             max_records=1000,
             max_poll_records=1000,
+            commit_every_s=BULK_COMMIT_EVERY_S,
             **BULK_FETCH,
         )
 

@@ -40,7 +40,7 @@ from shared.events import (
 from shared.events.probe import ResultProbe
 from shared.events.runs import RunDueData, Trigger
 from shared.identity import instance_id
-from shared.kafka import BULK_FETCH
+from shared.kafka import BULK_COMMIT_EVERY_S, BULK_FETCH
 from shared.runid import new_entity_id
 from shared.service_runner import serve_with_database
 from shared.settings import Settings
@@ -89,6 +89,7 @@ class DlqService:
             engine=engine,
             max_records=200,
             max_poll_records=200,
+            commit_every_s=BULK_COMMIT_EVERY_S,
             **BULK_FETCH,
         )
 

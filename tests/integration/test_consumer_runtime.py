@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
 import httpx
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import NewTopic
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 
 from services.api.recorder import Recorder
 from services.executor.keys import KeyStore
-from shared.consumer_runtime import QuarantineTopic
+from shared.consumer_runtime import ConsumerRuntime, QuarantineTopic
 from shared.crypto import SecretBox
 from shared.db.engine import create_engine
 from shared.db.tables import runs
 from shared.events import SigningKeysUpdated, encode_event
 from shared.events.signing import EncryptedSigningKey, SigningKeysData
+from shared.kafka import admin_client, group_id
 from shared.runid import planned_run_id
 from shared.settings import Settings
 from shared.timefmt import utcnow
@@ -136,3 +138,80 @@ async def test_a_signing_keys_record_that_cannot_be_loaded_is_quarantined_and_th
         await store.stop()
         await producer.stop()
     assert not store.running
+
+
+async def _committed(settings: Settings, group: str, tp: TopicPartition) -> int | None:
+    async with admin_client(settings) as admin:
+        offsets = await admin.list_consumer_group_offsets(group_id(settings, group))
+    meta = offsets.get(tp)
+    return None if meta is None or meta.offset < 0 else int(meta.offset)
+
+
+async def test_a_busy_consumer_commits_on_its_interval_an_idle_one_at_once_and_a_stopping_one_before_it_ends(
+    settings: Settings,
+) -> None:
+    topic = f"{settings.topic_prefix}commits-{uuid.uuid4().hex[:8]}"
+    tp = TopicPartition(topic, 0)
+    async with admin_client(settings) as admin:
+        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+
+    async def produce(count: int) -> None:
+        for n in range(count):
+            await producer.send(topic, f"r{n}".encode(), partition=0)
+        await producer.flush()
+
+    try:
+        # Busy: fifty records read ten at a time, one batch after the other. The group's committed offset, read at
+        # each batch, stays where it was (a commit per batch would have moved it to 10, 20, ...).
+        seen_while_busy: list[int | None] = []
+        handled = 0
+        stop_at: int | None = None
+        last = asyncio.Event()
+
+        async def handler(records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+            nonlocal handled
+            if stop_at is None:
+                seen_while_busy.append(await _committed(settings, group, tp))
+            handled += len(records)
+            if handled == stop_at:
+                runtime.stop()
+                last.set()
+
+        group = f"commits-{uuid.uuid4().hex[:6]}"
+        await produce(50)
+        runtime = ConsumerRuntime(
+            settings,
+            service="test",
+            group=group,
+            instance=f"i-{uuid.uuid4().hex[:6]}",
+            topics=[topic],
+            handler=handler,
+            registry=CollectorRegistry(),
+            max_records=10,
+            max_poll_records=10,
+            commit_every_s=3600,
+        )
+        running = asyncio.create_task(runtime.run())
+        try:
+            # Idle: once nothing more comes, what was handled is committed without waiting out the interval.
+            async def all_committed() -> bool:
+                return await _committed(settings, group, tp) == 50
+
+            assert await _wait_for(all_committed, 30), (handled, seen_while_busy)
+            assert handled == 50
+            assert seen_while_busy == [None] * 5
+            # Stopping: a batch handled just before the stop is committed before the loop ends.
+            stop_at = 53
+            await produce(3)
+            await asyncio.wait_for(last.wait(), 30)
+            await asyncio.wait_for(running, 30)
+            assert await _committed(settings, group, tp) == 53
+        finally:
+            runtime.stop()
+            await asyncio.wait_for(running, 30)
+    finally:
+        await producer.stop()
+        async with admin_client(settings) as admin:
+            await admin.delete_topics([topic])
