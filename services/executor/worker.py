@@ -25,6 +25,7 @@ from services.executor.flow_lane import FlowLane
 from services.executor.flows import FlowLimits, LocalFlows, RoutedRuns, release_once
 from services.executor.keys import KeyStore
 from services.executor.offsets import PartitionOffsets, Rebalance
+from services.executor.outcome_records import succeeded_record
 from services.executor.stops import STOP_MEMORY_S, StoppedSchedules
 from shared.backoff import Dead, Retry, decide, tier_for
 from shared.consumer_runtime import Backoff, ConsumerProgress, QuarantineTopic, Stopping, is_transient, started
@@ -39,7 +40,6 @@ from shared.events import (
     RunDeadLettered,
     RunDue,
     RunFinishedCommand,
-    RunSucceeded,
     decode_event,
     encode_event,
 )
@@ -81,6 +81,7 @@ from shared.topics import (
 log = logging.getLogger(__name__)
 
 _COMMIT_EVERY_S = 0.2
+_CONTENT_TYPE = CONTENT_TYPE.encode()
 _MAX_PENDING = 20_000
 _KEY_WAIT_S = 5.0
 _YIELD_EVERY = 10
@@ -690,6 +691,23 @@ class Executor:
         if on_called is not None:
             on_called()
         finished = utcnow()
+        if result.ok:
+            # The planner hears of the end in its own round, not after the outcome's longer one.
+            finish = self._report_finish(key, due, RunStatus.SUCCEEDED)
+            record = succeeded_record(
+                due,
+                worker=self.worker_id,
+                started_at=started,
+                finished_at=finished,
+                duration_ms=result.duration_ms,
+                http_status=result.http_status,
+                response_excerpt=result.response_excerpt,
+            )
+            await self._publish_record(self._results_topic, key, due, record)
+            if finish is not None:
+                await finish
+            self.metrics.succeeded.inc()
+            return
         outcome = RunOutcomeData(
             run_id=due.run_id,
             schedule_id=due.schedule_id,
@@ -706,14 +724,6 @@ class Executor:
             error=result.error,
             response_excerpt=result.response_excerpt,
         )
-        if result.ok:
-            # The planner hears of the end in its own round, not after the outcome's longer one.
-            finish = self._report_finish(key, due, RunStatus.SUCCEEDED)
-            await self._publish(self._results_topic, key, RunSucceeded, due, outcome, finished)
-            if finish is not None:
-                await finish
-            self.metrics.succeeded.inc()
-            return
         decision: Retry | Dead = (
             Dead(permanent_reason, "too_old" if age_expired else "permanent")
             if permanent_reason is not None
@@ -776,9 +786,14 @@ class Executor:
         # The subclasses default ``type`` and declare ``data``; the base class knows neither.
         when = at if at is not None else utcnow()
         event = kind(subject=str(due.schedule_id), tenant=due.tenant_id, time=when, data=data)  # type: ignore[call-arg]
-        headers = [("tenant", due.tenant_id.encode()), ("content-type", CONTENT_TYPE.encode())]
+        return self._publish_record(topic, key, due, encode_event(event))
+
+    def _publish_record(self, topic: str, key: bytes, due: RunDueData, value: bytes) -> asyncio.Future[None]:
+        """Publish a run's encoded event, with the record headers every run event carries."""
+        assert self._publisher is not None and self._outcomes is not None  # noqa: S101 - set in run()
+        headers = [("tenant", due.tenant_id.encode()), ("content-type", _CONTENT_TYPE)]
         publisher = self._publisher if topic == self._planner_topic else self._outcomes
-        return publisher.publish(topic, encode_event(event), key, headers)
+        return publisher.publish(topic, value, key, headers)
 
     # -- offsets and rebalancing ----------------------------------------------------------------------------
 
