@@ -299,12 +299,11 @@ class ConsumerRuntime:
     async def _loop(self, housekeeping: Callable[[], Awaitable[object]] | None, every_s: float) -> None:
         assert self.consumer is not None  # noqa: S101 - set in run()
         next_housekeeping = time.monotonic() + _HOUSEKEEPING_FIRST_S
-        # Handled records not committed yet, and when the last commit went out. A commit is one request that writes
-        # a record per assigned partition to ``__consumer_offsets``: after every batch, at a thousand records a
-        # second, the run history and the DLQ service made a dozen a second between them. With ``commit_every_s``
-        # a busy consumer commits that often, an idle one as soon as it finds nothing new, and a stopping one
-        # before it ends; what a crash leaves uncommitted is handled again, which every handler allows.
-        # Commits happen only between batches, where everything fetched has been handled.
+        # A commit is one request that writes a record per assigned partition to ``__consumer_offsets``: after every
+        # batch, at a thousand records a second, the run history and the DLQ service made a dozen a second between
+        # them. With ``commit_every_s`` a busy consumer commits that often, an idle one as soon as it finds nothing
+        # new, and a stopping one before it ends; what a crash leaves uncommitted is handled again, which every
+        # handler allows. Commits happen only between batches, where everything fetched has been handled.
         uncommitted = False
         committed_at = time.monotonic()
         while not self._stopping.is_set():

@@ -165,6 +165,7 @@ async def test_a_busy_consumer_commits_on_its_interval_an_idle_one_at_once_and_a
     try:
         # Busy: fifty records read ten at a time, one batch after the other. The group's committed offset, read at
         # each batch, stays where it was (a commit per batch would have moved it to 10, 20, ...).
+        group = f"commits-{uuid.uuid4().hex[:6]}"
         seen_while_busy: list[int | None] = []
         handled = 0
         stop_at: int | None = None
@@ -179,7 +180,6 @@ async def test_a_busy_consumer_commits_on_its_interval_an_idle_one_at_once_and_a
                 runtime.stop()
                 last.set()
 
-        group = f"commits-{uuid.uuid4().hex[:6]}"
         await produce(50)
         runtime = ConsumerRuntime(
             settings,
